@@ -1,0 +1,117 @@
+"""Worker configuration: environment variables (KEYWATCH_*) over an optional TOML file, validated."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "KEYWATCH_"
+
+
+class ConfigError(Exception):
+    """A setting is missing or wrong; the message names it and says why."""
+
+
+class Settings(BaseSettings):
+    """Everything the worker and the CLI read from the environment (prefix KEYWATCH_)."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", frozen=True)
+
+    bootstrap_servers: str = Field(
+        default="127.0.0.1:19092", description="Kafka bootstrap servers, comma separated host:port."
+    )
+    app_id: str = Field(
+        default="keywatch", pattern=r"^[A-Za-z0-9._-]+$", description="Consumer group and internal-topic prefix."
+    )
+    topic_requests: str = Field(default="api.requests", description="Request log topic (input).")
+    topic_lifecycle: str = Field(default="apikey.lifecycle", description="Key lifecycle topic (input).")
+    topic_alerts: str = Field(default="keywatch.alerts", description="Alert topic (output).")
+    topic_dlq: str = Field(default="keywatch.dlq", description="Dead-letter topic (output).")
+    partitions: int = Field(
+        default=4, ge=1, le=1024, description="Partitions of keywatch's keyed topic and state tables."
+    )
+    store: Literal["memory://", "rocksdb://"] = Field(
+        default="memory://", description="Table store: rocksdb:// in production (needs the rocksdb extra)."
+    )
+    data_dir: Path = Field(default=Path(".keywatch-data"), description="Where the worker keeps local state.")
+    alert_source: str = Field(default="/keywatch", min_length=1, description="CloudEvents `source` of emitted alerts.")
+    max_record_bytes: int = Field(
+        default=64 * 1024, ge=1024, le=16 * 1024 * 1024, description="Larger input records go to the DLQ."
+    )
+    max_future_skew_seconds: float = Field(
+        default=300.0, ge=0, description="Records whose time is further ahead of the clock go to the DLQ."
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO")
+
+    @field_validator("bootstrap_servers")
+    @classmethod
+    def _check_servers(cls, value: str) -> str:
+        for server in value.split(","):
+            host, sep, port = server.strip().rpartition(":")
+            if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"{server.strip()!r} is not host:port")
+        return value
+
+    @field_validator("topic_requests", "topic_lifecycle", "topic_alerts", "topic_dlq")
+    @classmethod
+    def _check_topic(cls, value: str) -> str:
+        if not value or len(value) > 249 or any(c not in _TOPIC_CHARS for c in value) or value in (".", ".."):
+            raise ValueError(f"{value!r} is not a legal Kafka topic name (letters, digits, '.', '_', '-')")
+        return value
+
+    @property
+    def broker_url(self) -> str:
+        """The bootstrap servers in faust's kafka:// form."""
+        return ";".join(f"kafka://{s.strip()}" for s in self.bootstrap_servers.split(","))
+
+    @property
+    def bootstrap_list(self) -> list[str]:
+        """The bootstrap servers as a list for aiokafka."""
+        return [s.strip() for s in self.bootstrap_servers.split(",")]
+
+
+_TOPIC_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+
+
+def _format_errors(exc: ValidationError, origin: dict[str, str]) -> str:
+    lines = []
+    for err in exc.errors(include_url=False):
+        name = str(err["loc"][0]) if err["loc"] else "?"
+        where = origin.get(name, f"{ENV_PREFIX}{name.upper()}")
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "is not a keywatch setting"
+        lines.append(f"{where}: {msg} (got {err.get('input')!r})")
+    return "invalid configuration:\n  " + "\n  ".join(lines)
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Load settings: defaults < TOML file (`config_file` or $KEYWATCH_CONFIG) < environment < overrides."""
+    file_values: dict[str, Any] = {}
+    origin: dict[str, str] = {}
+    path = config_file or (Path(os.environ["KEYWATCH_CONFIG"]) if os.environ.get("KEYWATCH_CONFIG") else None)
+    if path is not None:
+        try:
+            with path.open("rb") as fh:
+                data = tomllib.load(fh)
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} does not exist") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+        worker = data.get("worker", {})
+        if not isinstance(worker, dict):
+            raise ConfigError(f"config file {path}: [worker] must be a table")
+        for name in worker:
+            if f"{ENV_PREFIX}{name.upper()}" not in os.environ:
+                file_values[name] = worker[name]
+                origin[name] = f"{path} [worker].{name}"
+    values = {**file_values, **overrides}
+    try:
+        return Settings(**values)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(exc, origin)) from None

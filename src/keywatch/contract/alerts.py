@@ -1,0 +1,99 @@
+"""Alerts: CloudEvents 1.0 structured JSON envelopes on the alert topic."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from keywatch.contract.events import Env, EventTime
+
+Severity = Literal["info", "low", "medium", "high", "critical"]
+SEVERITY_ORDER: dict[str, int] = {"info": 0, "low": 1, "medium": 2, "high": 3, "critical": 4}
+
+# Fixed namespace: alert ids are uuid5(namespace, what triggered the alert), so a re-emitted alert keeps its id.
+ALERT_ID_NAMESPACE = uuid.UUID("6f1c2a8e-3d4b-5e6f-8a9b-0c1d2e3f4a5b")
+RUNBOOK_BASE = "https://github.com/keywatch/keywatch/blob/main/docs/alerts.md"
+
+
+def alert_id(*parts: str) -> str:
+    """A deterministic alert id from the parts that identify what triggered it."""
+    return str(uuid.uuid5(ALERT_ID_NAMESPACE, "\x1f".join(parts)))
+
+
+class AlertData(BaseModel):
+    """The `data` member of an alert: who, how bad, what happened, and the evidence."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    tenant: str
+    key_id: str
+    env: Env
+    severity: Severity
+    summary: str = Field(description="One human sentence.")
+    evidence: dict[str, Any] = Field(description="Baseline vs observed values, per alert type.")
+    runbook: str = Field(description="Where the triage steps for this alert type are.")
+    status: Literal["firing", "resolved"] = Field(
+        default="firing", description="Episodes (spikes, clusters) fire once and resolve once, sharing episode_id."
+    )
+    episode_id: str | None = Field(default=None, description="Shared by the start and end of one episode.")
+
+
+class Alert(BaseModel):
+    """A keywatch alert as a CloudEvents 1.0 structured-mode JSON event."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    specversion: Literal["1.0"] = "1.0"
+    id: str = Field(description="Deterministic from the triggering event(s): duplicates share it.")
+    source: str = Field(min_length=1, description="URI-reference of the keywatch deployment.")
+    type: str = Field(min_length=1, description="apiKey.created, apiKey.revoked, apiKey.usedFromNewIp, ...")
+    time: EventTime = Field(description="Event time of the triggering event.")
+    subject: str = Field(description="<tenant>/<key_id>; also the Kafka message key.")
+    datacontenttype: Literal["application/json"] = "application/json"
+    data: AlertData
+
+    @property
+    def severity(self) -> str:
+        """The alert's severity."""
+        return self.data.severity
+
+    @classmethod
+    def build(
+        cls,
+        *,
+        type: str,
+        id_parts: tuple[str, ...],
+        source: str,
+        time: datetime,
+        tenant: str,
+        key_id: str,
+        env: Env,
+        severity: Severity,
+        summary: str,
+        evidence: dict[str, Any],
+        status: Literal["firing", "resolved"] = "firing",
+        episode_id: str | None = None,
+    ) -> Alert:
+        """Build an alert whose id is derived from its type, subject and `id_parts`."""
+        anchor = type.split(".", 1)[-1].lower()
+        return cls(
+            id=alert_id(type, tenant, key_id, *id_parts),
+            source=source,
+            type=type,
+            time=time,
+            subject=f"{tenant}/{key_id}",
+            data=AlertData(
+                tenant=tenant,
+                key_id=key_id,
+                env=env,
+                severity=severity,
+                summary=summary,
+                evidence=evidence,
+                runbook=f"{RUNBOOK_BASE}#{anchor}",
+                status=status,
+                episode_id=episode_id,
+            ),
+        )

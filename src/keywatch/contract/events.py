@@ -1,0 +1,132 @@
+"""Input events: API request log records and key lifecycle events from the portal's audit log."""
+
+from __future__ import annotations
+
+import ipaddress
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer
+
+# Event times outside this range are treated as corrupt, whatever the wall clock says.
+MIN_EVENT_TIME = datetime(2000, 1, 1, tzinfo=UTC)
+MAX_EVENT_TIME = datetime(2100, 1, 1, tzinfo=UTC)
+
+Env = Literal["sandbox", "live"]
+LifecycleType = Literal["apiKey.created", "apiKey.scopeChanged", "apiKey.revoked"]
+
+
+def _parse_ts(value: Any) -> datetime:
+    """Accept RFC 3339 strings or epoch milliseconds; return an aware UTC datetime."""
+    if isinstance(value, bool):
+        raise ValueError("must be an RFC 3339 string or epoch milliseconds, not a boolean")
+    if isinstance(value, int | float):
+        if value != value or value in (float("inf"), float("-inf")):
+            raise ValueError("must be a finite number of epoch milliseconds")
+        try:
+            parsed = datetime.fromtimestamp(value / 1000.0, tz=UTC)
+        except (OverflowError, OSError, ValueError) as exc:
+            raise ValueError(f"{value!r} is not a usable epoch-milliseconds time") from exc
+    elif isinstance(value, str):
+        text = value.strip()
+        if not text or len(text) > 40:
+            raise ValueError(f"{value[:40]!r} is not an RFC 3339 time")
+        if text.endswith(("Z", "z")):
+            text = text[:-1] + "+00:00"
+        try:
+            parsed = datetime.fromisoformat(text)
+        except ValueError as exc:
+            raise ValueError(f"{value!r} is not an RFC 3339 time") from exc
+        if parsed.tzinfo is None:
+            raise ValueError(f"{value!r} has no UTC offset (RFC 3339 needs 'Z' or '+hh:mm')")
+        parsed = parsed.astimezone(UTC)
+    elif isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise ValueError("datetime needs a timezone")
+        parsed = value.astimezone(UTC)
+    else:
+        raise ValueError(f"must be an RFC 3339 string or epoch milliseconds, got {type(value).__name__}")
+    if not MIN_EVENT_TIME <= parsed < MAX_EVENT_TIME:
+        raise ValueError(f"{parsed.isoformat()} is outside the plausible range 2000..2100")
+    return parsed
+
+
+def _format_ts(value: datetime) -> str:
+    return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+EventTime = Annotated[
+    datetime,
+    BeforeValidator(_parse_ts),
+    PlainSerializer(_format_ts, return_type=str, when_used="json"),
+    Field(description="Event time: RFC 3339 with offset, or epoch milliseconds (normalised to UTC)."),
+]
+
+
+def _check_ip(value: str) -> str:
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        shown = value if len(value) <= 64 else value[:64] + "..."
+        raise ValueError(f"{shown!r} is not an IP address") from None
+
+
+IpAddress = Annotated[
+    str,
+    Field(max_length=64, description="IPv4 or IPv6 address of the client (normalised)."),
+    AfterValidator(_check_ip),
+]
+
+# Identifiers end up in Kafka keys and alert subjects ('<tenant>/<key_id>'): no '/' or whitespace.
+Identifier = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:\-]*$")]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(
+        extra="ignore",  # producers may add fields; we keep only what we know (and never store unknown text)
+        frozen=True,
+        str_strip_whitespace=False,
+    )
+
+
+class RequestRecord(_Strict):
+    """One API request as logged by the gateway (topic `api.requests`)."""
+
+    ts: EventTime
+    tenant: Identifier = Field(description="The tenant, from the x-tn header.")
+    key_id: Identifier = Field(description="The key's public identifier; never the secret.")
+    env: Env
+    ip: IpAddress
+    method: str = Field(min_length=1, max_length=16, pattern=r"^[A-Za-z]+$")
+    path: str = Field(min_length=1, max_length=2048)
+    status: int = Field(ge=100, le=599, strict=True)
+    latency_ms: float | None = Field(default=None, ge=0, le=86_400_000)
+    user_agent: str | None = Field(default=None, max_length=512)
+    request_id: str | None = Field(default=None, max_length=128)
+
+    @property
+    def subject(self) -> str:
+        """`<tenant>/<key_id>`, the partitioning key and alert subject."""
+        return f"{self.tenant}/{self.key_id}"
+
+
+class LifecycleEvent(_Strict):
+    """A key lifecycle event from the portal's audit log (topic `apikey.lifecycle`)."""
+
+    type: LifecycleType
+    ts: EventTime
+    tenant: Identifier
+    key_id: Identifier
+    name: str = Field(min_length=1, max_length=200)
+    env: Env
+    role: str = Field(min_length=1, max_length=64)
+    actor: str = Field(min_length=1, max_length=200, description="Who did it in the portal.")
+    replaces_key_id: Identifier | None = Field(
+        default=None, description="On the new key of a rotation: the key it replaces."
+    )
+    ip: IpAddress | None = Field(default=None, description="The actor's IP address.")
+
+    @property
+    def subject(self) -> str:
+        """`<tenant>/<key_id>`, the partitioning key and alert subject."""
+        return f"{self.tenant}/{self.key_id}"

@@ -1,0 +1,1 @@
+"""The detection core: pure, event-time driven, no Kafka or faust imports."""
