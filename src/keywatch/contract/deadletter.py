@@ -17,6 +17,7 @@ REASON_CODES = (
     "timestamp",
     "env",
     "key",
+    "internal",
 )
 
 

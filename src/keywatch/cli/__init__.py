@@ -1,0 +1,1 @@
+"""The `keywatch` command line."""

@@ -1,0 +1,134 @@
+"""The two processing steps the worker runs, written against `Sink` and a mapping so tests need no broker.
+
+ingest: raw input record -> dead letter (with reason) or a message on the keyed topic, keyed `<tenant>/<key_id>`.
+    Producers may key their records any way they like; re-keying puts every event of one key (requests,
+    lifecycle events, hand-offs from other keys) in one partition, in order, next to that key's state.
+detect: keyed message + the key's state -> new state, alerts, forwards (to the keyed topic).
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+from collections.abc import MutableMapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+
+from keywatch.contract.deadletter import DeadLetter
+from keywatch.contract.events import LifecycleEvent, RequestRecord
+from keywatch.core.engine import Engine, Forward, Outcome
+from keywatch.core.state import KeyState
+from keywatch.parsing import Rejection, decode
+from keywatch.sinks.base import Sink
+
+log = logging.getLogger(__name__)
+
+# Keyed-topic envelope: one tag byte, then the payload.
+TAG_REQUEST = b"R"
+TAG_LIFECYCLE = b"L"
+TAG_FORWARD = b"F"
+
+
+@dataclass(frozen=True)
+class Topics:
+    """The input topic names, to tell a request from a lifecycle event."""
+
+    requests: str
+    lifecycle: str
+
+
+class Processor:
+    """Runs ingest and detect against a sink and a state mapping."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        sink: Sink,
+        topics: Topics,
+        *,
+        max_record_bytes: int = 64 * 1024,
+        max_future_skew: timedelta | None = timedelta(minutes=5),
+        clock: Any = None,
+    ) -> None:
+        self.engine = engine
+        self.sink = sink
+        self.topics = topics
+        self.max_record_bytes = max_record_bytes
+        self.max_future_skew = max_future_skew
+        self._clock = clock or (lambda: datetime.now(UTC))
+
+    async def ingest(self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None) -> None:
+        """Validate one raw input record: dead-letter it with a reason, or re-key it onto the keyed topic."""
+        if topic == self.topics.requests:
+            model: type[RequestRecord] | type[LifecycleEvent] = RequestRecord
+            tag = TAG_REQUEST
+        elif topic == self.topics.lifecycle:
+            model, tag = LifecycleEvent, TAG_LIFECYCLE
+        else:  # pragma: no cover - the agent only subscribes to the two input topics
+            raise ValueError(f"unexpected topic {topic!r}")
+        result = decode(
+            value,
+            model,
+            max_bytes=self.max_record_bytes,
+            now=self._clock(),
+            max_future_skew=self.max_future_skew,
+        )
+        if isinstance(result, Rejection):
+            await self.dead_letter(topic, partition, offset, key, value, result)
+            return
+        # Forward the normalised form: detect re-validates cheaply and never sees producer-specific extras.
+        payload = result.model_dump_json(exclude_none=True).encode()
+        await self.sink.send("keyed", result.subject.encode(), tag + payload)
+
+    async def dead_letter(
+        self,
+        topic: str,
+        partition: int,
+        offset: int,
+        key: bytes | None,
+        value: bytes | None,
+        rejection: Rejection,
+    ) -> None:
+        """Send the untouched record and the reason to the dead-letter topic."""
+        raw = value or b""
+        letter = DeadLetter(
+            source_topic=topic,
+            partition=partition,
+            offset=offset,
+            reason_code=rejection.code,
+            reason=rejection.reason,
+            rejected_at=self._clock(),
+            key_b64=base64.b64encode(key).decode() if key is not None else None,
+            payload_b64=base64.b64encode(raw).decode(),
+            payload_size=len(raw),
+        )
+        log.info("dead letter %s[%d]@%d: %s", topic, partition, offset, rejection.reason)
+        await self.sink.send("dlq", key, letter.model_dump_json().encode())
+
+    async def detect(self, key: bytes, value: bytes, store: MutableMapping[bytes, bytes]) -> Outcome | None:
+        """Process one keyed message against the key's state in `store`; emit alerts and forwards."""
+        tag, payload = value[:1], value[1:]
+        raw_state = store.get(key)
+        state = KeyState.from_dict(orjson.loads(raw_state)) if raw_state else None
+        if tag == TAG_REQUEST:
+            outcome = self.engine.on_request(state, RequestRecord.model_validate_json(payload))
+        elif tag == TAG_LIFECYCLE:
+            outcome = self.engine.on_lifecycle(state, LifecycleEvent.model_validate_json(payload))
+        elif tag == TAG_FORWARD:
+            outcome = self.engine.on_forward(state, Forward(**orjson.loads(payload)))
+        else:
+            log.error("keyed message with unknown tag %r under key %r: skipped", tag, key)
+            return None
+        store[key] = orjson.dumps(outcome.state.to_dict())
+        for alert in outcome.alerts:
+            await self.sink.send("alerts", alert.subject.encode(), alert.model_dump_json().encode())
+        for fwd in outcome.forwards:
+            await self.sink.send("keyed", fwd.subject.encode(), TAG_FORWARD + orjson.dumps(_forward_dict(fwd)))
+        return outcome
+
+
+def _forward_dict(fwd: Forward) -> dict[str, Any]:
+    return {"tenant": fwd.tenant, "key_id": fwd.key_id, "kind": fwd.kind, "payload": fwd.payload, "ts_ms": fwd.ts_ms}

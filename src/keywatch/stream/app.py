@@ -1,0 +1,112 @@
+"""The faust app: ingest agent on the input topics, detect agent on the keyed topic with the state table.
+
+Per ../shared/notes/faust-pitfalls.md: agents run with concurrency=1 (parallelism comes from partitions and
+workers), values are raw bytes we decode ourselves (so bad input reaches the DLQ instead of faust's decoder),
+and state is a plain table of compact per-key values, not a windowed table.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from typing import Any
+
+import faust
+
+from keywatch.config import Settings
+from keywatch.core.engine import Engine
+from keywatch.parsing import Rejection
+from keywatch.pipeline.processor import Processor, Topics
+from keywatch.sinks.base import Channel
+
+log = logging.getLogger(__name__)
+
+
+class FaustSink:
+    """Sends through faust's producer, so sends are flushed before offsets are committed."""
+
+    def __init__(self, keyed: Any, alerts: Any, dlq: Any) -> None:
+        self._topics = {"keyed": keyed, "alerts": alerts, "dlq": dlq}
+
+    async def send(self, channel: Channel, key: bytes | None, value: bytes) -> None:
+        """Buffer one message on the channel's topic."""
+        await self._topics[channel].send(key=key, value=value)
+
+
+class TableView:
+    """The faust table seen as a MutableMapping[bytes, bytes] (what Processor.detect expects)."""
+
+    def __init__(self, table: Any) -> None:
+        self._table = table
+
+    def get(self, key: bytes, default: bytes | None = None) -> bytes | None:
+        """Current state bytes of a key."""
+        value = self._table.get(key)
+        return default if value is None else bytes(value)
+
+    def __setitem__(self, key: bytes, value: bytes) -> None:
+        self._table[key] = value
+
+
+def create_app(settings: Settings, engine: Engine) -> faust.App:
+    """Build the faust app for these settings; nothing connects until the worker starts."""
+    app = faust.App(
+        settings.app_id,
+        broker=settings.broker_url,
+        store=settings.store,
+        datadir=str(settings.data_dir),
+        topic_partitions=settings.partitions,
+        key_serializer="raw",
+        value_serializer="raw",
+        web_enabled=False,
+        table_cleanup_interval=60.0,
+        producer_acks=-1,
+        consumer_auto_offset_reset="earliest",
+    )
+    inputs = app.topic(settings.topic_requests, settings.topic_lifecycle, key_type=bytes, value_type=bytes)
+    keyed = app.topic(
+        f"{settings.app_id}-keyed",
+        partitions=settings.partitions,
+        internal=True,
+        key_type=bytes,
+        value_type=bytes,
+    )
+    alerts = app.topic(settings.topic_alerts, key_type=bytes, value_type=bytes)
+    dlq = app.topic(settings.topic_dlq, key_type=bytes, value_type=bytes)
+    table = app.Table("keys", partitions=settings.partitions, key_type=bytes, value_type=bytes)
+    processor = Processor(
+        engine,
+        FaustSink(keyed, alerts, dlq),
+        Topics(requests=settings.topic_requests, lifecycle=settings.topic_lifecycle),
+        max_record_bytes=settings.max_record_bytes,
+    )
+    state = TableView(table)
+
+    @app.agent(inputs, concurrency=1)
+    async def ingest(stream: Any) -> None:
+        async for event in stream.events():
+            msg = event.message
+            try:
+                await processor.ingest(msg.topic, msg.partition, msg.offset, msg.key, msg.value)
+            except Exception as exc:  # a bug must cost one record, never the worker
+                log.exception("ingest failed on %s[%d]@%d", msg.topic, msg.partition, msg.offset)
+                await processor.dead_letter(msg.topic, msg.partition, msg.offset, msg.key, msg.value, _internal(exc))
+
+    @app.agent(keyed, concurrency=1)
+    async def detect(stream: Any) -> None:
+        async for event in stream.events():
+            msg = event.message
+            try:
+                await processor.detect(msg.key, msg.value, state)  # type: ignore[arg-type]
+            except Exception as exc:
+                log.exception("detect failed on %s[%d]@%d", msg.topic, msg.partition, msg.offset)
+                await processor.dead_letter(msg.topic, msg.partition, msg.offset, msg.key, msg.value, _internal(exc))
+
+    app.keywatch_processor = processor  # type: ignore[attr-defined]
+    return app
+
+
+def _internal(exc: Exception) -> Rejection:
+    where = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
+    at = f" at {where.filename.rsplit('/', 1)[-1]}:{where.lineno}" if where else ""
+    return Rejection("internal", f"keywatch failed on this record: {type(exc).__name__}{at} (see worker log)")
