@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 
@@ -12,9 +13,9 @@ from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExists
 log = logging.getLogger(__name__)
 
 
-async def wait_for_broker(bootstrap: list[str], timeout: float = 60.0) -> None:
-    """Retry connecting with backoff until the cluster answers a metadata request, or raise after `timeout`."""
-    deadline = time.monotonic() + timeout
+async def wait_for_broker(bootstrap: list[str], deadline_s: float = 60.0) -> None:
+    """Retry with backoff until the cluster answers a metadata request; raise after `deadline_s` seconds."""
+    deadline = time.monotonic() + deadline_s
     delay = 0.5
     while True:
         admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5000)
@@ -25,7 +26,7 @@ async def wait_for_broker(bootstrap: list[str], timeout: float = 60.0) -> None:
         except (KafkaConnectionError, KafkaError, OSError) as exc:
             if time.monotonic() + delay > deadline:
                 raise ConnectionError(
-                    f"Kafka at {','.join(bootstrap)} did not answer within {timeout:.0f}s ({exc})"
+                    f"Kafka at {','.join(bootstrap)} did not answer within {deadline_s:.0f}s ({exc})"
                 ) from exc
             log.warning("Kafka at %s not reachable yet (%s); retrying in %.1fs", ",".join(bootstrap), exc, delay)
             await asyncio.sleep(delay)
@@ -42,12 +43,10 @@ async def ensure_topics(bootstrap: list[str], names: list[str], partitions: int,
         existing = set(await admin.list_topics())
         missing = [n for n in dict.fromkeys(names) if n not in existing]
         if missing:
-            try:
+            with contextlib.suppress(TopicAlreadyExistsError):  # another worker may win the race
                 await admin.create_topics(
                     [NewTopic(name=n, num_partitions=partitions, replication_factor=replication) for n in missing]
                 )
-            except TopicAlreadyExistsError:  # another worker won the race
-                pass
             log.info("created topics %s with %d partitions", ", ".join(missing), partitions)
         return missing
     finally:

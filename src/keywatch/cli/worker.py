@@ -34,7 +34,7 @@ def command(config_file: Path | None, bootstrap_servers: str | None, broker_time
     from keywatch.kafka_admin import ensure_topics, wait_for_broker
 
     async def prepare() -> None:
-        await wait_for_broker(settings.bootstrap_list, timeout=broker_timeout)
+        await wait_for_broker(settings.bootstrap_list, deadline_s=broker_timeout)
         await ensure_topics(
             settings.bootstrap_list,
             [settings.topic_requests, settings.topic_lifecycle, settings.topic_alerts, settings.topic_dlq],
