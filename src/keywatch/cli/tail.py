@@ -1,0 +1,148 @@
+"""`keywatch tail`: follow the alert topic and print alerts for a human (or JSON for machines)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+from datetime import datetime
+from typing import Any
+
+import click
+import orjson
+
+from keywatch.config import ConfigError, load_settings
+from keywatch.contract.alerts import SEVERITY_ORDER
+
+COLOURS = {"info": "bright_black", "low": "cyan", "medium": "yellow", "high": "red", "critical": "magenta"}
+
+
+def format_alert(alert: dict[str, Any], colour: bool) -> str:
+    """One readable line: time, severity, type, subject, summary."""
+    data = alert.get("data") or {}
+    severity = str(data.get("severity", "?"))
+    status = " RESOLVED" if data.get("status") == "resolved" else ""
+    line = (
+        f"{alert.get('time', '?')}  {severity.upper():<8} {alert.get('type', '?'):<24} "
+        f"{alert.get('subject', '?')}{status}  {data.get('summary', '')}  [id {alert.get('id', '?')}]"
+    )
+    return click.style(line, fg=COLOURS.get(severity), bold=severity in ("high", "critical")) if colour else line
+
+
+def matches(alert: dict[str, Any], tenants: tuple[str, ...], types: tuple[str, ...], min_severity: str) -> bool:
+    """Whether an alert passes the tenant, type and minimum-severity filters."""
+    data = alert.get("data") or {}
+    if tenants and data.get("tenant") not in tenants:
+        return False
+    if types and alert.get("type") not in types:
+        return False
+    return SEVERITY_ORDER.get(str(data.get("severity")), -1) >= SEVERITY_ORDER[min_severity]
+
+
+async def _follow(
+    bootstrap: list[str],
+    topic: str,
+    from_beginning: bool,
+    emit: Any,
+    limit: int | None,
+    idle_exit: float | None,
+) -> int:
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    # No consumer group: tail never takes partitions away from anyone and never commits.
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
+    await consumer.start()
+    shown = 0
+    try:
+        partitions = None
+        deadline = asyncio.get_running_loop().time() + 30
+        while not partitions:
+            partitions = consumer.partitions_for_topic(topic)
+            if not partitions:
+                if asyncio.get_running_loop().time() > deadline:
+                    raise click.ClickException(f"topic {topic!r} does not exist on {','.join(bootstrap)}")
+                await consumer.topics()  # refreshes cluster metadata
+                await asyncio.sleep(0.5)
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        consumer.assign(tps)
+        if from_beginning:
+            await consumer.seek_to_beginning(*tps)
+        else:
+            await consumer.seek_to_end(*tps)
+        idle_since = asyncio.get_running_loop().time()
+        while limit is None or shown < limit:
+            batch = await consumer.getmany(timeout_ms=500)
+            now = asyncio.get_running_loop().time()
+            if not batch and idle_exit is not None and now - idle_since > idle_exit:
+                break
+            for messages in batch.values():
+                idle_since = now
+                for message in messages:
+                    if emit(message.value):
+                        shown += 1
+                        if limit is not None and shown >= limit:
+                            break
+    finally:
+        await consumer.stop()
+    return shown
+
+
+@click.command("tail")
+@click.option("--bootstrap-servers", help="Overrides KEYWATCH_BOOTSTRAP_SERVERS.")
+@click.option("--topic", help="Alert topic (default: KEYWATCH_TOPIC_ALERTS).")
+@click.option("--tenant", "tenants", multiple=True, help="Only this tenant (repeatable).")
+@click.option("--type", "types", multiple=True, help="Only this alert type, e.g. apiKey.revoked (repeatable).")
+@click.option(
+    "--min-severity",
+    type=click.Choice(list(SEVERITY_ORDER)),
+    default="info",
+    show_default=True,
+    help="Hide alerts below this severity.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print each alert as one JSON line.")
+@click.option("--from-beginning", is_flag=True, help="Start at the oldest alert instead of new ones only.")
+@click.option("--max", "limit", type=int, help="Exit after printing this many alerts.")
+@click.option("--idle-exit", type=float, help="Exit after this many seconds without new alerts.")
+@click.option("--color/--no-color", default=None, help="Colour by severity (default: when stdout is a terminal).")
+def command(
+    bootstrap_servers: str | None,
+    topic: str | None,
+    tenants: tuple[str, ...],
+    types: tuple[str, ...],
+    min_severity: str,
+    as_json: bool,
+    from_beginning: bool,
+    limit: int | None,
+    idle_exit: float | None,
+    color: bool | None,
+) -> None:
+    """Follow keywatch alerts: one line each, coloured by severity."""
+    try:
+        settings = load_settings(None, **({"bootstrap_servers": bootstrap_servers} if bootstrap_servers else {}))
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    colour = sys.stdout.isatty() if color is None else color
+
+    def emit(raw: bytes) -> bool:
+        try:
+            alert = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            click.echo(f"(unreadable alert: {raw[:80]!r})", err=True)
+            return False
+        if not isinstance(alert, dict) or not matches(alert, tenants, types, min_severity):
+            return False
+        if as_json:
+            click.echo(orjson.dumps(alert).decode())
+        else:
+            click.echo(format_alert(alert, colour), color=colour)
+        return True
+
+    started = datetime.now().astimezone().isoformat(timespec="seconds")
+    if not as_json:
+        click.echo(
+            f"following {topic or settings.topic_alerts} on {settings.bootstrap_servers} since {started}", err=True
+        )
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(
+            _follow(settings.bootstrap_list, topic or settings.topic_alerts, from_beginning, emit, limit, idle_exit)
+        )

@@ -1,0 +1,49 @@
+"""JSON Schemas generated from the contract models; the checked-in copies under schemas/ must match."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from keywatch.contract.alerts import Alert
+from keywatch.contract.deadletter import DeadLetter
+from keywatch.contract.events import LifecycleEvent, RequestRecord
+
+# file name -> (model, mode): inputs are described as accepted, outputs as emitted.
+SCHEMAS: dict[str, tuple[type[BaseModel], str]] = {
+    "request.schema.json": (RequestRecord, "validation"),
+    "lifecycle.schema.json": (LifecycleEvent, "validation"),
+    "alert.schema.json": (Alert, "serialization"),
+    "deadletter.schema.json": (DeadLetter, "serialization"),
+}
+
+
+def render(model: type[BaseModel], mode: str) -> str:
+    """The schema text for one model, stable across runs."""
+    schema: dict[str, Any] = model.model_json_schema(mode=mode)  # type: ignore[arg-type]
+    schema = {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema}
+    return json.dumps(schema, indent=2, sort_keys=True) + "\n"
+
+
+def write_all(directory: Path) -> list[Path]:
+    """Write every schema file into `directory`."""
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, (model, mode) in SCHEMAS.items():
+        path = directory / name
+        path.write_text(render(model, mode))
+        written.append(path)
+    return written
+
+
+def drifted(directory: Path) -> list[str]:
+    """Names of schema files that are missing or differ from the models."""
+    out = []
+    for name, (model, mode) in SCHEMAS.items():
+        path = directory / name
+        if not path.exists() or path.read_text() != render(model, mode):
+            out.append(name)
+    return out
