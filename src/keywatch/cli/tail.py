@@ -47,28 +47,19 @@ async def _follow(
     limit: int | None,
     idle_exit: float | None,
 ) -> int:
-    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka import AIOKafkaConsumer
 
-    # No consumer group: tail never takes partitions away from anyone and never commits.
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
+    # No consumer group: tail never takes partitions away from anyone and never commits; it reads them all.
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        group_id=None,
+        auto_offset_reset="earliest" if from_beginning else "latest",
+    )
     await consumer.start()
     shown = 0
     try:
-        partitions = None
-        deadline = asyncio.get_running_loop().time() + 30
-        while not partitions:
-            partitions = consumer.partitions_for_topic(topic)
-            if not partitions:
-                if asyncio.get_running_loop().time() > deadline:
-                    raise click.ClickException(f"topic {topic!r} does not exist on {','.join(bootstrap)}")
-                await consumer.topics()  # refreshes cluster metadata
-                await asyncio.sleep(0.5)
-        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
-        consumer.assign(tps)
-        if from_beginning:
-            await consumer.seek_to_beginning(*tps)
-        else:
-            await consumer.seek_to_end(*tps)
         idle_since = asyncio.get_running_loop().time()
         while limit is None or shown < limit:
             batch = await consumer.getmany(timeout_ms=500)
