@@ -123,10 +123,11 @@ class Processor:
             log.error("keyed message with unknown tag %r under key %r: skipped", tag, key)
             return None
         store[key] = orjson.dumps(outcome.state.to_dict())
-        for alert in outcome.alerts:
-            await self.sink.send("alerts", alert.subject.encode(), alert.model_dump_json().encode())
+        # Forwards first: once an alert is visible, the hand-off it implies is already on its way.
         for fwd in outcome.forwards:
             await self.sink.send("keyed", fwd.subject.encode(), TAG_FORWARD + orjson.dumps(_forward_dict(fwd)))
+        for alert in outcome.alerts:
+            await self.sink.send("alerts", alert.subject.encode(), alert.model_dump_json().encode())
         return outcome
 
 
