@@ -47,6 +47,15 @@ class Settings(BaseSettings):
         default=300.0, ge=0, description="Records whose time is further ahead of the clock go to the DLQ."
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO")
+    geoip_asn_db: Path | None = Field(default=None, description="GeoLite2-ASN .mmdb file (optional).")
+    geoip_country_db: Path | None = Field(default=None, description="GeoLite2-Country or -City .mmdb file (optional).")
+
+    @field_validator("geoip_asn_db", "geoip_country_db")
+    @classmethod
+    def _check_db(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"{value} is not a readable file")
+        return value
 
     @field_validator("bootstrap_servers")
     @classmethod
@@ -90,11 +99,19 @@ def _format_errors(exc: ValidationError, origin: dict[str, str]) -> str:
     return "invalid configuration:\n  " + "\n  ".join(lines)
 
 
+def config_path(config_file: Path | None = None) -> Path | None:
+    """The TOML file in effect: the one given, else $KEYWATCH_CONFIG, else none."""
+    if config_file is not None:
+        return config_file
+    env = os.environ.get("KEYWATCH_CONFIG")
+    return Path(env) if env else None
+
+
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
     """Load settings: defaults < TOML file (`config_file` or $KEYWATCH_CONFIG) < environment < overrides."""
     file_values: dict[str, Any] = {}
     origin: dict[str, str] = {}
-    path = config_file or (Path(os.environ["KEYWATCH_CONFIG"]) if os.environ.get("KEYWATCH_CONFIG") else None)
+    path = config_path(config_file)
     if path is not None:
         try:
             with path.open("rb") as fh:
