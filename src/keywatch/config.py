@@ -47,6 +47,10 @@ class Settings(BaseSettings):
         default=300.0, ge=0, description="Records whose time is further ahead of the clock go to the DLQ."
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO")
+    metrics_host: str = Field(
+        default="127.0.0.1", description="Address of /metrics, /healthz, /readyz (0.0.0.0 in containers)."
+    )
+    metrics_port: int = Field(default=9464, ge=0, le=65535, description="Port of the HTTP endpoints; 0 turns them off.")
     geoip_asn_db: Path | None = Field(default=None, description="GeoLite2-ASN .mmdb file (optional).")
     geoip_country_db: Path | None = Field(default=None, description="GeoLite2-Country or -City .mmdb file (optional).")
 

@@ -21,6 +21,7 @@ from keywatch.contract.deadletter import DeadLetter
 from keywatch.contract.events import LifecycleEvent, RequestRecord
 from keywatch.core.engine import Engine, Forward, Outcome
 from keywatch.core.state import KeyState
+from keywatch.metrics import Metrics
 from keywatch.parsing import Rejection, decode
 from keywatch.sinks.base import Sink
 
@@ -52,6 +53,7 @@ class Processor:
         max_record_bytes: int = 64 * 1024,
         max_future_skew: timedelta | None = timedelta(minutes=5),
         clock: Any = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.engine = engine
         self.sink = sink
@@ -59,6 +61,7 @@ class Processor:
         self.max_record_bytes = max_record_bytes
         self.max_future_skew = max_future_skew
         self._clock = clock or (lambda: datetime.now(UTC))
+        self.metrics = metrics or Metrics()
 
     async def ingest(self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None) -> None:
         """Validate one raw input record: dead-letter it with a reason, or re-key it onto the keyed topic."""
@@ -77,8 +80,11 @@ class Processor:
             max_future_skew=self.max_future_skew,
         )
         if isinstance(result, Rejection):
+            self.metrics.records.labels(topic, "rejected").inc()
             await self.dead_letter(topic, partition, offset, key, value, result)
             return
+        self.metrics.records.labels(topic, "accepted").inc()
+        self.metrics.observe_event_time(topic, result.ts)
         # Forward the normalised form: detect re-validates cheaply and never sees producer-specific extras.
         payload = result.model_dump_json(exclude_none=True).encode()
         await self.sink.send("keyed", result.subject.encode(), tag + payload)
@@ -106,6 +112,7 @@ class Processor:
             payload_size=len(raw),
         )
         log.info("dead letter %s[%d]@%d: %s", topic, partition, offset, rejection.reason)
+        self.metrics.dead_letters.labels(rejection.code).inc()
         await self.sink.send("dlq", key, letter.model_dump_json().encode())
 
     async def detect(self, key: bytes, value: bytes, store: MutableMapping[bytes, bytes]) -> Outcome | None:
@@ -128,6 +135,7 @@ class Processor:
             await self.sink.send("keyed", fwd.subject.encode(), TAG_FORWARD + orjson.dumps(_forward_dict(fwd)))
         for alert in outcome.alerts:
             await self.sink.send("alerts", alert.subject.encode(), alert.model_dump_json().encode())
+            self.metrics.observe_alert(alert.type, alert.data.severity, alert.data.status, alert.time)
         return outcome
 
 

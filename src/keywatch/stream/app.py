@@ -8,6 +8,7 @@ and state is a plain table of compact per-key values, not a windowed table.
 from __future__ import annotations
 
 import logging
+import time
 import traceback
 from typing import Any
 
@@ -15,6 +16,8 @@ import faust
 
 from keywatch.config import Settings
 from keywatch.core.engine import Engine
+from keywatch.http import serve
+from keywatch.metrics import Metrics
 from keywatch.parsing import Rejection
 from keywatch.pipeline.processor import Processor, Topics
 from keywatch.sinks.base import Channel
@@ -48,7 +51,7 @@ class TableView:
         self._table[key] = value
 
 
-def create_app(settings: Settings, engine: Engine) -> faust.App:
+def create_app(settings: Settings, engine: Engine, metrics: Metrics | None = None) -> faust.App:
     """Build the faust app for these settings; nothing connects until the worker starts."""
     app = faust.App(
         settings.app_id,
@@ -74,33 +77,75 @@ def create_app(settings: Settings, engine: Engine) -> faust.App:
     alerts = app.topic(settings.topic_alerts, key_type=bytes, value_type=bytes)
     dlq = app.topic(settings.topic_dlq, key_type=bytes, value_type=bytes)
     table = app.Table("keys", partitions=settings.partitions, key_type=bytes, value_type=bytes)
+    metrics = metrics or Metrics(process=True)
     processor = Processor(
         engine,
         FaustSink(keyed, alerts, dlq),
         Topics(requests=settings.topic_requests, lifecycle=settings.topic_lifecycle),
         max_record_bytes=settings.max_record_bytes,
+        metrics=metrics,
     )
     state = TableView(table)
+    ingest_seconds = metrics.processing.labels("ingest")
+    detect_seconds = metrics.processing.labels("detect")
+    assigned = {"once": False}
+
+    @app.on_partitions_assigned.connect  # type: ignore[arg-type]
+    async def _on_assigned(app: Any, assigned_partitions: Any, **_: Any) -> None:
+        assigned["once"] = True
+        metrics.rebalances.inc()
+
+    def readiness() -> dict[str, bool]:
+        return {
+            "assigned": assigned["once"],
+            "not_rebalancing": not app.rebalancing,
+            "recovered": not app.in_recovery,
+        }
+
+    if settings.metrics_port:
+
+        @app.task  # type: ignore[untyped-decorator]
+        async def _http() -> None:
+            app.keywatch_http = await serve(  # type: ignore[attr-defined]
+                metrics, readiness, settings.metrics_host, settings.metrics_port
+            )
+
+    @app.timer(interval=15.0)  # type: ignore[untyped-decorator]
+    async def _state_gauges() -> None:
+        metrics.recovering.set(1 if app.in_recovery else 0)
+        metrics.ready.set(1 if all(readiness().values()) else 0)
+        if app.in_recovery:
+            return
+        count = size = 0
+        for value in table.values():
+            count += 1
+            size += len(value)
+        metrics.keys_tracked.set(count)
+        metrics.state_bytes.set(size)
 
     @app.agent(inputs, concurrency=1)
     async def ingest(stream: Any) -> None:
         async for event in stream.events():
             msg = event.message
+            started = time.perf_counter()
             try:
                 await processor.ingest(msg.topic, msg.partition, msg.offset, msg.key, msg.value)
             except Exception as exc:  # a bug must cost one record, never the worker
                 log.exception("ingest failed on %s[%d]@%d", msg.topic, msg.partition, msg.offset)
                 await processor.dead_letter(msg.topic, msg.partition, msg.offset, msg.key, msg.value, _internal(exc))
+            ingest_seconds.observe(time.perf_counter() - started)
 
     @app.agent(keyed, concurrency=1)
     async def detect(stream: Any) -> None:
         async for event in stream.events():
             msg = event.message
+            started = time.perf_counter()
             try:
                 await processor.detect(msg.key, msg.value, state)  # type: ignore[arg-type]
             except Exception as exc:
                 log.exception("detect failed on %s[%d]@%d", msg.topic, msg.partition, msg.offset)
                 await processor.dead_letter(msg.topic, msg.partition, msg.offset, msg.key, msg.value, _internal(exc))
+            detect_seconds.observe(time.perf_counter() - started)
 
     app.keywatch_processor = processor  # type: ignore[attr-defined]
     return app

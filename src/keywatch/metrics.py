@@ -1,0 +1,95 @@
+"""Prometheus metrics of the worker. Label values are bounded: topics, outcomes, reason codes, alert types.
+
+No tenant, key or IP label values: their cardinality is unbounded and would take Prometheus down.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    ProcessCollector,
+    disable_created_metrics,
+)
+
+from keywatch import __version__
+
+# Event time to alert emitted: seconds for live traffic, days when replaying a backlog.
+DELAY_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900, 3600, 86400)
+PROCESSING_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.25, 1)
+
+
+class Metrics:
+    """Every keywatch metric, registered on one registry (a fresh one per test)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None, *, process: bool = False) -> None:
+        disable_created_metrics()  # the *_created series double the exposition and nobody graphs them
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        if process:  # process_resident_memory_bytes and friends, for the worker (not for tests)
+            ProcessCollector(registry=r)
+        self.records = Counter(
+            "keywatch_records",
+            "Input records consumed, by topic and outcome (accepted, rejected).",
+            ["topic", "outcome"],
+            registry=r,
+        )
+        self.dead_letters = Counter(
+            "keywatch_dead_letters", "Records sent to the dead-letter topic, by reason code.", ["reason"], registry=r
+        )
+        self.alerts = Counter(
+            "keywatch_alerts",
+            "Alerts emitted, by alert type, severity and status.",
+            ["type", "severity", "status"],
+            registry=r,
+        )
+        self.detection_delay = Histogram(
+            "keywatch_detection_delay_seconds",
+            "Event time of the triggering event to the alert being emitted, in seconds.",
+            ["type"],
+            buckets=DELAY_BUCKETS,
+            registry=r,
+        )
+        self.processing = Histogram(
+            "keywatch_processing_seconds",
+            "Time to process one record, by step (ingest, detect).",
+            ["step"],
+            buckets=PROCESSING_BUCKETS,
+            registry=r,
+        )
+        self.last_event = Gauge(
+            "keywatch_last_event_timestamp_seconds",
+            "Event time of the newest record processed, by topic (how far behind = time() - this).",
+            ["topic"],
+            registry=r,
+        )
+        self.keys_tracked = Gauge("keywatch_keys_tracked", "Keys with state on this worker.", registry=r)
+        self.state_bytes = Gauge(
+            "keywatch_state_bytes", "Serialised size of the per-key state held by this worker, in bytes.", registry=r
+        )
+        self.recovering = Gauge(
+            "keywatch_recovery_in_progress", "1 while state is being recovered from the changelog.", registry=r
+        )
+        self.ready = Gauge("keywatch_ready", "1 when connected, assigned and recovered.", registry=r)
+        self.rebalances = Counter("keywatch_rebalances", "Consumer group rebalances seen.", registry=r)
+        self.build = Info("keywatch_build", "keywatch version.", registry=r)
+        self.build.info({"version": __version__})
+        self._newest: dict[str, float] = {}
+
+    def observe_event_time(self, topic: str, when: datetime) -> None:
+        """Move the newest-event-time gauge of `topic` forward (never back: late events don't rewind it)."""
+        ts = when.timestamp()
+        if ts > self._newest.get(topic, float("-inf")):
+            self._newest[topic] = ts
+            self.last_event.labels(topic).set(ts)
+
+    def observe_alert(self, alert_type: str, severity: str, status: str, event_time: datetime) -> None:
+        """Count an emitted alert and its detection delay."""
+        self.alerts.labels(alert_type, severity, status).inc()
+        self.detection_delay.labels(alert_type).observe(max(0.0, time.time() - event_time.timestamp()))
