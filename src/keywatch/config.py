@@ -7,7 +7,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "KEYWATCH_"
@@ -51,6 +51,12 @@ class Settings(BaseSettings):
         default="127.0.0.1", description="Address of /metrics, /healthz, /readyz (0.0.0.0 in containers)."
     )
     metrics_port: int = Field(default=9464, ge=0, le=65535, description="Port of the HTTP endpoints; 0 turns them off.")
+    redaction_key: SecretStr | None = Field(
+        default=None,
+        min_length=16,
+        description="HMAC key for redacted secrets (16+ chars). Unset: a random key per process (hashes then "
+        "do not correlate across restarts).",
+    )
     geoip_asn_db: Path | None = Field(default=None, description="GeoLite2-ASN .mmdb file (optional).")
     geoip_country_db: Path | None = Field(default=None, description="GeoLite2-Country or -City .mmdb file (optional).")
 

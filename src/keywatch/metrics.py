@@ -29,7 +29,7 @@ class Metrics:
     """Every keywatch metric, registered on one registry (a fresh one per test)."""
 
     def __init__(self, registry: CollectorRegistry | None = None, *, process: bool = False) -> None:
-        disable_created_metrics()  # the *_created series double the exposition and nobody graphs them
+        disable_created_metrics()  # type: ignore[no-untyped-call]  # the *_created series double the exposition and nobody graphs them
         self.registry = registry or CollectorRegistry()
         r = self.registry
         if process:  # process_resident_memory_bytes and friends, for the worker (not for tests)

@@ -23,6 +23,7 @@ from keywatch.core.engine import Engine, Forward, Outcome
 from keywatch.core.state import KeyState
 from keywatch.metrics import Metrics
 from keywatch.parsing import Rejection, decode
+from keywatch.redact import Redactor
 from keywatch.sinks.base import Sink
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,7 @@ class Processor:
         max_future_skew: timedelta | None = timedelta(minutes=5),
         clock: Any = None,
         metrics: Metrics | None = None,
+        redactor: Redactor | None = None,
     ) -> None:
         self.engine = engine
         self.sink = sink
@@ -62,9 +64,17 @@ class Processor:
         self.max_future_skew = max_future_skew
         self._clock = clock or (lambda: datetime.now(UTC))
         self.metrics = metrics or Metrics()
+        self.redactor = redactor or Redactor()
 
     async def ingest(self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None) -> None:
-        """Validate one raw input record: dead-letter it with a reason, or re-key it onto the keyed topic."""
+        """Validate one raw input record: dead-letter it with a reason, or re-key it onto the keyed topic.
+
+        Secrets are replaced first, so nothing downstream (state, alerts, dead letters, logs) ever holds one.
+        """
+        if value is not None:
+            value = self.redactor.redact(value)
+        if key is not None:
+            key = self.redactor.redact(key)
         if topic == self.topics.requests:
             model: type[RequestRecord] | type[LifecycleEvent] = RequestRecord
             tag = TAG_REQUEST

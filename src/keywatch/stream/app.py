@@ -20,6 +20,7 @@ from keywatch.http import serve
 from keywatch.metrics import Metrics
 from keywatch.parsing import Rejection
 from keywatch.pipeline.processor import Processor, Topics
+from keywatch.redact import Redactor
 from keywatch.sinks.base import Channel
 
 log = logging.getLogger(__name__)
@@ -78,12 +79,18 @@ def create_app(settings: Settings, engine: Engine, metrics: Metrics | None = Non
     dlq = app.topic(settings.topic_dlq, key_type=bytes, value_type=bytes)
     table = app.Table("keys", partitions=settings.partitions, key_type=bytes, value_type=bytes)
     metrics = metrics or Metrics(process=True)
+    if settings.redaction_key is None:
+        log.warning("KEYWATCH_REDACTION_KEY is not set: redacted secrets get a per-process hash")
+        redactor = Redactor()
+    else:
+        redactor = Redactor(settings.redaction_key.get_secret_value().encode())
     processor = Processor(
         engine,
         FaustSink(keyed, alerts, dlq),
         Topics(requests=settings.topic_requests, lifecycle=settings.topic_lifecycle),
         max_record_bytes=settings.max_record_bytes,
         metrics=metrics,
+        redactor=redactor,
     )
     state = TableView(table)
     ingest_seconds = metrics.processing.labels("ingest")
