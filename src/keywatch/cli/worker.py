@@ -11,12 +11,11 @@ import click
 from keywatch.config import ConfigError, Settings, load_settings
 
 
-def _build(settings: Settings):  # type: ignore[no-untyped-def]
-    from keywatch.core.engine import Engine
+def _build(settings: Settings, config_file: Path | None):  # type: ignore[no-untyped-def]
+    from keywatch.runtime import make_engine
     from keywatch.stream.app import create_app
 
-    engine = Engine(source=settings.alert_source)
-    return create_app(settings, engine)
+    return create_app(settings, make_engine(settings, config_file))
 
 
 @click.command("worker")
@@ -28,6 +27,7 @@ def command(config_file: Path | None, bootstrap_servers: str | None, broker_time
     overrides = {"bootstrap_servers": bootstrap_servers} if bootstrap_servers else {}
     try:
         settings = load_settings(config_file, **overrides)
+        app = _build(settings, config_file)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -47,6 +47,5 @@ def command(config_file: Path | None, bootstrap_servers: str | None, broker_time
         raise click.ClickException(str(exc)) from None
     import faust
 
-    app = _build(settings)
     worker = faust.Worker(app, loglevel=settings.log_level.lower(), quiet=True)
     worker.execute_from_commandline()

@@ -7,7 +7,7 @@ The engine is pure and event-time driven: the worker feeds it from Kafka with st
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from keywatch.contract.alerts import Alert
 from keywatch.contract.events import LifecycleEvent, RequestRecord
@@ -50,6 +50,39 @@ class RequestDetector(Protocol):
         ...
 
 
+@runtime_checkable
+class ForwardAware(Protocol):
+    """A detector that also takes part in hand-offs between keys (e.g. the IP baseline on rotation)."""
+
+    name: str
+
+    def on_forward(self, state: KeyState, kind: str, payload: dict[str, Any], ts_ms: int) -> list[Forward]:
+        """Apply a message addressed to this key; return messages for other keys."""
+        ...
+
+
+class EnvSwitch:
+    """One detector per environment under one name: live and sandbox keys can have different thresholds.
+
+    A key's environment is the `env` of its requests; for hand-offs it is the registry's (live if unknown).
+    """
+
+    def __init__(self, name: str, by_env: dict[str, RequestDetector]) -> None:
+        self.name = name
+        self.by_env = by_env
+
+    def on_request(self, state: KeyState, record: RequestRecord, ts_ms: int) -> list[Alert]:
+        """Run the detector configured for the request's environment."""
+        return self.by_env[record.env].on_request(state, record, ts_ms)
+
+    def on_forward(self, state: KeyState, kind: str, payload: dict[str, Any], ts_ms: int) -> list[Forward]:
+        """Hand the message to the detector configured for the key's environment."""
+        detector = self.by_env.get(state.registry.env or "live") or self.by_env["live"]
+        if isinstance(detector, ForwardAware):
+            return detector.on_forward(state, kind, payload, ts_ms)
+        return []
+
+
 def ts_ms(value: Any) -> int:
     """Epoch milliseconds of an aware datetime."""
     return int(value.timestamp() * 1000)
@@ -61,6 +94,7 @@ class Engine:
     def __init__(self, *, source: str, detectors: list[RequestDetector] | None = None) -> None:
         self.source = source
         self.detectors = detectors or []
+        self._forward_aware = [d for d in self.detectors if isinstance(d, ForwardAware)]
 
     @staticmethod
     def new_state(tenant: str, key_id: str) -> KeyState:
@@ -86,5 +120,7 @@ class Engine:
     def on_forward(self, state: KeyState | None, forward: Forward) -> Outcome:
         """Apply a message addressed to this key by another key's processing."""
         state = state or self.new_state(forward.tenant, forward.key_id)
-        more = registry.apply_forward(state, forward.kind, forward.payload, forward.ts_ms)
-        return Outcome(state, [], [Forward(**f) for f in more])
+        more = [Forward(**f) for f in registry.apply_forward(state, forward.kind, forward.payload, forward.ts_ms)]
+        for detector in self._forward_aware:
+            more.extend(detector.on_forward(state, forward.kind, forward.payload, forward.ts_ms))
+        return Outcome(state, [], more)

@@ -1,0 +1,313 @@
+"""Rate baseline: requests per minute against what the key normally does at this time of day.
+
+The baseline is a long-run level and spread (EWMA of the minute count and of its absolute deviation, a plain
+mean while young) plus, once `profile_min_days` of history exist, 24 hour-of-day (UTC) levels and spreads, so a
+normal daily peak is expected. Every minute counts, including the ones without requests: a key that goes
+quiet and comes back has the gap folded in as zero minutes (in closed form, however long the gap).
+
+Detection runs on the current minute as requests arrive: once its count reaches the threshold computed when
+the minute opened, the episode starts (status firing). It ends (status resolved, same episode_id) after
+`resolve_minutes` consecutive closed minutes below the threshold. The core has no timers: a key that stops
+completely resolves on its next request.
+
+Late requests are counted into their minute while it is among the last `late_minutes` minutes; minutes are
+folded into the baseline only when they leave that window, so late and skewed producers are counted
+before the baseline sees the minute. Older requests are dropped from rate accounting (and counted).
+
+State (`KeyState.detectors["rate"]`):
+    m: newest minute (epoch minutes)     b: counts of minutes m-late_minutes .. m     o: first minute seen
+    l, d, n: level, spread, minutes of history      h, hd, hn: 24 hourly levels, spreads, update counts
+    e, s, t: expected, spread and threshold for minute m (t null until armed)
+    ep: [start_minute, start_ms, peak, quiet_minutes, threshold, severity] while an episode is open
+    x: late requests dropped from rate accounting
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from keywatch.contract.alerts import Alert, Severity, alert_id
+from keywatch.contract.events import RequestRecord
+from keywatch.core.state import KeyState
+
+NAME = "rate"
+ALERT_TYPE = "apiKey.requestSpike"
+MINUTE_MS = 60_000
+SIGMA_PER_MAD = 1.25  # mean absolute deviation -> standard deviation, for roughly normal counts
+
+
+class RateBaselineConfig(BaseModel):
+    """Settings of the request-spike detector (`[detection.rate]`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = True
+    min_per_minute: int = Field(default=60, ge=1, description="Never alert below this many requests in a minute.")
+    min_ratio: float = Field(default=3.0, ge=1.0, description="... nor below this multiple of the expected rate.")
+    min_score: float = Field(
+        default=6.0, gt=0, description="... nor below expected + min_score x spread (spread >= sqrt(expected), >= 1)."
+    )
+    high_ratio: float = Field(default=20.0, ge=1.0, description="Severity is high from this multiple on.")
+    min_history_minutes: int = Field(
+        default=60, ge=1, description="Minutes of baseline (quiet ones included) before the detector is armed."
+    )
+    level_half_life_minutes: float = Field(default=240.0, gt=0, description="Half-life of the long-run level.")
+    profile_half_life_days: float = Field(default=7.0, gt=0, description="Half-life of each hour-of-day level.")
+    profile_min_days: float = Field(
+        default=3.0, ge=0, description="History needed before the hour-of-day profile is used."
+    )
+    resolve_minutes: int = Field(
+        default=5, ge=1, description="An episode ends after this many consecutive minutes below the threshold."
+    )
+    late_minutes: int = Field(
+        default=5, ge=0, le=60, description="Late or skewed requests up to this many minutes old are still counted."
+    )
+
+
+def _alpha(half_life_updates: float) -> float:
+    return 1.0 - float(0.5 ** (1.0 / half_life_updates))
+
+
+def fold(level: float, dev: float, n: int, x: float, k: int, alpha: float) -> tuple[float, float, int]:
+    """Fold `k` minutes of value `x` into (level, spread, updates): a plain mean while young, then an EWMA.
+
+    Repeated values are folded in closed form; the spread's deviation is taken against the level before the
+    run, so a long quiet run keeps the memory of how far the key used to be from zero (conservative on return).
+    """
+    if k <= 0:
+        return level, dev, n
+    if n == 0:
+        level, dev, n, k = x, 0.0, 1, k - 1
+    warm = int(1.0 / alpha)
+    if k > 0 and n < warm:
+        j = min(k, warm - n)
+        dev = (dev * n + j * abs(x - level)) / (n + j)
+        level = (level * n + x * j) / (n + j)
+        n, k = n + j, k - j
+    if k > 0:
+        keep = (1.0 - alpha) ** k
+        dev = keep * dev + (1.0 - keep) * abs(x - level)
+        level = keep * level + (1.0 - keep) * x
+        n += k
+    return level, dev, n
+
+
+def minutes_per_hour(first_minute: int, count: int) -> list[int]:
+    """How many of `count` consecutive minutes from `first_minute` fall in each UTC hour of the day."""
+    days, rest = divmod(count, 1440)
+    out = [60 * days] * 24
+    minute = first_minute
+    while rest > 0:
+        chunk = min(rest, 60 - minute % 60)
+        out[(minute // 60) % 24] += chunk
+        minute += chunk
+        rest -= chunk
+    return out
+
+
+def _iso_minute(minute: int) -> str:
+    return datetime.fromtimestamp(minute * 60, tz=UTC).isoformat().replace("+00:00", "Z")
+
+
+class RateBaseline:
+    """Alerts while a key's request rate is far above its learned, time-of-day aware baseline."""
+
+    name = NAME
+
+    def __init__(self, config: RateBaselineConfig, *, source: str) -> None:
+        self.config = config
+        self.source = source
+        self._ring = config.late_minutes + 1
+        self._alpha = _alpha(config.level_half_life_minutes)
+        self._profile_alpha = _alpha(config.profile_half_life_days * 60)
+        self._profile_min = int(config.profile_min_days * 1440)
+
+    def on_request(self, state: KeyState, record: RequestRecord, ts_ms: int) -> list[Alert]:
+        """Count the request in its minute; start an episode when the minute crosses the threshold."""
+        if not self.config.enabled:
+            return []
+        minute = ts_ms // MINUTE_MS
+        st: dict[str, Any] | None = state.detectors.get(NAME)
+        alerts: list[Alert] = []
+        if st is None:
+            st = state.detectors[NAME] = self._new(minute)
+        m: int = st["m"]
+        b: list[int] = st["b"]
+        if minute == m:
+            b[-1] += 1
+            count = b[-1]
+        elif minute > m:
+            self._advance(state, st, minute, record, alerts)
+            b = st["b"]
+            b[-1] = 1
+            count = 1
+        else:
+            idx = len(b) - 1 - (m - minute)
+            if idx < 0:
+                st["x"] = st.get("x", 0) + 1
+                return alerts
+            if minute < st["o"]:
+                st["o"] = minute
+            b[idx] += 1
+            count = b[idx]
+        threshold = st["t"]
+        episode = st.get("ep")
+        if episode is not None:
+            if count > episode[2]:
+                episode[2] = count
+        elif threshold is not None and count >= threshold:
+            alerts.append(self._start(state, st, record, ts_ms, minute, count))
+        return alerts
+
+    # -- baseline ------------------------------------------------------------------------------------------
+
+    def _new(self, minute: int) -> dict[str, Any]:
+        return {
+            "m": minute,
+            "o": minute,
+            "b": [0] * self._ring,
+            "l": 0.0,
+            "d": 0.0,
+            "n": 0,
+            "h": [0.0] * 24,
+            "hd": [0.0] * 24,
+            "hn": [0] * 24,
+            "e": 0.0,
+            "s": 1.0,
+            "t": None,
+        }
+
+    def _fold_minutes(self, st: dict[str, Any], first_minute: int, x: float, k: int) -> None:
+        st["l"], st["d"], st["n"] = fold(st["l"], st["d"], st["n"], x, k, self._alpha)
+        h, hd, hn = st["h"], st["hd"], st["hn"]
+        if k == 1:
+            slot = (first_minute // 60) % 24
+            h[slot], hd[slot], hn[slot] = fold(h[slot], hd[slot], hn[slot], x, 1, self._profile_alpha)
+            return
+        for slot, j in enumerate(minutes_per_hour(first_minute, k)):
+            if j:
+                h[slot], hd[slot], hn[slot] = fold(h[slot], hd[slot], hn[slot], x, j, self._profile_alpha)
+
+    def _advance(
+        self, state: KeyState, st: dict[str, Any], minute: int, record: RequestRecord, alerts: list[Alert]
+    ) -> None:
+        """Close minutes up to `minute`: end an episode if calm long enough, fold minutes leaving the window."""
+        m: int = st["m"]
+        b: list[int] = st["b"]
+        episode = st.get("ep")
+        if episode is not None:
+            threshold = st["t"] if st["t"] is not None else episode[4]
+            for i in range(min(minute - m, self.config.resolve_minutes + 1)):
+                closed = b[-1] if i == 0 else 0
+                episode[3] = 0 if closed >= threshold else episode[3] + 1
+                if episode[3] >= self.config.resolve_minutes:
+                    alerts.append(self._end(state, st, record, end_minute=m + i + 1))
+                    break
+        cap = st["t"]  # spike minutes enter the baseline clipped at the threshold, so an attack is not learned
+        ring = len(b)
+        shift = minute - m
+        leaving = min(shift, ring)
+        first = m - ring + 1
+        for i in range(leaving):
+            if first + i >= st["o"]:  # minutes before the key's first request are not history
+                value = b[i] if cap is None else min(b[i], cap)
+                self._fold_minutes(st, first + i, value, 1)
+        if shift > ring:
+            self._fold_minutes(st, m + 1, 0.0, shift - ring)
+        st["b"] = b[leaving:] + [0] * leaving
+        st["m"] = minute
+        self._arm(st, minute)
+
+    def _arm(self, st: dict[str, Any], minute: int) -> None:
+        """Expected rate, spread and threshold for `minute`."""
+        cfg = self.config
+        expected, spread = st["l"], st["d"]
+        if st["n"] >= self._profile_min:
+            slot = (minute // 60) % 24
+            h = st["h"]
+            # Neighbouring hours too: daily peaks drift by an hour with DST and with the clients' own clocks.
+            expected = max(expected, h[slot - 1], h[slot], h[(slot + 1) % 24])
+            # The long-run spread includes the daily swing itself; the hour's own spread is the noise.
+            hd = st["hd"]
+            spread = max(hd[slot - 1], hd[slot], hd[(slot + 1) % 24])
+        spread = max(spread * SIGMA_PER_MAD, math.sqrt(expected), 1.0)
+        st["l"], st["d"] = round(st["l"], 3), round(st["d"], 3)
+        st["h"] = [round(v, 3) for v in st["h"]]
+        st["hd"] = [round(v, 3) for v in st["hd"]]
+        st["e"], st["s"] = round(expected, 3), round(spread, 3)
+        if st["n"] < cfg.min_history_minutes:
+            st["t"] = None
+            return
+        st["t"] = math.ceil(max(cfg.min_per_minute, cfg.min_ratio * expected, expected + cfg.min_score * spread))
+
+    # -- episodes ------------------------------------------------------------------------------------------
+
+    def _episode_id(self, record: RequestRecord, start_minute: int) -> str:
+        return alert_id(ALERT_TYPE, record.tenant, record.key_id, "episode", str(start_minute))
+
+    def _start(
+        self, state: KeyState, st: dict[str, Any], record: RequestRecord, ts_ms: int, minute: int, count: int
+    ) -> Alert:
+        expected, spread = st["e"], st["s"]
+        ratio = round(count / expected, 2) if expected > 0 else None
+        severity: Severity = "high" if ratio is None or ratio >= self.config.high_ratio else "medium"
+        st["ep"] = [minute, ts_ms, count, 0, st["t"], severity]
+        return Alert.build(
+            type=ALERT_TYPE,
+            id_parts=("firing", str(minute)),
+            source=self.source,
+            time=record.ts,
+            tenant=record.tenant,
+            key_id=record.key_id,
+            env=record.env,
+            severity=severity,
+            summary=(
+                f"Key {record.key_id} made {count} requests in the minute from {_iso_minute(minute)}, "
+                f"against {expected:.1f} expected."
+            ),
+            evidence={
+                "observed_per_minute": count,
+                "expected_per_minute": expected,
+                "ratio": ratio,
+                "score": round((count - expected) / spread, 2),
+                "threshold_per_minute": st["t"],
+                "baseline_minutes": st["n"],
+                "hour_profile_used": st["n"] >= self._profile_min,
+                "minute": _iso_minute(minute),
+            },
+            status="firing",
+            episode_id=self._episode_id(record, minute),
+        )
+
+    def _end(self, state: KeyState, st: dict[str, Any], record: RequestRecord, *, end_minute: int) -> Alert:
+        start_minute, start_ms, peak, _, threshold, severity = st.pop("ep")
+        end_ms = end_minute * MINUTE_MS
+        return Alert.build(
+            type=ALERT_TYPE,
+            id_parts=("resolved", str(start_minute)),
+            source=self.source,
+            time=datetime.fromtimestamp(end_ms / 1000.0, tz=UTC),
+            tenant=record.tenant,
+            key_id=record.key_id,
+            env=record.env,
+            severity=severity,
+            summary=(
+                f"Request spike of key {record.key_id} is over: the rate has been below {threshold}/min "
+                f"for {self.config.resolve_minutes} minutes (peak {peak}/min)."
+            ),
+            evidence={
+                "peak_per_minute": peak,
+                "expected_per_minute": st["e"],
+                "threshold_per_minute": threshold,
+                "started": datetime.fromtimestamp(start_ms / 1000.0, tz=UTC).isoformat().replace("+00:00", "Z"),
+                "ended": _iso_minute(end_minute),
+                "duration_seconds": round((end_ms - start_ms) / 1000.0, 3),
+                "baseline_minutes": st["n"],
+            },
+            status="resolved",
+            episode_id=self._episode_id(record, start_minute),
+        )

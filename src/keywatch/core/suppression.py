@@ -1,0 +1,42 @@
+"""Alert suppression per (key, alert type, discriminator), kept in `KeyState.suppressed` and expired by event time.
+
+Entries are `"<type code>|<discriminator>" -> until_ms`. The table is bounded: expired entries are dropped
+whenever one is added (alerts are rare, so this stays off the per-request path), and past the cap the entry
+that expires soonest goes first.
+"""
+
+from __future__ import annotations
+
+from keywatch.core.state import KeyState
+
+DEFAULT_MAX_ENTRIES = 64
+
+
+def suppression_key(code: str, discriminator: str = "") -> str:
+    """The table key for an alert type code and what distinguishes one incident of it from another."""
+    return f"{code}|{discriminator}" if discriminator else code
+
+
+def is_suppressed(state: KeyState, key: str, now_ms: int) -> bool:
+    """Whether alerts under `key` are quiet at event time `now_ms`."""
+    until = state.suppressed.get(key)
+    return until is not None and now_ms < until
+
+
+def suppress(state: KeyState, key: str, *, now_ms: int, until_ms: int, max_entries: int = DEFAULT_MAX_ENTRIES) -> None:
+    """Keep alerts under `key` quiet until `until_ms`; never shortens an existing suppression."""
+    table = state.suppressed
+    current = table.get(key)
+    if current is not None and current >= until_ms:
+        return
+    table[key] = until_ms
+    expire(state, now_ms)
+    while len(table) > max_entries:
+        del table[min(table, key=table.__getitem__)]
+
+
+def expire(state: KeyState, now_ms: int) -> None:
+    """Drop every entry that has expired by event time `now_ms`."""
+    table = state.suppressed
+    for key in [k for k, until in table.items() if until <= now_ms]:
+        del table[key]

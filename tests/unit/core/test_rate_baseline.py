@@ -1,0 +1,236 @@
+"""Rate baseline (apiKey.requestSpike): floors, daily cycles, gaps, late events, episodes."""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import pytest
+from coretest import DAY, HOUR, MINUTE, T0
+
+from keywatch.contract.alerts import Alert
+from keywatch.contract.events import RequestRecord
+from keywatch.core.rate_baseline import RateBaseline, RateBaselineConfig, fold, minutes_per_hour
+from keywatch.core.state import KeyState
+
+SPIKE = "apiKey.requestSpike"
+
+
+class Feeder:
+    """Drives one RateBaseline with per-minute counts, one record object per minute (cheap enough for days)."""
+
+    def __init__(self, request_factory: Callable[..., RequestRecord], **config: Any) -> None:
+        self.detector = RateBaseline(RateBaselineConfig(**config), source="/keywatch/test")
+        self.state = KeyState(tenant="acme", key_id="key-1")
+        self.make = request_factory
+        self.alerts: list[Alert] = []
+        self.detect_index: list[int] = []  # position within its minute of each request that raised an alert
+
+    def minute(self, start_ms: int, count: int, *, skew_ms: int = 0) -> list[Alert]:
+        """`count` requests spread over the minute starting at `start_ms`."""
+        out: list[Alert] = []
+        if count <= 0:
+            return out
+        record = self.make(ts=start_ms + skew_ms)
+        step = max(1, MINUTE // count)
+        for i in range(count):
+            new = self.detector.on_request(self.state, record, start_ms + skew_ms + min(i * step, MINUTE - 1))
+            if new:
+                self.detect_index.extend([i] * len(new))
+                out.extend(new)
+        self.alerts.extend(out)
+        return out
+
+    def run(self, start_ms: int, counts: Iterable[int]) -> list[Alert]:
+        """Consecutive minutes from `start_ms` with the given counts."""
+        out: list[Alert] = []
+        for i, count in enumerate(counts):
+            out.extend(self.minute(start_ms + i * MINUTE, count))
+        return out
+
+
+def noisy(rng: random.Random, mean: float) -> int:
+    """A Poisson-like count (normal approximation) around `mean`."""
+    return max(0, round(rng.gauss(mean, math.sqrt(mean)))) if mean > 0 else 0
+
+
+def daily(minute_of_day: int) -> float:
+    """A strong daily cycle: about 5/min at night (03:00 UTC) and 200/min at the peak (15:00 UTC)."""
+    return 5 + 195 * (1 - math.cos(2 * math.pi * (minute_of_day - 180) / 1440)) / 2
+
+
+@pytest.fixture
+def feeder(request_factory: Callable[..., RequestRecord]) -> Callable[..., Feeder]:
+    """A Feeder with the given RateBaselineConfig overrides."""
+    return lambda **config: Feeder(request_factory, **config)
+
+
+def test_steady_busy_key_does_not_spike(feeder: Callable[..., Feeder]) -> None:
+    """A busy key at a steady 2000/min with normal noise raises nothing over six hours."""
+    rng = random.Random(1)
+    f = feeder()
+    assert f.run(T0, (noisy(rng, 2000) for _ in range(6 * 60))) == []
+    assert f.state.detectors["rate"]["t"] > 2000 * 2
+
+
+def test_spike_fires_within_the_minute_and_resolves(feeder: Callable[..., Feeder]) -> None:
+    """A spike is detected at the request that crosses the threshold; one episode, resolved with the same id."""
+    rng = random.Random(2)
+    f = feeder()
+    f.run(T0, (noisy(rng, 100) for _ in range(120)))
+    threshold = f.state.detectors["rate"]["t"]
+    [start] = f.run(T0 + 120 * MINUTE, [1500, 1500, 1500])
+    assert (start.type, start.data.status) == (SPIKE, "firing")
+    assert f.detect_index == [threshold - 1]  # the threshold-th request of the first spike minute
+    ev = start.data.evidence
+    assert ev["observed_per_minute"] == threshold
+    assert 80 < ev["expected_per_minute"] < 120
+    assert ev["ratio"] >= 3
+    assert ev["score"] >= 6
+    assert ev["baseline_minutes"] >= 60
+    assert start.data.runbook.endswith("#requestspike")
+    [end] = f.run(T0 + 123 * MINUTE, (noisy(rng, 100) for _ in range(7)))
+    assert (end.data.status, end.data.episode_id) == ("resolved", start.data.episode_id)
+    assert end.id != start.id
+    assert end.data.evidence["peak_per_minute"] == 1500
+    assert end.time > start.time
+
+
+def test_quiet_key_with_zero_variance_needs_the_floor(feeder: Callable[..., Feeder]) -> None:
+    """A key doing exactly 2/min does not alert on 40 requests in a minute, but does on 200."""
+    f = feeder()
+    f.run(T0, [2] * 180)
+    assert f.state.detectors["rate"]["d"] == 0
+    assert f.run(T0 + 180 * MINUTE, [40, 2, 2]) == []
+    [alert] = f.run(T0 + 183 * MINUTE, [200])
+    assert alert.severity == "high"  # 100x the usual rate
+
+
+def test_new_key_is_not_armed_before_history(feeder: Callable[..., Feeder]) -> None:
+    """A key busy from its first minute is its own baseline: nothing before min_history_minutes."""
+    f = feeder()
+    assert f.run(T0, [500] * 50) == []
+    assert f.state.detectors["rate"]["t"] is None
+
+
+def test_daily_peak_is_expected_but_night_spike_is_not(feeder: Callable[..., Feeder]) -> None:
+    """With four days of a daily cycle, the normal afternoon peak is quiet; the same rate at night alerts."""
+    rng = random.Random(3)
+    f = feeder()
+    assert f.run(T0, (noisy(rng, daily(m % 1440)) for m in range(4 * 1440))) == []
+    assert f.state.detectors["rate"]["n"] >= 3 * 1440
+    # Day 5 from 00:00 to 16:00 (through the peak) as usual.
+    assert f.run(T0 + 4 * DAY, (noisy(rng, daily(m)) for m in range(16 * 60))) == []
+    # Day 6, 03:00: the peak-hour rate arrives in the middle of the night.
+    f.run(T0 + 4 * DAY + 16 * HOUR, (noisy(rng, daily((16 * 60 + m) % 1440)) for m in range(11 * 60)))
+    assert [a.data.status for a in f.run(T0 + 5 * DAY + 3 * HOUR, [400])] == ["firing"]
+
+
+def test_without_profile_the_ramp_to_a_daily_peak_does_not_fire(feeder: Callable[..., Feeder]) -> None:
+    """Even before the hour profile exists, a gradual ramp to the daily peak stays below the floors."""
+    rng = random.Random(4)
+    f = feeder()
+    assert f.run(T0, (noisy(rng, daily(m % 1440)) for m in range(1440))) == []
+
+
+def test_gap_of_zero_minutes_is_accounted_for(feeder: Callable[..., Feeder]) -> None:
+    """A key quiet for three days has the gap folded in as zero minutes, and its usual rate is not a spike."""
+    rng = random.Random(5)
+    f = feeder()
+    f.run(T0, (noisy(rng, 100) for _ in range(1440)))
+    before = dict(f.state.detectors["rate"])
+    assert f.run(T0 + 4 * DAY, (noisy(rng, 100) for _ in range(30))) == []
+    after = f.state.detectors["rate"]
+    assert after["n"] >= before["n"] + 3 * 1440
+    assert after["l"] < before["l"] / 2
+
+
+def test_late_requests_are_counted_in_their_minute_or_dropped(
+    feeder: Callable[..., Feeder], request_factory: Callable[..., RequestRecord]
+) -> None:
+    """A request a few minutes late lands in its bucket; one older than late_minutes is only counted as dropped."""
+    f = feeder(late_minutes=5)
+    f.run(T0, [10] * 10)
+    st = f.state.detectors["rate"]
+    buckets = list(st["b"])
+    f.detector.on_request(f.state, request_factory(ts=T0 + 7 * MINUTE), T0 + 7 * MINUTE)
+    assert st["b"][-3] == buckets[-3] + 1
+    level = st["l"]
+    f.detector.on_request(f.state, request_factory(ts=T0), T0)
+    assert (st["x"], st["l"], st["m"]) == (1, level, (T0 + 9 * MINUTE) // MINUTE)
+
+
+def test_clock_skew_between_producers_does_not_spike(feeder: Callable[..., Feeder]) -> None:
+    """Two gateways, one three minutes behind, each at 50/min: nothing dropped, nothing raised."""
+    rng = random.Random(6)
+    f = feeder()
+    for m in range(240):
+        f.minute(T0 + m * MINUTE, noisy(rng, 50))
+        f.minute(T0 + m * MINUTE, noisy(rng, 50), skew_ms=-3 * MINUTE)
+    assert f.alerts == []
+    assert f.state.detectors["rate"].get("x", 0) == 0
+
+
+def test_same_input_twice_gives_same_ids(feeder: Callable[..., Feeder]) -> None:
+    """Replaying the same minutes gives the same episode and alert ids."""
+    runs = []
+    for _ in range(2):
+        rng = random.Random(7)
+        f = feeder()
+        f.run(T0, [noisy(rng, 100) for _ in range(90)] + [900, 900] + [100] * 8)
+        runs.append([(a.id, a.data.episode_id, a.data.status) for a in f.alerts])
+    assert runs[0] == runs[1]
+    assert [s for *_, s in runs[0]] == ["firing", "resolved"]
+
+
+def test_second_episode_gets_new_ids(feeder: Callable[..., Feeder]) -> None:
+    """Two spikes separated by calm are two episodes with distinct episode ids."""
+    f = feeder()
+    f.run(T0, [100] * 90 + [900] + [100] * 10 + [900] + [100] * 10)
+    episodes = [a.data.episode_id for a in f.alerts]
+    assert len(f.alerts) == 4
+    assert episodes[0] == episodes[1] != episodes[2] == episodes[3]
+
+
+def test_key_stopping_during_spike_resolves_on_next_request(feeder: Callable[..., Feeder]) -> None:
+    """With no timers, an episode of a key that stops resolves on its next request, timed at the calm."""
+    f = feeder()
+    f.run(T0, [100] * 90 + [900])
+    [end] = f.run(T0 + 3 * HOUR, [1])
+    assert end.data.status == "resolved"
+    assert end.data.evidence["ended"] == "2024-03-04T01:36:00Z"
+
+
+def test_engine_wires_rate_detector(
+    engine_factory: Callable[..., Any], request_factory: Callable[..., RequestRecord]
+) -> None:
+    """The default engine includes the spike detector (min_per_minute from the config)."""
+    engine = engine_factory(rate={"min_history_minutes": 1, "min_per_minute": 5})
+    state = None
+    alerts: list[Alert] = []
+    for m in range(10):  # minutes enter the baseline once older than late_minutes
+        outcome = engine.on_request(state, request_factory(ts=T0 + m * MINUTE))
+        state = outcome.state
+    for i in range(50):
+        alerts += engine.on_request(state, request_factory(ts=T0 + 10 * MINUTE + i)).alerts
+    assert [a.type for a in alerts] == [SPIKE]
+
+
+def test_fold_level_is_exact_for_repeated_values() -> None:
+    """Folding k equal minutes at once gives the same level as folding them one by one."""
+    one = (10.0, 2.0, 5)
+    for _ in range(1000):
+        one = fold(*one, 0.0, 1, 0.01)
+    many = fold(10.0, 2.0, 5, 0.0, 1000, 0.01)
+    assert math.isclose(one[0], many[0], rel_tol=1e-9, abs_tol=1e-12)
+    assert one[2] == many[2]
+
+
+@pytest.mark.parametrize(("first", "count"), [(0, 0), (59, 2), (1439, 3000), (125, 60)])
+def test_minutes_per_hour_covers_every_minute(first: int, count: int) -> None:
+    """Gap minutes are split over the hours of the day without losing any."""
+    split = minutes_per_hour(first, count)
+    assert sum(split) == count
+    assert len(split) == 24
