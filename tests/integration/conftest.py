@@ -21,7 +21,7 @@ def kafka_bootstrap() -> str:
         return given
     script = ROOT / "scripts" / "kafka-local"
     env = {**os.environ, "PYTHON": os.environ.get("PYTHON", sys.executable)}
-    started = subprocess.run(  # noqa: S603 - our own script
+    started = subprocess.run(
         [str(script), "start"], env=env, capture_output=True, text=True, timeout=600, check=False
     )
     if started.returncode != 0:
