@@ -21,9 +21,7 @@ def kafka_bootstrap() -> str:
         return given
     script = ROOT / "scripts" / "kafka-local"
     env = {**os.environ, "PYTHON": os.environ.get("PYTHON", sys.executable)}
-    started = subprocess.run(
-        [str(script), "start"], env=env, capture_output=True, text=True, timeout=600, check=False
-    )
+    started = subprocess.run([str(script), "start"], env=env, capture_output=True, text=True, timeout=600, check=False)
     if started.returncode != 0:
         pytest.fail(f"could not start the local Kafka broker:\n{started.stdout}\n{started.stderr}")
     for line in started.stdout.splitlines():
