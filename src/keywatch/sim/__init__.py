@@ -1,0 +1,48 @@
+"""The scenario simulator behind `keywatch simulate` and `keywatch evaluate`.
+
+One seed draws the whole scenario (same seed and options, byte-identical files). Defaults: 20 tenants,
+200 keys at the start (~65% live, ~35% sandbox; rotations and new keys add ~10%), 4 days from
+2026-01-05T00:00:00Z (a Monday), of which the first 2 are the learning history: no incident starts
+before the end of day 2. About 3.5 million requests and 40 labelled incidents (10 per type).
+
+Traffic (benign by construction)
+- Per key a peak rate from quiet (0.2/min) to busy (160/min), log-uniform within tiers (sandbox keys are
+  quieter); a daily cosine cycle peaking in the tenant's local afternoon (tenant timezones from UTC-8 to
+  UTC+10) with a trough of 6-35% of the peak; Poisson counts per minute; `--scale` multiplies every rate.
+  Some keys only work business hours (08-19 local, ~3% outside), some are hourly cron jobs (a burst of
+  15-60 requests once an hour: far below any spike floor). Weekends (if --days reaches them) are quieter.
+- Each key is used by one client app from 1-3 networks of its tenant (IPv4 /24s in 10.<tenant>.0.0/16,
+  IPv6 /64s in 2001:db8:<0x100+tenant>::/48 for dual-stack tenants) with 1-5 hosts each. Every host checks
+  in when it starts and every ~6 h (GET /v1/account), so each network a key uses appears in its history.
+- Status mix: mostly 200/201; 0.6-2.5% 4xx spread over 400/401/403/404/429 (404 most common), 0.05-0.3%
+  5xx (504 at ~30 s). Realistic paths (/v1/customers/{id}, /v1/orders, /v1/payments/{id}/capture, ...) with
+  per-app id pools, methods, per-endpoint lognormal latencies, user agents `<tenant>-<service>/<ver> <lib>`.
+- Lifecycle: keys that existed before the window get `apiKey.created` at t0; ~15% of the initial keys
+  are created during the learning days (traffic 2-45 min later); a few brand-new keys after the learning
+  period (from networks their tenant already uses).
+- Benign changes: rotations (~10% of keys: new key with replaces_key_id, same app and hosts, traffic moves
+  over in 2-30 min, old key revoked 10 min-18 h after the switch; a quarter are hard cut-overs where the
+  revocation lands while the last in-flight requests finish, none later than 3 s after it); scope changes
+  (~5%, half followed by 4-25 stray 403s from a client not yet updated); decommissions (traffic stops, key
+  revoked later); idle gaps of 12-30 h; deploys (x1.5-2 for 3-10 min, often with a client version bump);
+  autoscaling (new host addresses inside networks the key already uses; an old host retires).
+
+Injected incidents (labels.jsonl; each on its own key, keys with >= 12 h of history, after the learning
+period; the first of each type lands 10-46 min after it, handy for the live demo)
+- apiKey.usedFromNewIp: a leaked key used from 1-2 addresses in a network no tenant uses (a documentation
+  /24, a 172.16.0.0/12 /24 or a 2001:db8:fxxx::/64), 5-40 reconnaissance GETs over 1-20 min with a
+  scripting user agent. Label: first to last of those requests.
+- apiKey.4xxCluster: 60-250 responses of one kind within 1.5-4.6 min from a known host: 401 credential
+  stuffing, 403 scope probing (admin/keys/payouts paths), or 404 id enumeration (distinct unknown ids).
+  Spread below ~75/min so that it is not also a request spike.
+- apiKey.requestSpike: 5-20 min at max(12-20 x the key's normal rate for that time, 172/min) on keys with
+  >= 3 req/min normally at that time, mostly successful calls to one or two endpoints from one or two hosts.
+- apiKey.usedAfterRevoke: a key revoked (after a rotation, or decommissioned), then 8 min-3 h later a
+  forgotten job on one of its hosts makes 3-20 requests (401) 20-90 s apart.
+
+`keywatch.sim.audit` checks a generated scenario against these promises (every label detectable, nothing
+unlabelled crossing the same thresholds); `keywatch simulate --audit` runs it.
+
+Modules: `scenario` (the plan, drawn from the seed), `generator` (records, minute by minute, in the
+contract's JSON form), `labels`, `audit`, `evaluate` (scoring alerts against labels), `kafka` (producer).
+"""

@@ -1,0 +1,155 @@
+"""Scoring alerts against labels: precision, recall, time to detect, tolerance edges, what is ignored."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from click.testing import CliRunner
+
+from keywatch.cli.evaluate import command
+from keywatch.sim.evaluate import evaluate, read_alerts
+from keywatch.sim.labels import read_labels
+
+Factory = Callable[..., dict[str, Any]]
+Writer = Callable[[str, list[dict[str, Any]]], Path]
+SPIKE = "apiKey.requestSpike"
+NEW_IP = "apiKey.usedFromNewIp"
+
+
+def _score(write_jsonl: Writer, alerts: list[dict[str, Any]], labels: list[dict[str, Any]], tolerance: float = 300):
+    scores = evaluate(
+        read_alerts(write_jsonl("alerts.jsonl", alerts)), read_labels(write_jsonl("labels.jsonl", labels)), tolerance
+    )
+    return scores
+
+
+def test_precision_counts_alerts_and_recall_counts_labels(
+    write_jsonl: Writer, alert_factory: Factory, label_factory: Factory
+) -> None:
+    """Two alerts on one label and one stray alert: precision 2/3, recall 1/2."""
+    labels = [
+        label_factory(id="a", start_s=0, end_s=600),
+        label_factory(id="b", key_id="ak_live_2", start_s=0, end_s=600),
+    ]
+    alerts = [alert_factory(at_s=30), alert_factory(at_s=90), alert_factory(at_s=30, key_id="ak_live_9")]
+    score = _score(write_jsonl, alerts, labels)[SPIKE]
+    assert (score.labels, score.alerts, score.true_positives, score.detected) == (2, 3, 2, 1)
+    assert score.precision == pytest.approx(2 / 3)
+    assert score.recall == pytest.approx(0.5)
+    assert [label.id for label in score.missed] == ["b"]
+    assert [a.key_id for a in score.false_positives] == ["ak_live_9"]
+
+
+def test_time_to_detect_is_the_first_match_and_reported_as_a_median(
+    write_jsonl: Writer, alert_factory: Factory, label_factory: Factory
+) -> None:
+    """TTD per label is first matching alert minus label start; the median is over labels."""
+    labels = [
+        label_factory(id="a", key_id="k1", start_s=0, end_s=600),
+        label_factory(id="b", key_id="k2", start_s=0, end_s=600),
+        label_factory(id="c", key_id="k3", start_s=0, end_s=600),
+    ]
+    alerts = [
+        alert_factory(at_s=200, key_id="k1"),
+        alert_factory(at_s=20, key_id="k1"),
+        alert_factory(at_s=60, key_id="k2"),
+        alert_factory(at_s=100, key_id="k3"),
+    ]
+    score = _score(write_jsonl, alerts, labels)[SPIKE]
+    assert sorted(score.ttd_seconds) == [20, 60, 100]
+    assert score.median_ttd == 60
+
+
+@pytest.mark.parametrize(
+    ("at_s", "matches"),
+    [(-300, True), (-300.001, False), (1000 + 300, True), (1000 + 300.001, False), (500, True)],
+)
+def test_tolerance_edges_are_inclusive(
+    write_jsonl: Writer, alert_factory: Factory, label_factory: Factory, at_s: float, matches: bool
+) -> None:
+    """An alert exactly `tolerance` before the start or after the end still matches; a millisecond more does not."""
+    score = _score(write_jsonl, [alert_factory(at_s=at_s)], [label_factory(start_s=0, end_s=1000)])[SPIKE]
+    assert score.true_positives == int(matches)
+    assert score.detected == int(matches)
+
+
+def test_an_alert_must_match_type_tenant_and_key(
+    write_jsonl: Writer, alert_factory: Factory, label_factory: Factory
+) -> None:
+    """Same time but another type, tenant or key is a false positive, and the label stays missed."""
+    alerts = [alert_factory(type=NEW_IP), alert_factory(tenant="globex"), alert_factory(key_id="ak_live_2")]
+    scores = _score(write_jsonl, alerts, [label_factory()])
+    assert scores[SPIKE].detected == 0
+    assert scores[SPIKE].alerts == 2
+    assert scores[NEW_IP].alerts == 1
+    assert scores[NEW_IP].precision == 0
+
+
+def test_resolved_and_lifecycle_alerts_are_ignored(
+    write_jsonl: Writer, alert_factory: Factory, label_factory: Factory
+) -> None:
+    """Episode ends (status resolved) and lifecycle alert types are not scored at all."""
+    alerts = [alert_factory(at_s=5000, status="resolved"), alert_factory(type="apiKey.created"), alert_factory(at_s=10)]
+    scores = _score(write_jsonl, alerts, [label_factory()])
+    assert scores[SPIKE].alerts == 1
+    assert scores[SPIKE].precision == 1
+    assert "apiKey.created" not in scores
+
+
+def test_no_alerts_and_no_labels_leave_the_scores_undefined(write_jsonl: Writer) -> None:
+    """With nothing to measure, precision, recall and TTD are None, not zero."""
+    score = _score(write_jsonl, [], [])[SPIKE]
+    assert (score.precision, score.recall, score.median_ttd) == (None, None, None)
+
+
+def test_cli_prints_a_table_and_lists_false_positives_and_misses(
+    write_jsonl: Writer, alert_factory: Factory, label_factory: Factory
+) -> None:
+    """The table names every scored type; false positives and missed labels are listed."""
+    alerts = write_jsonl("alerts.jsonl", [alert_factory(key_id="ak_live_9")])
+    labels = write_jsonl("labels.jsonl", [label_factory(id="inc-spike-001")])
+    result = CliRunner().invoke(command, ["--alerts", str(alerts), "--labels", str(labels)])
+    assert result.exit_code == 0, result.output
+    assert "apiKey.usedAfterRevoke" in result.output
+    assert "false positives (1" in result.output
+    assert "inc-spike-001" in result.output
+
+
+def test_cli_json_output_is_machine_readable(
+    write_jsonl: Writer, alert_factory: Factory, label_factory: Factory
+) -> None:
+    """--json prints one JSON document with per-type numbers."""
+    alerts = write_jsonl("alerts.jsonl", [alert_factory(at_s=45)])
+    labels = write_jsonl("labels.jsonl", [label_factory()])
+    result = CliRunner().invoke(command, ["--alerts", str(alerts), "--labels", str(labels), "--json"])
+    assert result.exit_code == 0, result.output
+    by_type = {t["type"]: t for t in orjson.loads(result.stdout)["types"]}
+    assert by_type[SPIKE]["precision"] == 1.0
+    assert by_type[SPIKE]["median_ttd_seconds"] == 45
+
+
+def test_cli_fails_below_the_floor_naming_the_type(
+    write_jsonl: Writer, alert_factory: Factory, label_factory: Factory
+) -> None:
+    """--min-precision not met exits 1 with a message naming the failing type."""
+    alerts = write_jsonl("alerts.jsonl", [alert_factory(), alert_factory(key_id="other")])
+    labels = write_jsonl("labels.jsonl", [label_factory()])
+    args = ["--alerts", str(alerts), "--labels", str(labels)]
+    assert CliRunner().invoke(command, [*args, "--min-precision", "0.5", "--min-recall", "1"]).exit_code == 0
+    result = CliRunner().invoke(command, [*args, "--min-precision", "0.95"])
+    assert result.exit_code == 1
+    assert "apiKey.requestSpike: precision 0.500" in result.output
+
+
+def test_cli_rejects_a_malformed_alerts_file(write_jsonl: Writer, label_factory: Factory, tmp_path: Path) -> None:
+    """A line that is not JSON is reported with its file and line number."""
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"type": "apiKey.requestSpike"}\nnot json\n')
+    labels = write_jsonl("labels.jsonl", [label_factory()])
+    result = CliRunner().invoke(command, ["--alerts", str(bad), "--labels", str(labels)])
+    assert result.exit_code != 0
+    assert "bad.jsonl:1" in result.output
