@@ -18,6 +18,7 @@ State (`KeyState.detectors["rate"]`):
     m: newest minute (epoch minutes)     b: counts of minutes m-late_minutes .. m     o: first minute seen
     l, d, n: level, spread, minutes of history      h, hd, hn: 24 hourly levels, spreads, update counts
     e, s, t: expected, spread and threshold for minute m (t null until armed)
+    pk: the key's recent peak minute (decaying max of closed minutes below the threshold)
     ep: [start_minute, start_ms, peak, quiet_minutes, threshold, severity] while an episode is open
     x: late requests dropped from rate accounting
 """
@@ -59,6 +60,14 @@ class RateBaselineConfig(BaseModel):
     profile_half_life_days: float = Field(default=7.0, gt=0, description="Half-life of each hour-of-day level.")
     profile_min_days: float = Field(
         default=3.0, ge=0, description="History needed before the hour-of-day profile is used."
+    )
+    peak_ratio: float = Field(
+        default=1.5,
+        ge=0,
+        description="... nor below this multiple of the key's recent peak minute (recurring batch jobs); 0 = off.",
+    )
+    peak_half_life_minutes: float = Field(
+        default=1440.0, gt=0, description="Half-life of the recent peak minute, in minutes."
     )
     resolve_minutes: int = Field(
         default=5, ge=1, description="An episode ends after this many consecutive minutes below the threshold."
@@ -125,6 +134,7 @@ class RateBaseline:
         self._alpha = _alpha(config.level_half_life_minutes)
         self._profile_alpha = _alpha(config.profile_half_life_days * 60)
         self._profile_min = int(config.profile_min_days * 1440)
+        self._peak_keep = float(0.5 ** (1.0 / config.peak_half_life_minutes))
 
     def on_request(self, state: KeyState, record: RequestRecord, ts_ms: int) -> list[Alert]:
         """Count the request in its minute; start an episode when the minute crosses the threshold."""
@@ -212,12 +222,20 @@ class RateBaseline:
         shift = minute - m
         leaving = min(shift, ring)
         first = m - ring + 1
+        peak = st.get("pk", 0.0)
         for i in range(leaving):
             if first + i >= st["o"]:  # minutes before the key's first request are not history
                 value = b[i] if cap is None else min(b[i], cap)
                 self._fold_minutes(st, first + i, value, 1)
+                # A recurring burst (an hourly batch job) is normal for this key; a minute at or over the
+                # threshold is an episode's, and must not raise the bar for the next one.
+                peak *= self._peak_keep
+                if (cap is None or b[i] < cap) and b[i] > peak:
+                    peak = float(b[i])
         if shift > ring:
             self._fold_minutes(st, m + 1, 0.0, shift - ring)
+            peak *= self._peak_keep ** (shift - ring)
+        st["pk"] = round(peak, 2)
         st["b"] = b[leaving:] + [0] * leaving
         st["m"] = minute
         self._arm(st, minute)
@@ -242,7 +260,14 @@ class RateBaseline:
         if st["n"] < cfg.min_history_minutes:
             st["t"] = None
             return
-        st["t"] = math.ceil(max(cfg.min_per_minute, cfg.min_ratio * expected, expected + cfg.min_score * spread))
+        st["t"] = math.ceil(
+            max(
+                cfg.min_per_minute,
+                cfg.min_ratio * expected,
+                expected + cfg.min_score * spread,
+                cfg.peak_ratio * st.get("pk", 0.0),
+            )
+        )
 
     # -- episodes ------------------------------------------------------------------------------------------
 
@@ -275,6 +300,7 @@ class RateBaseline:
                 "ratio": ratio,
                 "score": round((count - expected) / spread, 2),
                 "threshold_per_minute": st["t"],
+                "recent_peak_per_minute": st.get("pk", 0.0),
                 "baseline_minutes": st["n"],
                 "hour_profile_used": st["n"] >= self._profile_min,
                 "minute": _iso_minute(minute),

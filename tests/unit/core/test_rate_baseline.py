@@ -234,3 +234,43 @@ def test_minutes_per_hour_covers_every_minute(first: int, count: int) -> None:
     split = minutes_per_hour(first, count)
     assert sum(split) == count
     assert len(split) == 24
+
+
+def _hourly_batch(rng: random.Random, hours: int, burst: int) -> list[int]:
+    """About 1/min with a burst of `burst` requests in the first minute of every hour."""
+    return [burst if i % 60 == 0 else noisy(rng, 1) for i in range(hours * 60)]
+
+
+def test_recurring_hourly_batch_job_is_learned(feeder: Callable[..., Feeder]) -> None:
+    """A key whose cron job sends 80 requests at the top of every hour does not alert hour after hour."""
+    rng = random.Random(7)
+    f = feeder()
+    assert f.run(T0, _hourly_batch(rng, 48, 80)) == []
+    assert f.state.detectors["rate"]["pk"] >= 70
+
+
+def test_spike_on_a_batch_job_key_still_fires(feeder: Callable[..., Feeder]) -> None:
+    """The batch job raises the bar to about 1.5x its burst; a real spike above that still alerts."""
+    rng = random.Random(8)
+    f = feeder()
+    f.run(T0, _hourly_batch(rng, 24, 80))
+    [alert] = f.run(T0 + 24 * HOUR + 30 * MINUTE, [400, 400])
+    assert alert.data.evidence["recent_peak_per_minute"] >= 70
+    assert alert.data.evidence["threshold_per_minute"] >= 1.5 * 70
+
+
+def test_peak_guard_can_be_turned_off(feeder: Callable[..., Feeder]) -> None:
+    """With peak_ratio = 0 the same batch job alerts once its burst exceeds the floor: the guard is what helps."""
+    rng = random.Random(7)
+    f = feeder(peak_ratio=0)
+    assert f.run(T0, _hourly_batch(rng, 48, 80)) != []
+
+
+def test_spike_minutes_do_not_raise_the_peak(feeder: Callable[..., Feeder]) -> None:
+    """After an attack episode the recent peak still reflects normal minutes only."""
+    rng = random.Random(9)
+    f = feeder()
+    f.run(T0, (noisy(rng, 20) for _ in range(120)))
+    f.run(T0 + 120 * MINUTE, [900] * 5)
+    f.run(T0 + 125 * MINUTE, (noisy(rng, 20) for _ in range(20)))
+    assert f.state.detectors["rate"]["pk"] < 60
