@@ -39,6 +39,7 @@ async def produce(
     topic_lifecycle: str,
     rate: float | None = None,
     realtime: bool = False,
+    lead: float | None = None,
     duration: float | None = None,
     progress: Callable[[ProduceResult], None] | None = None,
     producer_factory: Callable[..., Any] | None = None,
@@ -64,7 +65,11 @@ async def produce(
             installed.append(sig)
         except (NotImplementedError, RuntimeError):  # not the main thread, or not supported
             pass
-    shift = int(time.time() * 1000) - plan.config.learning_end_ms if realtime else 0
+    # Realtime: "now" is the end of the learning period, or `lead` seconds before the first incident (demo).
+    anchor = plan.config.learning_end_ms
+    if lead is not None and plan.incidents:
+        anchor = min(i.start_ms for i in plan.incidents) - int(lead * 1000)
+    shift = int(time.time() * 1000) - anchor if realtime else 0
     began = time.monotonic()
     last_report = began
     pending: list[asyncio.Future[Any]] = []
