@@ -1,5 +1,8 @@
 """Rate baseline: requests per minute against what the key normally does at this time of day.
 
+Requests answered with a 4xx are not counted here: error bursts are the 4xx-cluster detector's, so one
+credential-stuffing run raises one alert of the right type, not a spike as well.
+
 The baseline is a long-run level and spread (EWMA of the minute count and of its absolute deviation, a plain
 mean while young) plus, once `profile_min_days` of history exist, 24 hour-of-day (UTC) levels and spreads, so a
 normal daily peak is expected. Every minute counts, including the ones without requests: a key that goes
@@ -62,7 +65,7 @@ class RateBaselineConfig(BaseModel):
         default=3.0, ge=0, description="History needed before the hour-of-day profile is used."
     )
     peak_ratio: float = Field(
-        default=1.5,
+        default=2.0,
         ge=0,
         description="... nor below this multiple of the key's recent peak minute (recurring batch jobs); 0 = off.",
     )
@@ -138,7 +141,8 @@ class RateBaseline:
 
     def on_request(self, state: KeyState, record: RequestRecord, ts_ms: int) -> list[Alert]:
         """Count the request in its minute; start an episode when the minute crosses the threshold."""
-        if not self.config.enabled:
+        if not self.config.enabled or 400 <= record.status < 500:
+            # Client errors are the 4xx-cluster detector's: a credential-stuffing burst is one alert, not two.
             return []
         minute = ts_ms // MINUTE_MS
         st: dict[str, Any] | None = state.detectors.get(NAME)
