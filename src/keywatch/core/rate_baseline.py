@@ -57,7 +57,10 @@ class RateBaselineConfig(BaseModel):
     )
     high_ratio: float = Field(default=20.0, ge=1.0, description="Severity is high from this multiple on.")
     min_history_minutes: int = Field(
-        default=60, ge=1, description="Minutes of baseline (quiet ones included) before the detector is armed."
+        default=1440,
+        ge=1,
+        description="Minutes of baseline (quiet ones included) before the detector is armed: a day, so a key's "
+        "first working morning is not a spike.",
     )
     level_half_life_minutes: float = Field(default=240.0, gt=0, description="Half-life of the long-run level.")
     profile_half_life_days: float = Field(default=7.0, gt=0, description="Half-life of each hour-of-day level.")

@@ -38,7 +38,7 @@ def test_replay_gives_identical_alerts(
     """Processing the same stream twice (state serialised between events) yields the same alerts and ids."""
     runs = []
     for _ in range(2):
-        cluster = cluster_factory()
+        cluster = cluster_factory(rate={"min_history_minutes": 60})
         cluster.feed(mixed_stream(request_factory, lifecycle_factory))
         runs.append([a.model_dump(mode="json") for a in cluster.alerts])
     assert runs[0] == runs[1]

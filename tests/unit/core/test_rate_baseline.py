@@ -63,8 +63,8 @@ def daily(minute_of_day: int) -> float:
 
 @pytest.fixture
 def feeder(request_factory: Callable[..., RequestRecord]) -> Callable[..., Feeder]:
-    """A Feeder with the given RateBaselineConfig overrides."""
-    return lambda **config: Feeder(request_factory, **config)
+    """A Feeder with the given RateBaselineConfig overrides (armed after an hour unless said otherwise)."""
+    return lambda **config: Feeder(request_factory, **{"min_history_minutes": 60, **config})
 
 
 def test_steady_busy_key_does_not_spike(feeder: Callable[..., Feeder]) -> None:
@@ -288,3 +288,13 @@ def test_client_errors_are_not_counted_as_a_spike(
     f.make = request_factory
     [alert] = f.run(T0 + 182 * MINUTE, [300])
     assert alert.type == SPIKE
+
+
+def test_first_working_morning_is_learned_by_default(request_factory: Callable[..., RequestRecord]) -> None:
+    """With the default settings a business-hours key's first 9 o'clock surge is learned, not alerted."""
+    rng = random.Random(11)
+    f = Feeder(request_factory)
+    quiet_night = [noisy(rng, 1) for _ in range(11 * 60)]
+    working_day = [noisy(rng, 75) for _ in range(11 * 60)]
+    assert f.run(T0, quiet_night + working_day) == []
+    assert f.state.detectors["rate"]["t"] is None
