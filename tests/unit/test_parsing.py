@@ -80,3 +80,18 @@ def test_bad_value_is_truncated_in_reason() -> None:
     result = decode(as_bytes(request_dict(ip="9" * 60)), RequestRecord)
     assert isinstance(result, Rejection)
     assert len(result.reason) < 200
+
+
+def test_ipv4_mapped_ipv6_becomes_ipv4() -> None:
+    """A dual-stack gateway's `::ffff:a.b.c.d` is the IPv4 client a.b.c.d."""
+    record = decode(as_bytes(request_dict(ip="::ffff:198.51.100.7")), RequestRecord)
+    assert isinstance(record, RequestRecord)
+    assert record.ip == "198.51.100.7"
+
+
+def test_ipv6_zone_is_rejected() -> None:
+    """A zoned link-local address names an interface, not a client: dead-lettered with reason `ip`."""
+    result = decode(as_bytes(request_dict(ip="fe80::1%eth0")), RequestRecord)
+    assert isinstance(result, Rejection)
+    assert result.code == "ip"
+    assert "IPv6 zone" in result.reason

@@ -86,11 +86,17 @@ EventTime = Annotated[
 
 @functools.lru_cache(maxsize=65536)  # a key's few addresses repeat: parse each once (bounded under floods)
 def _check_ip(value: str) -> str:
+    shown = value if len(value) <= 64 else value[:64] + "..."
     try:
-        return str(ipaddress.ip_address(value))
+        address = ipaddress.ip_address(value)
     except ValueError:
-        shown = value if len(value) <= 64 else value[:64] + "..."
         raise ValueError(f"{shown!r} is not an IP address") from None
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.scope_id is not None:  # a zone (fe80::1%eth0) names the gateway's interface, not a client
+            raise ValueError(f"{shown!r} is not a client IP address (it has an IPv6 zone)")
+        if address.ipv4_mapped is not None:  # a dual-stack socket's view of an IPv4 client
+            return str(address.ipv4_mapped)
+    return str(address)
 
 
 IpAddress = Annotated[
