@@ -44,7 +44,17 @@ _PATTERNS: list[tuple[re.Pattern[bytes], int]] = [
         0,
     ),
 ]
-_QUICK = re.compile(rb"(?i)bearer|key|token|secret|passw|pwd|authorization|eyJ|sk_|rk_|kws_|[A-Za-z0-9_\-]{32}")
+# Cheap pre-check, about 5 us a record instead of 40: a record with none of these words, no "eyJ" and no run
+# of 32 token characters cannot match any pattern, so the five regexes are skipped. (Not a bare "key": every
+# record has a "key_id" field.) The words are searched in the lowercased record; runs via a translate table.
+_WORDS = re.compile(rb"bearer|api[_-]?key|token|secret|passw|pwd|authorization|sk_|rk_|kws_")
+_TOKEN_CHARS = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
+_RUNS = bytes(0x61 if i in _TOKEN_CHARS else 0x20 for i in range(256))
+_RUN32 = b"a" * 32
+
+
+def _may_hold_secret(data: bytes) -> bool:
+    return b"eyJ" in data or _WORDS.search(data.lower()) is not None or _RUN32 in data.translate(_RUNS)
 
 
 class Redactor:
@@ -60,7 +70,7 @@ class Redactor:
 
     def redact(self, data: bytes) -> bytes:
         """`data` with every secret-looking substring replaced (unchanged, same object, when there is none)."""
-        if not _QUICK.search(data):
+        if not _may_hold_secret(data):
             return data
         for pattern, group in _PATTERNS:
             data = pattern.sub(functools.partial(self._replace, group=group), data)
