@@ -7,7 +7,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "KEYWATCH_"
@@ -59,13 +59,69 @@ class Settings(BaseSettings):
     )
     geoip_asn_db: Path | None = Field(default=None, description="GeoLite2-ASN .mmdb file (optional).")
     geoip_country_db: Path | None = Field(default=None, description="GeoLite2-Country or -City .mmdb file (optional).")
+    max_keys: int = Field(
+        default=1_000_000,
+        ge=0,
+        description="Most keys with state, over all partitions (each partition keeps max_keys/partitions); beyond "
+        "it the least recently seen keys are evicted. 0 = no cap.",
+    )
+    session_timeout_seconds: float = Field(
+        default=60.0,
+        ge=6,
+        le=90,
+        description="Consumer group session timeout: how long a worker that died without leaving keeps its "
+        "partitions before the others take them over.",
+    )
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        default="PLAINTEXT", description="How to talk to Kafka: PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL."
+    )
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = Field(
+        default="SCRAM-SHA-512", description="SASL mechanism (with SASL_PLAINTEXT or SASL_SSL)."
+    )
+    sasl_username: str | None = Field(default=None, description="SASL user name.")
+    sasl_password: SecretStr | None = Field(default=None, description="SASL password.")
+    ssl_cafile: Path | None = Field(
+        default=None, description="PEM file of the CAs that sign the broker certificates (default: system CAs)."
+    )
+    ssl_certfile: Path | None = Field(default=None, description="PEM client certificate (mutual TLS, optional).")
+    ssl_keyfile: Path | None = Field(default=None, description="PEM private key of ssl_certfile.")
+    ssl_check_hostname: bool = Field(default=True, description="Check that the broker certificate names the host.")
+    alertmanager_url: str | None = Field(
+        default=None,
+        description="Alertmanager base URL (http[s]://host:9093): alerts are also posted to its v2 API. Unset = off.",
+    )
+    alertmanager_flush_seconds: float = Field(
+        default=1.0, gt=0, le=60, description="How often queued alerts are posted to Alertmanager."
+    )
+    alertmanager_batch_size: int = Field(default=64, ge=1, le=1000, description="Alerts per POST to Alertmanager.")
 
-    @field_validator("geoip_asn_db", "geoip_country_db")
+    @field_validator("alertmanager_url")
+    @classmethod
+    def _check_url(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        if not value.startswith(("http://", "https://")):
+            raise ValueError(f"{value!r} is not an http:// or https:// URL")
+        return value
+
+    @field_validator("geoip_asn_db", "geoip_country_db", "ssl_cafile", "ssl_certfile", "ssl_keyfile")
     @classmethod
     def _check_db(cls, value: Path | None) -> Path | None:
         if value is not None and not value.is_file():
             raise ValueError(f"{value} is not a readable file")
         return value
+
+    @model_validator(mode="after")
+    def _check_security(self) -> Settings:
+        sasl = self.security_protocol.startswith("SASL_")
+        if sasl and (not self.sasl_username or self.sasl_password is None):
+            raise ValueError(
+                f"security_protocol {self.security_protocol} needs sasl_username and sasl_password "
+                "(KEYWATCH_SASL_USERNAME, KEYWATCH_SASL_PASSWORD)"
+            )
+        if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
+            raise ValueError("ssl_certfile and ssl_keyfile go together: set both or neither")
+        return self
 
     @field_validator("bootstrap_servers")
     @classmethod
@@ -100,7 +156,10 @@ _TOPIC_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ01
 def _format_errors(exc: ValidationError, origin: dict[str, str]) -> str:
     lines = []
     for err in exc.errors(include_url=False):
-        name = str(err["loc"][0]) if err["loc"] else "?"
+        if not err["loc"]:  # a check across several settings: its message names them
+            lines.append(str(err["msg"]).removeprefix("Value error, "))
+            continue
+        name = str(err["loc"][0])
         where = origin.get(name, f"{ENV_PREFIX}{name.upper()}")
         msg = err["msg"]
         if err["type"] == "extra_forbidden":

@@ -1,43 +1,126 @@
-"""Small Kafka chores outside faust: wait for the broker, make sure keywatch's topics exist."""
+"""Small Kafka chores outside faust: wait for the broker, make sure keywatch's topics exist.
+
+`security` arguments are the aiokafka keyword arguments from `keywatch.security.aiokafka_kwargs`.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+import ssl
 import time
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
+from aiokafka.conn import create_conn
+from aiokafka.errors import (
+    IllegalSaslStateError,
+    KafkaConnectionError,
+    KafkaError,
+    SaslAuthenticationFailed,
+    TopicAlreadyExistsError,
+    UnsupportedSaslMechanismError,
+)
 
 log = logging.getLogger(__name__)
 
 
-async def wait_for_broker(bootstrap: list[str], deadline_s: float = 60.0) -> None:
-    """Retry with backoff until the cluster answers a metadata request; raise after `deadline_s` seconds."""
+class BrokerAuthError(ConnectionError):
+    """The broker answered but refused us (credentials) or could not be trusted (TLS): retrying will not help."""
+
+
+async def diagnose(bootstrap: list[str], security: Mapping[str, Any] | None = None, timeout_s: float = 10.0) -> None:
+    """Open one connection to the first bootstrap server; raise BrokerAuthError if TLS or SASL is the problem.
+
+    aiokafka's bootstrap turns every failure into "Unable to bootstrap": one raw connection tells a broker that
+    is down (retry) from one that rejects us (stop, and say why).
+    """
+    host, _, port = bootstrap[0].rpartition(":")
+    kwargs = dict(security or {})
+    who = f"{kwargs.get('sasl_mechanism', 'SASL')} user {kwargs.get('sasl_plain_username')!r}"
+    try:
+        conn = await asyncio.wait_for(create_conn(host, int(port), request_timeout_ms=5000, **kwargs), timeout_s)
+    except ssl.SSLCertVerificationError as exc:
+        raise BrokerAuthError(
+            f"TLS: the certificate of the Kafka broker at {bootstrap[0]} is not trusted ({exc.verify_message}); "
+            "check KEYWATCH_SSL_CAFILE (the CA that signed the broker certificate) and KEYWATCH_SSL_CHECK_HOSTNAME"
+        ) from exc
+    except ssl.SSLError as exc:
+        raise BrokerAuthError(f"TLS handshake with the Kafka broker at {bootstrap[0]} failed: {exc}") from exc
+    except (SaslAuthenticationFailed, IllegalSaslStateError) as exc:
+        raise BrokerAuthError(
+            f"SASL authentication failed for {who} at {bootstrap[0]}: wrong user name or password "
+            f"(KEYWATCH_SASL_USERNAME, KEYWATCH_SASL_PASSWORD) ({exc})"
+        ) from exc
+    except UnsupportedSaslMechanismError as exc:
+        raise BrokerAuthError(
+            f"the Kafka broker at {bootstrap[0]} does not accept {who} (KEYWATCH_SASL_MECHANISM): {exc}"
+        ) from exc
+    except (TimeoutError, OSError, KafkaError):
+        return  # down or unreachable: the caller retries
+    conn.close()
+
+
+async def wait_for_broker(
+    bootstrap: list[str],
+    deadline_s: float = 60.0,
+    *,
+    security: Mapping[str, Any] | None = None,
+    on_attempt: Callable[[bool], None] | None = None,
+) -> None:
+    """Retry with backoff until the cluster answers a metadata request; raise after `deadline_s` seconds.
+
+    Raises BrokerAuthError at once when the broker rejects the credentials or its certificate is not trusted.
+    `on_attempt(reachable)` is told the outcome of every attempt (readiness checks follow it).
+    """
     deadline = time.monotonic() + deadline_s
     delay = 0.5
+    attempt = 0
     while True:
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5000)
+        attempt += 1
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5000, **(security or {}))
         try:
             await admin.start()
             await admin.list_topics()
+            if on_attempt is not None:
+                on_attempt(True)
+            if attempt > 1:
+                log.info("Kafka at %s is reachable (attempt %d)", ",".join(bootstrap), attempt)
             return
         except (KafkaConnectionError, KafkaError, OSError) as exc:
+            if on_attempt is not None:
+                on_attempt(False)
+            await diagnose(bootstrap, security)
             if time.monotonic() + delay > deadline:
                 raise ConnectionError(
                     f"Kafka at {','.join(bootstrap)} did not answer within {deadline_s:.0f}s ({exc})"
                 ) from exc
-            log.warning("Kafka at %s not reachable yet (%s); retrying in %.1fs", ",".join(bootstrap), exc, delay)
+            reason = "no broker answered" if isinstance(exc, KafkaConnectionError) else f"{type(exc).__name__}: {exc}"
+            log.warning(
+                "Kafka at %s not reachable yet (attempt %d: %s); retrying in %.1fs",
+                ",".join(bootstrap),
+                attempt,
+                reason,
+                delay,
+            )
             await asyncio.sleep(delay)
             delay = min(delay * 2, 10.0)
         finally:
             await admin.close()
 
 
-async def ensure_topics(bootstrap: list[str], names: list[str], partitions: int, replication: int = 1) -> list[str]:
+async def ensure_topics(
+    bootstrap: list[str],
+    names: list[str],
+    partitions: int,
+    replication: int = 1,
+    *,
+    security: Mapping[str, Any] | None = None,
+) -> list[str]:
     """Create the topics that do not exist yet; return the names created."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000, **(security or {}))
     await admin.start()
     try:
         existing = set(await admin.list_topics())

@@ -78,6 +78,27 @@ class Metrics:
         )
         self.ready = Gauge("keywatch_ready", "1 when connected, assigned and recovered.", registry=r)
         self.rebalances = Counter("keywatch_rebalances", "Consumer group rebalances seen.", registry=r)
+        self.keys_evicted = Counter(
+            "keywatch_keys_evicted",
+            "Keys whose state was dropped to stay under the key cap (least recently seen first).",
+            registry=r,
+        )
+        self.keys_max = Gauge(
+            "keywatch_keys_max", "The key cap: most keys with state over all partitions (0 = no cap).", registry=r
+        )
+        self.broker_connected = Gauge(
+            "keywatch_broker_connected", "1 while the worker has a live connection to the Kafka cluster.", registry=r
+        )
+        self.alertmanager_posted = Gauge(
+            "keywatch_alertmanager_posted",
+            "Alerts Alertmanager accepted since start (when the sink is on).",
+            registry=r,
+        )
+        self.alertmanager_dropped = Gauge(
+            "keywatch_alertmanager_dropped",
+            "Alerts lost on the way to Alertmanager since start: queue overflow or refused.",
+            registry=r,
+        )
         self.build = Info("keywatch_build", "keywatch version.", registry=r)
         self.build.info({"version": __version__})
         self._newest: dict[str, float] = {}

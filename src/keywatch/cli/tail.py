@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import sys
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import click
@@ -13,6 +14,7 @@ import orjson
 
 from keywatch.config import ConfigError, load_settings
 from keywatch.contract.alerts import SEVERITY_ORDER
+from keywatch.security import aiokafka_kwargs
 
 COLOURS = {"info": "bright_black", "low": "cyan", "medium": "yellow", "high": "red", "critical": "magenta"}
 
@@ -46,6 +48,7 @@ async def _follow(
     emit: Any,
     limit: int | None,
     idle_exit: float | None,
+    security: dict[str, Any] | None = None,
 ) -> int:
     from aiokafka import AIOKafkaConsumer
 
@@ -56,6 +59,7 @@ async def _follow(
         enable_auto_commit=False,
         group_id=None,
         auto_offset_reset="earliest" if from_beginning else "latest",
+        **(security or {}),
     )
     await consumer.start()
     shown = 0
@@ -79,6 +83,12 @@ async def _follow(
 
 
 @click.command("tail")
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(path_type=Path),
+    help="TOML file ([worker] table): bootstrap servers, topics, TLS and SASL settings.",
+)
 @click.option("--bootstrap-servers", help="Overrides KEYWATCH_BOOTSTRAP_SERVERS.")
 @click.option("--topic", help="Alert topic (default: KEYWATCH_TOPIC_ALERTS).")
 @click.option("--tenant", "tenants", multiple=True, help="Only this tenant (repeatable).")
@@ -96,6 +106,7 @@ async def _follow(
 @click.option("--idle-exit", type=float, help="Exit after this many seconds without new alerts.")
 @click.option("--color/--no-color", default=None, help="Colour by severity (default: when stdout is a terminal).")
 def command(
+    config_file: Path | None,
     bootstrap_servers: str | None,
     topic: str | None,
     tenants: tuple[str, ...],
@@ -109,7 +120,7 @@ def command(
 ) -> None:
     """Follow keywatch alerts: one line each, coloured by severity."""
     try:
-        settings = load_settings(None, **({"bootstrap_servers": bootstrap_servers} if bootstrap_servers else {}))
+        settings = load_settings(config_file, **({"bootstrap_servers": bootstrap_servers} if bootstrap_servers else {}))
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
     colour = sys.stdout.isatty() if color is None else color
@@ -135,5 +146,13 @@ def command(
         )
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(
-            _follow(settings.bootstrap_list, topic or settings.topic_alerts, from_beginning, emit, limit, idle_exit)
+            _follow(
+                settings.bootstrap_list,
+                topic or settings.topic_alerts,
+                from_beginning,
+                emit,
+                limit,
+                idle_exit,
+                aiokafka_kwargs(settings),
+            )
         )

@@ -1,14 +1,24 @@
-"""`keywatch worker`: run the stream processor."""
+"""`keywatch worker`: run the stream processor.
+
+Start-up order: the HTTP endpoints first (so /healthz answers and /readyz says why the worker is not ready),
+then wait for Kafka with backoff (failing fast when the broker rejects our credentials or certificate), then
+create missing topics, then hand the same event loop to faust.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import signal
 from pathlib import Path
+from typing import Any
 
 import click
 
 from keywatch.config import ConfigError, Settings, load_settings
+
+log = logging.getLogger("keywatch.worker")
 
 
 def _build(settings: Settings, config_file: Path | None):  # type: ignore[no-untyped-def]
@@ -31,21 +41,65 @@ def command(config_file: Path | None, bootstrap_servers: str | None, broker_time
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from keywatch.kafka_admin import ensure_topics, wait_for_broker
+    # aiokafka's DEBUG lines dump whole fetch responses: raw input records, before redaction. Never below INFO.
+    for name in ("aiokafka.conn", "aiokafka.consumer.fetcher", "aiokafka.producer"):
+        logging.getLogger(name).setLevel(max(logging.INFO, logging.getLogger().getEffectiveLevel()))
+    from keywatch.http import serve
+    from keywatch.kafka_admin import BrokerAuthError, ensure_topics, wait_for_broker
+    from keywatch.security import aiokafka_kwargs, describe
+
+    security = aiokafka_kwargs(settings)
+    log.info("connecting to Kafka at %s (%s)", settings.bootstrap_servers, describe(settings))
 
     async def prepare() -> None:
-        await wait_for_broker(settings.bootstrap_list, deadline_s=broker_timeout)
+        if settings.metrics_port:
+            app.keywatch_http = await serve(
+                app.keywatch_metrics, app.keywatch_readiness, settings.metrics_host, settings.metrics_port
+            )
+        await wait_for_broker(
+            settings.bootstrap_list,
+            deadline_s=broker_timeout,
+            security=security,
+            on_attempt=app.keywatch_health.set_reachable,
+        )
         await ensure_topics(
             settings.bootstrap_list,
             [settings.topic_requests, settings.topic_lifecycle, settings.topic_alerts, settings.topic_dlq],
             settings.partitions,
+            security=security,
         )
 
+    # One loop for the wait and for faust: the HTTP server started here keeps serving once faust runs.
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    task = loop.create_task(prepare())
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, task.cancel)
+    failure: BaseException | None = None
     try:
-        asyncio.run(prepare())
-    except ConnectionError as exc:
-        raise click.ClickException(str(exc)) from None
+        loop.run_until_complete(task)
+    except (asyncio.CancelledError, ConnectionError) as exc:
+        failure = exc
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+    if failure is not None:
+        _close_http(loop, app)
+        loop.close()
+        if isinstance(failure, asyncio.CancelledError):
+            log.info("stopped while waiting for Kafka")
+            return
+        if isinstance(failure, BrokerAuthError):
+            raise click.ClickException(f"cannot connect to Kafka: {failure}") from None
+        raise click.ClickException(str(failure)) from None
     import faust
 
-    worker = faust.Worker(app, loglevel=settings.log_level.lower(), quiet=True)
+    worker = faust.Worker(app, loglevel=settings.log_level.lower(), quiet=True, loop=loop)
     worker.execute_from_commandline()
+
+
+def _close_http(loop: asyncio.AbstractEventLoop, app: Any) -> None:
+    runner = getattr(app, "keywatch_http", None)
+    if runner is not None and not loop.is_closed():
+        with contextlib.suppress(Exception):
+            loop.run_until_complete(runner.cleanup())

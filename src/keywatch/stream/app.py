@@ -19,9 +19,11 @@ from keywatch.core.engine import Engine
 from keywatch.http import serve
 from keywatch.metrics import Metrics
 from keywatch.parsing import Rejection
-from keywatch.pipeline.processor import Processor, Topics
+from keywatch.pipeline.processor import KeyCap, Processor, Topics
 from keywatch.redact import Redactor
-from keywatch.sinks.base import Channel
+from keywatch.security import faust_kwargs
+from keywatch.sinks.alertmanager import AlertmanagerSink, TeeSink
+from keywatch.sinks.base import Channel, Sink
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +53,53 @@ class TableView:
     def __setitem__(self, key: bytes, value: bytes) -> None:
         self._table[key] = value
 
+    def pop(self, key: bytes, default: bytes | None = None) -> bytes | None:
+        """Delete a key's state (a tombstone on the changelog); its old value, or `default`."""
+        value = self.get(key)
+        if value is None:
+            return default
+        del self._table[key]
+        return value
+
+    def items(self) -> list[tuple[bytes, bytes]]:
+        """Every key and state this worker holds (active and standby partitions)."""
+        return [(bytes(k), bytes(v)) for k, v in self._table.items()]
+
+
+class Health:
+    """What /readyz reports. Starts before faust (and before Kafka answers), so it never needs the app running."""
+
+    def __init__(self) -> None:
+        self.broker_reachable = False
+        self.faust_started = False
+        self.assigned = False
+
+    def set_reachable(self, reachable: bool) -> None:
+        """The outcome of the latest attempt to reach the cluster (before faust starts)."""
+        self.broker_reachable = reachable
+
+
+def consumer_connected(app: Any) -> bool:
+    """Whether faust's consumer has a live connection to its group coordinator.
+
+    Read from aiokafka's internals (faust exposes nothing): the group coordinator's node id is cleared when a
+    request to it fails (`coordinator_dead`), and its connection reports `connected()` False as soon as the
+    socket closes; heartbeats every few seconds keep both current while the broker is up.
+    """
+    try:
+        from aiokafka.client import ConnectionGroup
+
+        consumer = app.consumer._thread._consumer
+        if consumer is None:
+            return False
+        node = consumer._coordinator.coordinator_id
+        if node is None:
+            return False
+        conn = consumer._client._conns.get((node, ConnectionGroup.COORDINATION))
+        return conn is not None and bool(conn.connected())
+    except AttributeError:
+        return False
+
 
 def create_app(settings: Settings, engine: Engine, metrics: Metrics | None = None) -> faust.App:
     """Build the faust app for these settings; nothing connects until the worker starts."""
@@ -66,6 +115,8 @@ def create_app(settings: Settings, engine: Engine, metrics: Metrics | None = Non
         table_cleanup_interval=60.0,
         producer_acks=-1,
         consumer_auto_offset_reset="earliest",
+        broker_session_timeout=settings.session_timeout_seconds,
+        **faust_kwargs(settings),
     )
     inputs = app.topic(settings.topic_requests, settings.topic_lifecycle, key_type=bytes, value_type=bytes)
     keyed = app.topic(
@@ -84,35 +135,66 @@ def create_app(settings: Settings, engine: Engine, metrics: Metrics | None = Non
         redactor = Redactor()
     else:
         redactor = Redactor(settings.redaction_key.get_secret_value().encode())
+    key_cap = KeyCap(settings.max_keys, settings.partitions) if settings.max_keys else None
+    metrics.keys_max.set(settings.max_keys)
+    sink: Sink = FaustSink(keyed, alerts, dlq)
+    if settings.alertmanager_url:
+        alertmanager = AlertmanagerSink(settings.alertmanager_url, batch_size=settings.alertmanager_batch_size)
+        sink = TeeSink(sink, alertmanager)
+        seen = {"posted": 0, "dropped": 0}
+
+        @app.timer(interval=settings.alertmanager_flush_seconds)  # type: ignore[untyped-decorator]
+        async def _alertmanager_flush() -> None:
+            await alertmanager.flush()
+            # The sink counts on its own (drops can happen while queueing); export what changed since last time.
+            metrics.alertmanager_posted.inc(alertmanager.posted - seen["posted"])
+            metrics.alertmanager_dropped.inc(alertmanager.dropped - seen["dropped"])
+            seen.update(posted=alertmanager.posted, dropped=alertmanager.dropped)
+
+        @app.on_before_shutdown.connect  # type: ignore[arg-type]
+        async def _alertmanager_close(app: Any, **_: Any) -> None:
+            await alertmanager.flush()
+            await alertmanager.close()
+
     processor = Processor(
         engine,
-        FaustSink(keyed, alerts, dlq),
+        sink,
         Topics(requests=settings.topic_requests, lifecycle=settings.topic_lifecycle),
         max_record_bytes=settings.max_record_bytes,
         metrics=metrics,
         redactor=redactor,
+        key_cap=key_cap,
     )
     state = TableView(table)
     ingest_seconds = metrics.processing.labels("ingest")
     detect_seconds = metrics.processing.labels("detect")
-    assigned = {"once": False}
+    health = Health()
 
     @app.on_partitions_assigned.connect  # type: ignore[arg-type]
     async def _on_assigned(app: Any, assigned_partitions: Any, **_: Any) -> None:
-        assigned["once"] = True
+        health.assigned = True
+        if key_cap is not None:
+            key_cap.stale = True  # rebuilt from the table on the next keyed message, after recovery
         metrics.rebalances.inc()
 
     def readiness() -> dict[str, bool]:
+        if not health.faust_started:
+            return {"broker_reachable": health.broker_reachable, "connected": False, "assigned": False}
+        connected = consumer_connected(app)
+        metrics.broker_connected.set(1 if connected else 0)
         return {
-            "assigned": assigned["once"],
+            "broker_reachable": health.broker_reachable,
+            "connected": connected,
+            "assigned": health.assigned,
             "not_rebalancing": not app.rebalancing,
             "recovered": not app.in_recovery,
         }
 
-    if settings.metrics_port:
-
-        @app.task  # type: ignore[untyped-decorator]
-        async def _http() -> None:
+    @app.task  # type: ignore[untyped-decorator]
+    async def _started() -> None:
+        health.faust_started = True
+        health.broker_reachable = True  # faust only starts once `keywatch worker` has reached the cluster
+        if settings.metrics_port and getattr(app, "keywatch_http", None) is None:
             app.keywatch_http = await serve(  # type: ignore[attr-defined]
                 metrics, readiness, settings.metrics_host, settings.metrics_port
             )
@@ -155,6 +237,9 @@ def create_app(settings: Settings, engine: Engine, metrics: Metrics | None = Non
             detect_seconds.observe(time.perf_counter() - started)
 
     app.keywatch_processor = processor  # type: ignore[attr-defined]
+    app.keywatch_metrics = metrics  # type: ignore[attr-defined]
+    app.keywatch_health = health  # type: ignore[attr-defined]
+    app.keywatch_readiness = readiness  # type: ignore[attr-defined]
     return app
 
 
