@@ -1,0 +1,226 @@
+"""deploy/ and docker-compose.yml: rules and their unit tests, Alertmanager config, Kubernetes manifests, compose.
+
+promtool, amtool and docker-compose are Debian packages that scripts/setup-env installs: a missing tool
+fails these tests instead of skipping them.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from keywatch.config import ENV_PREFIX, Settings, load_settings
+from keywatch.core.config import load_detection_config
+
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOY = ROOT / "deploy"
+K8S = DEPLOY / "k8s"
+# Read by keywatch besides the Settings fields: the config file's path.
+EXTRA_ENV = {"KEYWATCH_CONFIG"}
+
+
+def tool(name: str, package: str) -> str:
+    """The path of a command-line tool, or a failure naming the Debian package that provides it."""
+    path = shutil.which(name)
+    if path is None:
+        pytest.fail(f"{name} is missing: install the Debian package {package} (scripts/setup-env does)")
+    return path
+
+
+def run(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    """Run a tool and capture its output."""
+    return subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=120, check=False)
+
+
+def k8s_documents() -> list[dict[str, Any]]:
+    """Every Kubernetes object in deploy/k8s (all files, secret example included)."""
+    docs = []
+    for path in sorted(K8S.glob("*.yaml")):
+        if path.name == "kustomization.yaml":
+            continue
+        docs.extend(doc for doc in yaml.safe_load_all(path.read_text()) if doc)
+    return docs
+
+
+def setting_env_names() -> set[str]:
+    """Every environment variable keywatch reads."""
+    return {f"{ENV_PREFIX}{name.upper()}" for name in Settings.model_fields} | EXTRA_ENV
+
+
+def test_promtool_check_rules() -> None:
+    """`promtool check rules` accepts deploy/prometheus/rules.yml."""
+    done = run(tool("promtool", "prometheus"), "check", "rules", str(DEPLOY / "prometheus" / "rules.yml"))
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_promtool_test_rules() -> None:
+    """Every alerting rule fires (and stays quiet) as its `promtool test rules` unit tests say."""
+    done = run(tool("promtool", "prometheus"), "test", "rules", "rules_test.yml", cwd=DEPLOY / "prometheus")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "SUCCESS" in done.stdout
+
+
+def test_every_alert_rule_has_a_unit_test() -> None:
+    """Each alert in rules.yml appears in rules_test.yml with at least one case where it fires."""
+    rules = yaml.safe_load((DEPLOY / "prometheus" / "rules.yml").read_text())
+    alerts = {rule["alert"] for group in rules["groups"] for rule in group["rules"] if "alert" in rule}
+    assert {"KeywatchWorkerDown", "KeywatchFallingBehind", "KeywatchDeadLettersGrowing", "KeywatchNoInput"} <= alerts
+    assert {"KeywatchRecoveryStuck", "KeywatchNotReady", "KeywatchHighSeverityAlerts", "KeywatchNewIpSurge"} <= alerts
+    tests = yaml.safe_load((DEPLOY / "prometheus" / "rules_test.yml").read_text())
+    fired = {case["alertname"] for test in tests["tests"] for case in test["alert_rule_test"] if case["exp_alerts"]}
+    assert alerts == fired
+    for group in rules["groups"]:
+        for rule in group["rules"]:
+            if "alert" in rule:
+                assert {"summary", "description", "runbook_url"} <= set(rule["annotations"]), rule["alert"]
+                assert rule["labels"]["component"] in ("keywatch", "keywatch-security"), rule["alert"]
+
+
+def test_prometheus_config_is_valid() -> None:
+    """`promtool check config` accepts the scrape configuration (rules path rewritten to the repository)."""
+    config = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
+    assert config["scrape_configs"][0]["job_name"] == "keywatch"
+    # --syntax-only does not open rule files, whose path only exists inside the container.
+    done = run(
+        tool("promtool", "prometheus"),
+        "check",
+        "config",
+        "--syntax-only",
+        str(DEPLOY / "prometheus" / "prometheus.yml"),
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_amtool_check_config() -> None:
+    """`amtool check-config` accepts the example Alertmanager configuration."""
+    done = run(
+        tool("amtool", "prometheus-alertmanager"), "check-config", str(DEPLOY / "alertmanager" / "alertmanager.yml")
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+@pytest.mark.parametrize(
+    ("labels", "receiver"),
+    [
+        (["alertname=apiKey.usedAfterRevoke", "severity=critical", "tenant=acme"], "security-page"),
+        (["alertname=apiKey.created", "severity=low", "tenant=acme"], "security-triage"),
+        (["alertname=KeywatchNewIpSurge", "severity=high", "component=keywatch-security"], "security-page"),
+        (["alertname=KeywatchWorkerDown", "severity=critical", "component=keywatch"], "keywatch-oncall"),
+        (["alertname=KeywatchNoInput", "severity=warning", "component=keywatch"], "keywatch-ops"),
+    ],
+)
+def test_alertmanager_routes(labels: list[str], receiver: str) -> None:
+    """keywatch's own alerts go to the security receivers, health alerts to the keywatch receivers."""
+    config = DEPLOY / "alertmanager" / "alertmanager.yml"
+    amtool = tool("amtool", "prometheus-alertmanager")
+    done = run(amtool, "config", "routes", "test", f"--config.file={config}", f"--verify.receivers={receiver}", *labels)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_k8s_manifests_have_the_expected_kinds() -> None:
+    """deploy/k8s holds a StatefulSet, its metrics Service, ConfigMaps, a Secret example and a PDB."""
+    kinds = sorted(doc["kind"] for doc in k8s_documents())
+    assert kinds == sorted(
+        ["Namespace", "ConfigMap", "ConfigMap", "Service", "StatefulSet", "PodDisruptionBudget", "Secret"]
+    )
+    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+    for resource in kustomization["resources"]:
+        assert (K8S / resource).is_file(), resource
+
+
+def test_statefulset_runs_rocksdb_workers_with_probes() -> None:
+    """Workers keep RocksDB state on a volume claim, have probes on the HTTP endpoints, resources and config."""
+    docs = {(d["kind"], d["metadata"]["name"]): d for d in k8s_documents()}
+    sts = docs[("StatefulSet", "keywatch")]["spec"]
+    env = docs[("ConfigMap", "keywatch-env")]["data"]
+    (container,) = sts["template"]["spec"]["containers"]
+    assert env["KEYWATCH_STORE"] == "rocksdb://"
+    claims = {c["metadata"]["name"] for c in sts["volumeClaimTemplates"]}
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    assert "data" in claims
+    assert mounts["data"] == env["KEYWATCH_DATA_DIR"]
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    port = {p["name"]: p["containerPort"] for p in container["ports"]}["metrics"]
+    assert str(port) == env["KEYWATCH_METRICS_PORT"]
+    assert env["KEYWATCH_METRICS_HOST"] == "0.0.0.0"  # the pod's address, for the kubelet and Prometheus
+    assert container["resources"]["requests"]
+    assert container["resources"]["limits"]["memory"]
+    service = docs[("Service", "keywatch")]
+    assert service["spec"]["selector"].items() <= sts["template"]["metadata"]["labels"].items()
+    assert service["spec"]["ports"][0]["targetPort"] == "metrics"
+    assert sts["serviceName"] == service["metadata"]["name"]
+    sources = {next(iter(s.values()))["name"] for s in container["envFrom"]}
+    assert sources == {"keywatch-env", "keywatch-secrets"}
+    assert mounts["config"] + "/config.toml" == env["KEYWATCH_CONFIG"]
+
+
+def test_k8s_env_names_are_keywatch_settings() -> None:
+    """Every KEYWATCH_* name in the ConfigMap, the Secret and the container env is a setting keywatch reads."""
+    known = setting_env_names()
+    used: set[str] = set()
+    for doc in k8s_documents():
+        if doc["kind"] == "ConfigMap" and doc["metadata"]["name"] == "keywatch-env":
+            used |= set(doc["data"])
+        elif doc["kind"] == "Secret":
+            used |= set(doc.get("stringData", {})) | set(doc.get("data", {}))
+        elif doc["kind"] == "StatefulSet":
+            for container in doc["spec"]["template"]["spec"]["containers"]:
+                used |= {e["name"] for e in container.get("env", [])}
+    assert used
+    assert all(name.startswith(ENV_PREFIX) for name in used)
+    assert sorted(used - known) == []
+
+
+def test_k8s_settings_load(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The ConfigMap's environment, the Secret and config.toml together are a valid keywatch configuration."""
+    for name in setting_env_names():
+        monkeypatch.delenv(name, raising=False)
+    docs = {(d["kind"], d["metadata"]["name"]): d for d in k8s_documents()}
+    path = tmp_path / "config.toml"
+    path.write_text(docs[("ConfigMap", "keywatch-config")]["data"]["config.toml"])
+    env = {**docs[("ConfigMap", "keywatch-env")]["data"], **docs[("Secret", "keywatch-secrets")]["stringData"]}
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("KEYWATCH_CONFIG", str(path))  # mounted at /etc/keywatch in the pod
+    settings = load_settings()
+    assert settings.store == "rocksdb://"
+    assert settings.alert_source == "/keywatch/prod"
+    assert settings.security_protocol == "SASL_SSL"
+    detection = load_detection_config(path)
+    assert detection.for_env("sandbox").rate.min_per_minute == 600
+
+
+def test_docker_compose_config_validates() -> None:
+    """`docker-compose config` accepts docker-compose.yml, with Prometheus, Alertmanager, Grafana and the demo."""
+    compose = tool("docker-compose", "docker-compose")
+    done = run(compose, "-f", "docker-compose.yml", "config", "-q")
+    assert done.returncode == 0, done.stdout + done.stderr
+    done = run(compose, "-f", "docker-compose.yml", "--profile", "demo", "config", "--services")
+    assert done.returncode == 0, done.stdout + done.stderr
+    services = set(done.stdout.split())
+    assert {"kafka", "keywatch", "prometheus", "alertmanager", "grafana", "simulator"} <= services
+
+
+def test_compose_mounts_the_deploy_files() -> None:
+    """Prometheus, Alertmanager and Grafana in compose read the files this repository checks."""
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    services = compose["services"]
+    mounted = {v.split(":")[0] for s in ("prometheus", "alertmanager", "grafana") for v in services[s]["volumes"]}
+    for path in (
+        "./deploy/prometheus/prometheus.yml",
+        "./deploy/prometheus/rules.yml",
+        "./deploy/alertmanager/alertmanager.yml",
+        "./grafana/dashboards",
+        "./grafana/provisioning/datasources",
+        "./grafana/provisioning/dashboards",
+    ):
+        assert path in mounted, path
+        assert (ROOT / path).exists(), path
+    assert services["simulator"]["profiles"] == ["demo"]
+    assert services["keywatch"]["environment"]["KEYWATCH_METRICS_HOST"] == "0.0.0.0"
