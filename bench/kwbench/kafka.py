@@ -1,0 +1,139 @@
+"""The bench's own broker (scripts/kafka-local on another port and home) and plain aiokafka clients."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import subprocess
+import time
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+ROOT = Path(__file__).resolve().parents[2]
+KAFKA_LOCAL = ROOT / "scripts" / "kafka-local"
+
+
+@dataclass
+class Broker:
+    """A kafka-local instance of the bench's own (never the test broker on 19092)."""
+
+    port: int
+    home: Path
+    heap: str = "1g"
+
+    @property
+    def bootstrap(self) -> str:
+        """host:port for clients."""
+        return f"127.0.0.1:{self.port}"
+
+    def _env(self) -> dict[str, str]:
+        return {
+            **os.environ,
+            "KAFKA_PORT": str(self.port),
+            "KAFKA_HOME": str(self.home),
+            "KAFKA_HEAP": self.heap,
+            "PYTHON": str(ROOT / ".venv" / "bin" / "python"),
+        }
+
+    def start(self) -> None:
+        """Start it (fresh data each run), reusing the jars of the repo's broker if it has them."""
+        libs, theirs = self.home / "libs", ROOT / ".kafka" / "libs"
+        if not libs.exists() and (theirs / ".resolved").exists():
+            self.home.mkdir(parents=True, exist_ok=True)
+            shutil.copytree(theirs, libs)  # saves a Maven resolve
+        subprocess.run([str(KAFKA_LOCAL), "reset"], env=self._env(), check=True, capture_output=True)
+        subprocess.run([str(KAFKA_LOCAL), "start"], env=self._env(), check=True)
+
+    def stop(self) -> None:
+        """Stop it (SIGTERM, then SIGKILL after the script's timeout) and delete its data (GBs at full size)."""
+        subprocess.run([str(KAFKA_LOCAL), "reset"], env=self._env(), check=False)
+
+
+async def create_topic(bootstrap: str, name: str, partitions: int) -> None:
+    """Create a topic (no-op if it exists)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(name, partitions, 1)])
+    except TopicAlreadyExistsError:
+        pass
+    finally:
+        await admin.close()
+
+
+def partition_of(key: bytes, partitions: int) -> int:
+    """The bench's own partitioner for the fill (keywatch and the peer re-key anyway)."""
+    return zlib.crc32(key) % partitions
+
+
+async def fill(bootstrap: str, topic: str, keys: Sequence[bytes], values: Sequence[bytes], partitions: int) -> float:
+    """Produce every record as fast as possible (pre-built batches per partition, acks=1); return seconds."""
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, acks=1, linger_ms=50, max_batch_size=512 * 1024, max_request_size=2 << 20
+    )
+    await producer.start()
+    started = time.perf_counter()
+    try:
+        by_part: list[list[int]] = [[] for _ in range(partitions)]
+        for i, key in enumerate(keys):
+            by_part[partition_of(key, partitions)].append(i)
+        pending: list[asyncio.Future[object]] = []
+
+        async def one_partition(part: int) -> None:
+            batch = producer.create_batch()
+            for i in by_part[part]:
+                if batch.append(key=keys[i], value=values[i], timestamp=None) is None:
+                    batch.close()
+                    pending.append(await producer.send_batch(batch, topic, partition=part))
+                    batch = producer.create_batch()
+                    batch.append(key=keys[i], value=values[i], timestamp=None)
+            batch.close()
+            pending.append(await producer.send_batch(batch, topic, partition=part))
+
+        await asyncio.gather(*(one_partition(p) for p in range(partitions)))
+        await producer.flush()
+        await asyncio.gather(*pending)
+        return time.perf_counter() - started
+    finally:
+        await producer.stop()
+
+
+async def ceiling(bootstrap: str, topic: str, records: int, partitions: int) -> tuple[float, float]:
+    """Read and orjson-decode `records` records with a plain consumer; (seconds from first record, from start)."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        max_partition_fetch_bytes=4 << 20,
+        fetch_max_bytes=16 << 20,
+    )
+    started = time.perf_counter()
+    await consumer.start()
+    try:
+        parts = [TopicPartition(topic, p) for p in range(partitions)]
+        consumer.assign(parts)
+        await consumer.seek_to_beginning(*parts)
+        seen = 0
+        first = 0.0
+        loads = orjson.loads
+        while seen < records:
+            batch = await consumer.getmany(timeout_ms=500, max_records=20000)
+            for messages in batch.values():
+                if not first and messages:
+                    first = time.perf_counter()
+                for m in messages:
+                    loads(m.value)
+                seen += len(messages)
+        done = time.perf_counter()
+        return done - first, done - started
+    finally:
+        await consumer.stop()

@@ -1,0 +1,98 @@
+"""The one table: each measurement, its target, and whether this run met it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+KB = 1024
+
+
+def _rate(v: float | None) -> str:
+    return "-" if v is None else f"{v:,.0f} rec/s"
+
+
+def _get(res: dict[str, Any], *path: str) -> Any:
+    cur: Any = res
+    for p in path:
+        if not isinstance(cur, dict) or p not in cur:
+            return None
+        cur = cur[p]
+    return cur
+
+
+def _verdict(ok: bool | None) -> str:
+    return "-" if ok is None else ("met" if ok else "MISSED")
+
+
+def rows(res: dict[str, Any]) -> list[dict[str, str]]:
+    """Table rows: measurement, value, target, status."""
+    out: list[dict[str, str]] = []
+
+    def add(name: str, value: str, target: str = "", ok: bool | None = None) -> None:
+        out.append({"measurement": name, "value": value, "target": target, "status": _verdict(ok)})
+
+    kw = _get(res, "keywatch", "records_per_s")
+    ceiling = _get(res, "ceiling", "records_per_s")
+    peer = _get(res, "peer", "records_per_s")
+    add("fill (aiokafka batches, 1 process)", _rate(_get(res, "fill", "records_per_s")))
+    add("ceiling: aiokafka consume + orjson.loads", _rate(ceiling))
+    add("keywatch worker, all detectors, 1 process", _rate(kw))
+    cpu = _get(res, "keywatch", "cpu_us_per_record")
+    if cpu:
+        util = res["keywatch"]["cpu_utilisation"]
+        add("  keywatch CPU per record (share of a core it got)", f"{cpu:,.0f} µs ({util:.0%})")
+    if kw and ceiling:
+        add("  keywatch / ceiling", f"{kw / ceiling:.3f}", ">= 0.50", kw / ceiling >= 0.5)
+    add("peer: Quix Streams, same per-key state", _rate(peer))
+    if kw and peer:
+        add("  keywatch / peer", f"{kw / peer:.2f}", ">= 1.5", kw / peer >= 1.5)
+    for label in ("latency_low", "latency"):
+        lat = res.get(label)
+        if not lat:
+            continue
+        at = f" at {lat['rate_achieved']:,.0f} rec/s"
+        p50, p99 = lat["p50_s"], lat["p99_s"]
+        lost = f"no alert within 60 s ({lat['missing']}/{lat['probes']} probes; backlog {lat['backlog_at_end']:,})"
+        add("alert latency p50" + at, lost if p50 is None else f"{p50:.3f} s")
+        if label == "latency":
+            ok = p99 is not None and p99 <= 1.0 and lat["rate_achieved"] >= 0.95 * 10_000
+            add("alert latency p99" + at, lost if p99 is None else f"{p99:.3f} s", "<= 1 s at 10,000 rec/s", ok)
+        else:
+            add("alert latency p99" + at, lost if p99 is None else f"{p99:.3f} s")
+    mem = res.get("memory")
+    if mem:
+        add(
+            f"resident memory per tracked key ({mem['keys']:,} keys)",
+            f"{mem['bytes_per_key']:,.0f} B (state {mem['state_bytes_per_key']:,.0f} B serialised)",
+            "<= 2 KB at 100k keys",
+            mem["bytes_per_key"] <= 2 * KB if mem["keys"] >= 100_000 else None,
+        )
+    rep = _get(res, "replay", "records_per_s")
+    if rep:
+        add("replay from a JSONL file", _rate(rep), ">= 200,000 rec/s", rep >= 200_000)
+    scale = res.get("scale")
+    if scale and scale.get("two_workers_records_per_s"):
+        one = scale.get("one_worker_records_per_s")
+        add(f"scale-out: 1 worker ({scale['records']:,} records)", _rate(one))
+        add("scale-out: 2 workers (same machine, 2 cores)", _rate(scale["two_workers_records_per_s"]))
+        if one:
+            add("  2 workers / 1 worker", f"{scale['speedup']:.2f}")
+    return out
+
+
+def render_table(res: dict[str, Any]) -> str:
+    """Rows as a Markdown table, with the run's size and load."""
+    table = res["table"]
+    heads = ("measurement", "value", "target", "status")
+    widths = [max(len(h), *(len(r[h]) for r in table)) for h in heads]
+    line = "| " + " | ".join(h.ljust(w) for h, w in zip(heads, widths, strict=True)) + " |"
+    sep = "| " + " | ".join("-" * w for w in widths) + " |"
+    body = ["| " + " | ".join(r[h].ljust(w) for h, w in zip(heads, widths, strict=True)) + " |" for r in table]
+    size = res["size"]
+    lb, la = res["load_before"], res["load_after"]
+    header = (
+        f"keywatch bench {res['run_id']}: {size['records']:,} records, {size['keys']:,} keys, "
+        f"{size['partitions']} partitions; {res['machine']['cpus']} CPUs; "
+        f"load {lb['load1']:.2f} before, {la['load1']:.2f} after\n\n"
+    )
+    return header + "\n".join([line, sep, *body]) + "\n"
