@@ -50,9 +50,12 @@ def _say(message: str) -> None:
 @click.option("--rate", type=click.FloatRange(min=1), default=None, help="Kafka: at most N records/s.")
 @click.option("--topic-requests", default=_DEFAULT_REQUESTS_TOPIC, show_default=True)
 @click.option("--topic-lifecycle", default=_DEFAULT_LIFECYCLE_TOPIC, show_default=True)
-@click.option("--lead", type=click.FloatRange(min=0),
-              help="Kafka, with --realtime: start the clock this many seconds before the first incident "
-                   "instead of at the end of the learning period (a demo shows alerts sooner).")
+@click.option(
+    "--lead",
+    type=click.FloatRange(min=0),
+    help="Kafka, with --realtime: start the clock this many seconds before the first incident "
+    "instead of at the end of the learning period (a demo shows alerts sooner).",
+)
 @click.option("--realtime", is_flag=True,
               help="Kafka: re-time the scenario so its learning period ends now; send the history at once, "
               "then each record when the wall clock reaches it.")  # fmt: skip
