@@ -266,7 +266,7 @@ class WorkerProcess:
     extra_env: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
     name: str | None = None
-    metrics_port: int | None = None  # None: whatever the environment says; 0: no HTTP endpoints
+    metrics_port: int | None = None  # None or 0: no HTTP endpoints (never the default 9464 another process may hold)
     _log_start: int = field(default=0, init=False, repr=False)
 
     @property
@@ -303,7 +303,7 @@ class WorkerProcess:
             "KEYWATCH_TOPIC_DLQ": t["dlq"],
             "KEYWATCH_PARTITIONS": str(self.partitions),
             "KEYWATCH_DATA_DIR": str(self.data_dir),
-            **({"KEYWATCH_METRICS_PORT": str(self.metrics_port)} if self.metrics_port is not None else {}),
+            "KEYWATCH_METRICS_PORT": str(self.metrics_port or 0),
             **self.extra_env,
         }
 
