@@ -176,22 +176,30 @@ def config_path(config_file: Path | None = None) -> Path | None:
     return Path(env) if env else None
 
 
+def read_table(path: Path, name: str) -> dict[str, Any]:
+    """The `[name]` table of a TOML config file ({} when absent); ConfigError naming the file otherwise."""
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except OSError as exc:
+        raise ConfigError(f"config file {path}: cannot read it ({exc.strerror})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    table = data.get(name, {})
+    if not isinstance(table, dict):
+        raise ConfigError(f"config file {path}: [{name}] must be a table, not {type(table).__name__}")
+    return table
+
+
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
     """Load settings: defaults < TOML file (`config_file` or $KEYWATCH_CONFIG) < environment < overrides."""
     file_values: dict[str, Any] = {}
     origin: dict[str, str] = {}
     path = config_path(config_file)
     if path is not None:
-        try:
-            with path.open("rb") as fh:
-                data = tomllib.load(fh)
-        except FileNotFoundError:
-            raise ConfigError(f"config file {path} does not exist") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
-        worker = data.get("worker", {})
-        if not isinstance(worker, dict):
-            raise ConfigError(f"config file {path}: [worker] must be a table")
+        worker = read_table(path, "worker")
         for name in worker:
             if f"{ENV_PREFIX}{name.upper()}" not in os.environ:
                 file_values[name] = worker[name]

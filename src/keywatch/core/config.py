@@ -11,13 +11,12 @@ e.g. `detection.live.rate.min_ratio: Input should be greater than or equal to 1 
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from keywatch.config import ConfigError
+from keywatch.config import ConfigError, read_table
 from keywatch.contract.events import Env
 from keywatch.core.error_burst import ErrorBurstConfig
 from keywatch.core.ip_baseline import IpBaselineConfig
@@ -108,16 +107,7 @@ def load_detection_config(path: str | Path | None) -> DetectionConfig:
     if path is None:
         return DetectionConfig()
     path = Path(path)
-    try:
-        with path.open("rb") as handle:
-            document = tomllib.load(handle)
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read the config file ({exc.strerror})") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
-    section = document.get("detection", {})
-    if not isinstance(section, dict):
-        raise ConfigError(f"{path}: 'detection' must be a table ([detection]), not {type(section).__name__}")
+    section = read_table(path, "detection")
     try:
         return detection_config_from_mapping(section)
     except ConfigError as exc:
