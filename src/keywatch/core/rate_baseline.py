@@ -201,13 +201,16 @@ class RateBaseline:
     def _fold_minutes(self, st: dict[str, Any], first_minute: int, x: float, k: int) -> None:
         st["l"], st["d"], st["n"] = fold(st["l"], st["d"], st["n"], x, k, self._alpha)
         h, hd, hn = st["h"], st["hd"], st["hn"]
+        # Rounded where they change (not all 48 on every minute): the state stays short on the changelog.
         if k == 1:
             slot = (first_minute // 60) % 24
-            h[slot], hd[slot], hn[slot] = fold(h[slot], hd[slot], hn[slot], x, 1, self._profile_alpha)
+            level, dev, hn[slot] = fold(h[slot], hd[slot], hn[slot], x, 1, self._profile_alpha)
+            h[slot], hd[slot] = round(level, 3), round(dev, 3)
             return
         for slot, j in enumerate(minutes_per_hour(first_minute, k)):
             if j:
-                h[slot], hd[slot], hn[slot] = fold(h[slot], hd[slot], hn[slot], x, j, self._profile_alpha)
+                level, dev, hn[slot] = fold(h[slot], hd[slot], hn[slot], x, j, self._profile_alpha)
+                h[slot], hd[slot] = round(level, 3), round(dev, 3)
 
     def _advance(
         self, state: KeyState, st: dict[str, Any], minute: int, record: RequestRecord, alerts: list[Alert]
@@ -261,8 +264,6 @@ class RateBaseline:
             spread = max(hd[slot - 1], hd[slot], hd[(slot + 1) % 24])
         spread = max(spread * SIGMA_PER_MAD, math.sqrt(expected), 1.0)
         st["l"], st["d"] = round(st["l"], 3), round(st["d"], 3)
-        st["h"] = [round(v, 3) for v in st["h"]]
-        st["hd"] = [round(v, 3) for v in st["hd"]]
         st["e"], st["s"] = round(expected, 3), round(spread, 3)
         if st["n"] < cfg.min_history_minutes:
             st["t"] = None
