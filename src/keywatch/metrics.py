@@ -58,9 +58,17 @@ class Metrics:
         )
         self.processing = Histogram(
             "keywatch_processing_seconds",
-            "Time to process one record, by step (ingest, detect).",
+            "Time to process one ingest batch or one keyed message (detect), by step "
+            "(the records: keywatch_processed_records).",
             ["step"],
             buckets=PROCESSING_BUCKETS,
+            registry=r,
+        )
+        self.processed_records = Counter(
+            "keywatch_processed_records",
+            "Records processed, by step (ingest: input records; detect: keyed records, forwards included). "
+            "With keywatch_processing_seconds_sum: the time per record.",
+            ["step"],
             registry=r,
         )
         self.last_event = Gauge(

@@ -32,7 +32,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from keywatch.config import Settings
 from keywatch.contract.alerts import Alert
-from keywatch.pipeline.processor import Processor, Topics
+from keywatch.pipeline.processor import Processor, Topics, record_tags
 from keywatch.redact import Redactor
 from keywatch.runtime import make_engine
 from keywatch.sinks.base import MemorySink
@@ -126,6 +126,11 @@ async def read_all(
 async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
     cluster = await consumer._client.fetch_all_metadata()  # fresh metadata, not the consumer's cache
     return sorted(TopicPartition(topic, p) for p in cluster.partitions_for_topic(topic) or [])
+
+
+def keyed_tags(messages: Iterable[tuple[bytes | None, bytes | None]]) -> list[bytes]:
+    """The tag of every record on the keyed topic: packed messages (ingest) carry many, forwards one each."""
+    return [tag for _, value in messages if value for tag in record_tags(value)]
 
 
 def table_contents(changelog: list[tuple[bytes | None, bytes | None]]) -> dict[bytes, bytes]:
@@ -453,13 +458,17 @@ async def feed(worker: WorkerProcess, phases: list[Phase], *, deadline_s: float 
     events and requests, which come from two topics, reach its partition in the order of the phases)."""
     t = worker.topics
     for phase in phases:
-        before = len(await read_all(worker.bootstrap, t["keyed"]))
+        before = len(keyed_tags(await read_all(worker.bootstrap, t["keyed"])))
         if phase.lifecycle:
             await produce(worker.bootstrap, t["lifecycle"], phase.lifecycle)
         if phase.requests:
             await produce(worker.bootstrap, t["requests"], phase.requests)
         want = before + len(phase)
-        got = await collect(worker.bootstrap, t["keyed"], until=lambda m, w=want: len(m) >= w, deadline_s=deadline_s)
+        got = keyed_tags(
+            await collect(
+                worker.bootstrap, t["keyed"], until=lambda m, w=want: len(keyed_tags(m)) >= w, deadline_s=deadline_s
+            )
+        )
         assert len(got) >= want, f"phase {phase.name}: {len(got)}/{want} on keyed\n{worker.log_text()[-3000:]}"
 
 

@@ -4,6 +4,12 @@ ingest: raw input record -> dead letter (with reason) or a message on the keyed 
     Producers may key their records any way they like; re-keying puts every event of one key (requests,
     lifecycle events, hand-offs from other keys) in one partition, in order, next to that key's state.
 detect: keyed message + the key's state -> new state, alerts, forwards (to the keyed topic).
+
+The worker runs both in batches (`route` + `pack_batch` in the ingest stage, `detect_message` in the detect
+agent): ingest packs the accepted records of a batch into one keyed message per keyed-topic partition
+(`TAG_PACKED`, records already normalised by pydantic, rebuilt with `model_construct` in detect), and detect
+writes each key's state once per packed message. `ingest` and `detect` are the one-record forms of the same
+steps (single `R`/`L` messages, still understood by detect).
 """
 
 from __future__ import annotations
@@ -11,8 +17,9 @@ from __future__ import annotations
 import base64
 import heapq
 import logging
-from collections.abc import Iterable, MutableMapping
-from dataclasses import dataclass
+import traceback
+from collections.abc import Callable, Iterable, MutableMapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -34,6 +41,84 @@ log = logging.getLogger(__name__)
 TAG_REQUEST = b"R"
 TAG_LIFECYCLE = b"L"
 TAG_FORWARD = b"F"
+# Many records of one keyed-topic partition in one message: TAG_PACKED + JSON array of compact entries
+# (`compact`), each ["R", ts_ms, fields...] or ["L", ts_ms, fields...].
+TAG_PACKED = b"P"
+# A packed message holds at most this many bytes of entries (far below Kafka's 1 MB default message limit).
+PACKED_MAX_BYTES = 256 * 1024
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MS = timedelta(milliseconds=1)
+_REQUEST_FIELDS = (
+    "tenant",
+    "key_id",
+    "env",
+    "ip",
+    "method",
+    "path",
+    "status",
+    "latency_ms",
+    "user_agent",
+    "request_id",
+)
+_LIFECYCLE_FIELDS = ("type", "tenant", "key_id", "name", "env", "role", "actor", "replaces_key_id", "ip")
+
+
+def compact(record: RequestRecord | LifecycleEvent) -> list[Any]:
+    """A validated record as a compact JSON-able list: tag, event time in epoch ms (truncated to the ms, as
+    the JSON form `model_dump_json` writes it), then the fields in a fixed order."""
+    when = (record.ts - _EPOCH) // _MS
+    if isinstance(record, RequestRecord):
+        return ["R", when, *(getattr(record, f) for f in _REQUEST_FIELDS)]
+    return ["L", when, *(getattr(record, f) for f in _LIFECYCLE_FIELDS)]
+
+
+def expand(entry: list[Any]) -> RequestRecord | LifecycleEvent:
+    """Inverse of `compact`, without validation: the entry was made from a validated record by ingest."""
+    ts = _EPOCH + timedelta(milliseconds=entry[1])
+    if entry[0] == "R":
+        return RequestRecord.model_construct(ts=ts, **dict(zip(_REQUEST_FIELDS, entry[2:], strict=True)))
+    if entry[0] == "L":
+        return LifecycleEvent.model_construct(ts=ts, **dict(zip(_LIFECYCLE_FIELDS, entry[2:], strict=True)))
+    raise ValueError(f"packed entry with unknown tag {entry[0]!r}")
+
+
+def record_tags(value: bytes) -> list[bytes]:
+    """The tag of every record a keyed message carries (b"R", b"L", b"F"; many for a packed message)."""
+    if value[:1] == TAG_PACKED:
+        return [str(entry[0]).encode() for entry in orjson.loads(value[1:])]
+    return [value[:1]]
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """`route`'s verdict for a valid record: its normalised form, for the keyed topic."""
+
+    record: RequestRecord | LifecycleEvent
+    tag: bytes
+
+    @property
+    def subject(self) -> bytes:
+        """`<tenant>/<key_id>`: the keyed topic's key."""
+        return self.record.subject.encode()
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """`route`'s verdict for a bad record: the (redacted) key and value to dead-letter, and why."""
+
+    key: bytes | None
+    value: bytes | None
+    rejection: Rejection
+
+
+@dataclass
+class IngestBatch:
+    """What one batch of input records becomes: packed keyed messages per partition, and dead letters."""
+
+    keyed: dict[int, list[bytes]] = field(default_factory=dict)
+    dead_letters: list[tuple[bytes | None, bytes]] = field(default_factory=list)
+    accepted: int = 0
 
 
 @dataclass(frozen=True)
@@ -70,8 +155,8 @@ class Processor:
         self.redactor = redactor or Redactor()
         self.key_cap = key_cap
 
-    async def ingest(self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None) -> None:
-        """Validate one raw input record: dead-letter it with a reason, or re-key it onto the keyed topic.
+    def route(self, topic: str, key: bytes | None, value: bytes | None) -> Accepted | Rejected:
+        """Redact and validate one raw input record: where it goes. Pure: no metrics, no sends.
 
         Secrets are replaced first, so nothing downstream (state, alerts, dead letters, logs) ever holds one.
         """
@@ -84,7 +169,7 @@ class Processor:
             tag = TAG_REQUEST
         elif topic == self.topics.lifecycle:
             model, tag = LifecycleEvent, TAG_LIFECYCLE
-        else:  # pragma: no cover - the agent only subscribes to the two input topics
+        else:  # pragma: no cover - ingest only subscribes to the two input topics
             raise ValueError(f"unexpected topic {topic!r}")
         result = decode(
             value,
@@ -94,14 +179,70 @@ class Processor:
             max_future_skew=self.max_future_skew,
         )
         if isinstance(result, Rejection):
+            return Rejected(key, value, result)
+        return Accepted(result, tag)
+
+    async def ingest(self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None) -> None:
+        """Validate one raw input record: dead-letter it with a reason, or re-key it onto the keyed topic."""
+        verdict = self.route(topic, key, value)
+        if isinstance(verdict, Rejected):
             self.metrics.records.labels(topic, "rejected").inc()
-            await self.dead_letter(topic, partition, offset, key, value, result)
+            await self.dead_letter(topic, partition, offset, verdict.key, verdict.value, verdict.rejection)
             return
         self.metrics.records.labels(topic, "accepted").inc()
-        self.metrics.observe_event_time(topic, result.ts)
+        self.metrics.observe_event_time(topic, verdict.record.ts)
         # Forward the normalised form: detect re-validates cheaply and never sees producer-specific extras.
-        payload = result.model_dump_json(exclude_none=True).encode()
-        await self.sink.send("keyed", result.subject.encode(), tag + payload)
+        payload = verdict.record.model_dump_json(exclude_none=True).encode()
+        await self.sink.send("keyed", verdict.subject, verdict.tag + payload)
+
+    def pack_batch(
+        self,
+        records: Iterable[tuple[str, int, int, bytes | None, bytes | None]],
+        partition_of: Callable[[bytes], int],
+    ) -> IngestBatch:
+        """Route a batch of (topic, partition, offset, key, value) input records: packed keyed messages per
+        keyed-topic partition (`partition_of(subject)`), input order kept within each, and dead letters.
+
+        Counts the records per (topic, outcome) and moves the event-time gauges once per batch.
+        """
+        out = IngestBatch()
+        entries: dict[int, list[bytes]] = {}
+        sizes: dict[int, int] = {}
+        counts: dict[tuple[str, str], int] = {}
+        newest: dict[str, datetime] = {}
+        for topic, partition, offset, key, value in records:
+            try:
+                verdict = self.route(topic, key, value)
+                if isinstance(verdict, Rejected):
+                    outcome = "rejected"
+                    letter = self._letter(topic, partition, offset, verdict.key, verdict.value, verdict.rejection)
+                    out.dead_letters.append((verdict.key, letter))
+                else:
+                    outcome = "accepted"
+                    record = verdict.record
+                    entry = orjson.dumps(compact(record))
+                    target = partition_of(verdict.subject)
+                    if sizes.get(target, 0) + len(entry) > PACKED_MAX_BYTES and entries.get(target):
+                        out.keyed.setdefault(target, []).append(_pack(entries.pop(target)))
+                        sizes[target] = 0
+                    entries.setdefault(target, []).append(entry)
+                    sizes[target] = sizes.get(target, 0) + len(entry) + 1
+                    if topic not in newest or record.ts > newest[topic]:
+                        newest[topic] = record.ts
+                    out.accepted += 1
+            except Exception as exc:  # a bug must cost one record, never the batch
+                log.exception("ingest failed on %s[%d]@%d", topic, partition, offset)
+                outcome = "rejected"
+                letter = self._letter(topic, partition, offset, key, value, internal(exc))
+                out.dead_letters.append((key, letter))
+            counts[(topic, outcome)] = counts.get((topic, outcome), 0) + 1
+        for target, pending in entries.items():
+            out.keyed.setdefault(target, []).append(_pack(pending))
+        for (topic, outcome), n in counts.items():
+            self.metrics.records.labels(topic, outcome).inc(n)
+        for topic, ts in newest.items():
+            self.metrics.observe_event_time(topic, ts)
+        return out
 
     async def dead_letter(
         self,
@@ -113,6 +254,18 @@ class Processor:
         rejection: Rejection,
     ) -> None:
         """Send the untouched record and the reason to the dead-letter topic."""
+        await self.sink.send("dlq", key, self._letter(topic, partition, offset, key, value, rejection))
+
+    def _letter(
+        self,
+        topic: str,
+        partition: int,
+        offset: int,
+        key: bytes | None,
+        value: bytes | None,
+        rejection: Rejection,
+    ) -> bytes:
+        """The dead letter of one record (logged and counted)."""
         raw = value or b""
         letter = DeadLetter(
             source_topic=topic,
@@ -127,10 +280,13 @@ class Processor:
         )
         log.info("dead letter %s[%d]@%d: %s", topic, partition, offset, rejection.reason)
         self.metrics.dead_letters.labels(rejection.code).inc()
-        await self.sink.send("dlq", key, letter.model_dump_json().encode())
+        return letter.model_dump_json().encode()
 
-    async def detect(self, key: bytes, value: bytes, store: MutableMapping[bytes, bytes]) -> Outcome | None:
-        """Process one keyed message against the key's state in `store`; emit alerts and forwards."""
+    async def detect(
+        self, key: bytes, value: bytes, store: MutableMapping[bytes, bytes], partition: int | None = None
+    ) -> Outcome | None:
+        """Process one single-record keyed message (R, L, F) against the key's state in `store`; emit alerts and
+        forwards. `partition`: the keyed-topic partition it came from (computed from the key when None)."""
         tag, payload = value[:1], value[1:]
         if self.key_cap is not None and self.key_cap.stale:
             self.key_cap.rebuild(store.items())
@@ -146,17 +302,119 @@ class Processor:
             log.error("keyed message with unknown tag %r under key %r: skipped", tag, key)
             return None
         store[key] = orjson.dumps(outcome.state.to_dict())
-        if self.key_cap is not None:
-            for evicted in self.key_cap.touch(key, recency(outcome.state.registry.to_dict())):
-                store.pop(evicted, None)
-                self.metrics.keys_evicted.inc()
+        for evicted in self._touch(key, outcome.state, partition):
+            store.pop(evicted, None)
+        await self._emit(outcome)
+        return outcome
+
+    async def detect_message(
+        self,
+        key: bytes | None,
+        value: bytes,
+        store: MutableMapping[bytes, bytes],
+        partition: int,
+        offset: int = -1,
+        topic: str = "keyed",
+    ) -> int:
+        """Process one keyed message, packed or single; return the number of records it carried.
+
+        A packed message's records are processed in order; each key's state is decoded once (on its first
+        record) and written back once, after the last record (coalesced: one changelog record per key per
+        packed message). Every key of a packed message hashes to `partition`, the partition the table writes
+        go to. A record that fails costs that record only: it is dead-lettered and its key's state is
+        rebuilt from the message's records before it.
+        """
+        if value[:1] != TAG_PACKED:
+            if key is None:
+                log.error("keyed message without a key at %s[%d]@%d: skipped", topic, partition, offset)
+                return 0
+            await self.detect(key, value, store, partition)
+            return 1
+        if self.key_cap is not None and self.key_cap.stale:
+            self.key_cap.rebuild(store.items())
+        entries = orjson.loads(value[1:])
+        states: dict[bytes, KeyState] = {}  # decoded this message, written back at its end
+        done: dict[bytes, list[RequestRecord | LifecycleEvent]] = {}
+        for entry in entries:
+            subject = b""
+            try:
+                record = expand(entry)
+                subject = record.subject.encode()
+                state = states.get(subject)
+                if state is None:
+                    raw_state = store.get(subject)
+                    state = KeyState.from_dict(orjson.loads(raw_state)) if raw_state else None
+                if isinstance(record, RequestRecord):
+                    outcome = self.engine.on_request(state, record)
+                else:
+                    outcome = self.engine.on_lifecycle(state, record)
+                states[subject] = outcome.state
+                done.setdefault(subject, []).append(record)
+                for evicted in self._touch(subject, outcome.state, partition):
+                    states.pop(evicted, None)
+                    done.pop(evicted, None)
+                    store.pop(evicted, None)
+                await self._emit(outcome)
+            except Exception as exc:  # a bug must cost one record, never the message
+                log.exception("detect failed on a record of %s[%d]@%d", topic, partition, offset)
+                if subject:
+                    self._restore(subject, states, done, store)
+                raw = orjson.dumps(entry)
+                await self.dead_letter(topic, partition, offset, subject or key, raw, internal(exc))
+        for subject, state in states.items():
+            store[subject] = orjson.dumps(state.to_dict())
+        return len(entries)
+
+    def _restore(
+        self,
+        subject: bytes,
+        states: dict[bytes, KeyState],
+        done: dict[bytes, list[RequestRecord | LifecycleEvent]],
+        store: MutableMapping[bytes, bytes],
+    ) -> None:
+        """After a record of `subject` failed: its state as it was before that record (the stored state plus
+        the message's earlier records of the key, re-applied; their alerts and forwards are already out)."""
+        earlier = done.get(subject)
+        if not earlier:
+            states.pop(subject, None)
+            return
+        raw_state = store.get(subject)
+        state = KeyState.from_dict(orjson.loads(raw_state)) if raw_state else None
+        for record in earlier:
+            if isinstance(record, RequestRecord):
+                state = self.engine.on_request(state, record).state
+            else:
+                state = self.engine.on_lifecycle(state, record).state
+        assert state is not None
+        states[subject] = state
+
+    def _touch(self, key: bytes, state: KeyState, partition: int | None) -> list[bytes]:
+        """Tell the key cap `key` has state now; the keys it evicts (counted)."""
+        if self.key_cap is None:
+            return []
+        evicted = self.key_cap.touch(key, recency(state.registry.to_dict()), partition)
+        if evicted:
+            self.metrics.keys_evicted.inc(len(evicted))
+        return evicted
+
+    async def _emit(self, outcome: Outcome) -> None:
         # Forwards first: once an alert is visible, the hand-off it implies is already on its way.
         for fwd in outcome.forwards:
             await self.sink.send("keyed", fwd.subject.encode(), TAG_FORWARD + orjson.dumps(_forward_dict(fwd)))
         for alert in outcome.alerts:
             await self.sink.send("alerts", alert.subject.encode(), alert.model_dump_json().encode())
             self.metrics.observe_alert(alert.type, alert.data.severity, alert.data.status, alert.time)
-        return outcome
+
+
+def _pack(entries: list[bytes]) -> bytes:
+    return TAG_PACKED + b"[" + b",".join(entries) + b"]"
+
+
+def internal(exc: Exception) -> Rejection:
+    """The rejection of a record keywatch failed on (a bug): where, without the record's content."""
+    where = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
+    at = f" at {where.filename.rsplit('/', 1)[-1]}:{where.lineno}" if where else ""
+    return Rejection("internal", f"keywatch failed on this record: {type(exc).__name__}{at} (see worker log)")
 
 
 def _forward_dict(fwd: Forward) -> dict[str, Any]:
@@ -209,9 +467,13 @@ class KeyCap:
         self.stale = False
         log.info("key index rebuilt: %d keys, cap %d per partition", len(self), self.per_partition)
 
-    def touch(self, key: bytes, when_ms: int) -> list[bytes]:
-        """Record that `key` has state last seen at `when_ms`; return the keys to evict from its partition."""
-        partition = self.partition_of(key)
+    def touch(self, key: bytes, when_ms: int, partition: int | None = None) -> list[bytes]:
+        """Record that `key` has state last seen at `when_ms`; return the keys to evict from its partition.
+
+        `partition`: the key's keyed-topic partition when the caller knows it (the message's), else computed.
+        """
+        if partition is None:
+            partition = self.partition_of(key)
         rec = self._recency.setdefault(partition, {})
         heap = self._heaps.setdefault(partition, [])
         if rec.get(key) != when_ms:

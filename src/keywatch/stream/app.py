@@ -1,16 +1,21 @@
-"""The faust app: ingest agent on the input topics, detect agent on the keyed topic with the state table.
+"""The faust app: detect agent on the keyed topic with the state table; ingest beside it (`stream/ingest.py`).
 
-Per ../shared/notes/faust-pitfalls.md: agents run with concurrency=1 (parallelism comes from partitions and
+Ingest reads the input topics with a plain aiokafka consumer in batches (faust's cost is per message) and
+packs each batch into one keyed message per keyed-topic partition; it runs as a task of this app, in the same
+event loop, and stops (sent and committed) before faust's producer is flushed at shutdown.
+
+Per ../shared/notes/faust-pitfalls.md: the agent runs with concurrency=1 (parallelism comes from partitions and
 workers), values are raw bytes we decode ourselves (so bad input reaches the DLQ instead of faust's decoder),
-and state is a plain table of compact per-key values, not a windowed table.
+and state is a plain table of compact per-key values, not a windowed table. Table writes go to the changelog
+partition of the keyed message being processed; every key of a packed message hashes to that partition.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-import traceback
-from typing import Any
+from collections.abc import MutableMapping
+from typing import Any, cast
 
 import faust
 
@@ -18,12 +23,12 @@ from keywatch.config import Settings
 from keywatch.core.engine import Engine
 from keywatch.http import serve
 from keywatch.metrics import Metrics
-from keywatch.parsing import Rejection
-from keywatch.pipeline.processor import KeyCap, Processor, Topics
+from keywatch.pipeline.processor import KeyCap, Processor, Topics, internal
 from keywatch.redact import Redactor
 from keywatch.security import faust_kwargs
 from keywatch.sinks.alertmanager import AlertmanagerSink, TeeSink
 from keywatch.sinks.base import Channel, Sink
+from keywatch.stream.ingest import IngestStage
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +123,6 @@ def create_app(settings: Settings, engine: Engine, metrics: Metrics | None = Non
         broker_session_timeout=settings.session_timeout_seconds,
         **faust_kwargs(settings),
     )
-    inputs = app.topic(settings.topic_requests, settings.topic_lifecycle, key_type=bytes, value_type=bytes)
     keyed = app.topic(
         f"{settings.app_id}-keyed",
         partitions=settings.partitions,
@@ -165,9 +169,10 @@ def create_app(settings: Settings, engine: Engine, metrics: Metrics | None = Non
         redactor=redactor,
         key_cap=key_cap,
     )
-    state = TableView(table)
-    ingest_seconds = metrics.processing.labels("ingest")
+    store = cast("MutableMapping[bytes, bytes]", TableView(table))
     detect_seconds = metrics.processing.labels("detect")
+    detect_records = metrics.processed_records.labels("detect")
+    ingest = IngestStage(settings, processor, metrics, keyed.get_topic_name())
     health = Health()
 
     @app.on_partitions_assigned.connect  # type: ignore[arg-type]
@@ -212,17 +217,17 @@ def create_app(settings: Settings, engine: Engine, metrics: Metrics | None = Non
         metrics.keys_tracked.set(count)
         metrics.state_bytes.set(size)
 
-    @app.agent(inputs, concurrency=1)
-    async def ingest(stream: Any) -> None:
-        async for event in stream.events():
-            msg = event.message
-            started = time.perf_counter()
-            try:
-                await processor.ingest(msg.topic, msg.partition, msg.offset, msg.key, msg.value)
-            except Exception as exc:  # a bug must cost one record, never the worker
-                log.exception("ingest failed on %s[%d]@%d", msg.topic, msg.partition, msg.offset)
-                await processor.dead_letter(msg.topic, msg.partition, msg.offset, msg.key, msg.value, _internal(exc))
-            ingest_seconds.observe(time.perf_counter() - started)
+    @app.task  # type: ignore[untyped-decorator]
+    async def _ingest() -> None:
+        try:
+            await ingest.run()
+        except Exception as exc:  # a worker that does not ingest must not look healthy
+            log.exception("ingest stopped")
+            await app.crash(exc)
+
+    @app.on_before_shutdown.connect  # type: ignore[arg-type]
+    async def _ingest_stop(app: Any, **_: Any) -> None:
+        await ingest.stop()
 
     @app.agent(keyed, concurrency=1)
     async def detect(stream: Any) -> None:
@@ -230,20 +235,17 @@ def create_app(settings: Settings, engine: Engine, metrics: Metrics | None = Non
             msg = event.message
             started = time.perf_counter()
             try:
-                await processor.detect(msg.key, msg.value, state)  # type: ignore[arg-type]
+                n = await processor.detect_message(msg.key, msg.value, store, msg.partition, msg.offset, msg.topic)
             except Exception as exc:
+                n = 1
                 log.exception("detect failed on %s[%d]@%d", msg.topic, msg.partition, msg.offset)
-                await processor.dead_letter(msg.topic, msg.partition, msg.offset, msg.key, msg.value, _internal(exc))
+                await processor.dead_letter(msg.topic, msg.partition, msg.offset, msg.key, msg.value, internal(exc))
             detect_seconds.observe(time.perf_counter() - started)
+            detect_records.inc(n)
 
     app.keywatch_processor = processor  # type: ignore[attr-defined]
+    app.keywatch_ingest = ingest  # type: ignore[attr-defined]
     app.keywatch_metrics = metrics  # type: ignore[attr-defined]
     app.keywatch_health = health  # type: ignore[attr-defined]
     app.keywatch_readiness = readiness  # type: ignore[attr-defined]
     return app
-
-
-def _internal(exc: Exception) -> Rejection:
-    where = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
-    at = f" at {where.filename.rsplit('/', 1)[-1]}:{where.lineno}" if where else ""
-    return Rejection("internal", f"keywatch failed on this record: {type(exc).__name__}{at} (see worker log)")

@@ -1,0 +1,216 @@
+"""The batched path (packed keyed messages, coalesced state writes) against the one-record path: same alerts,
+same state, fewer writes; and what a bad record costs inside a batch."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import pytest
+
+from keywatch.config import Settings
+from keywatch.contract.events import LifecycleEvent, RequestRecord
+from keywatch.core.engine import Engine
+from keywatch.metrics import Metrics
+from keywatch.pipeline.processor import (
+    PACKED_MAX_BYTES,
+    TAG_PACKED,
+    KeyCap,
+    Processor,
+    Topics,
+    compact,
+    expand,
+    record_tags,
+)
+from keywatch.redact import Redactor
+from keywatch.runtime import make_engine
+from keywatch.sinks.base import MemorySink
+from tests.factories import as_bytes, lifecycle_dict, request_dict
+from tests.integration.kafka_helpers import build
+
+PARTITIONS = 4
+Input = tuple[str, int, int, bytes | None, bytes | None]
+
+
+class CountingStore(dict[bytes, bytes]):
+    """A dict that counts writes (changelog records, in the worker)."""
+
+    writes = 0
+
+    def __setitem__(self, key: bytes, value: bytes) -> None:
+        self.writes += 1
+        super().__setitem__(key, value)
+
+
+def _processor(sink: MemorySink, max_keys: int = 0, engine: Engine | None = None) -> Processor:
+    return Processor(
+        engine or make_engine(Settings()),
+        sink,
+        Topics("requests", "lifecycle"),
+        redactor=Redactor(b"k" * 16),
+        metrics=Metrics(),
+        key_cap=KeyCap(max_keys, PARTITIONS) if max_keys else None,
+    )
+
+
+def _inputs(keys: int) -> list[Input]:
+    records: list[Input] = []
+    for phase in build(keys):
+        for topic, items in (("lifecycle", phase.lifecycle), ("requests", phase.requests)):
+            records.extend((topic, 0, len(records), k, v) for k, v in items)
+    return records
+
+
+async def _single(records: list[Input], max_keys: int = 0) -> tuple[MemorySink, CountingStore]:
+    sink, store = MemorySink(), CountingStore()
+    processor = _processor(sink, max_keys)
+    for record in records:
+        await processor.ingest(*record)
+        while sink.messages["keyed"]:
+            key, value = sink.messages["keyed"].pop(0)
+            assert key is not None
+            await processor.detect(key, value, store)
+    return sink, store
+
+
+async def _batched(records: list[Input], size: int, max_keys: int = 0) -> tuple[MemorySink, CountingStore]:
+    sink, store = MemorySink(), CountingStore()
+    processor = _processor(sink, max_keys)
+    cap = KeyCap(1, PARTITIONS)
+    for start in range(0, len(records), size):
+        out = processor.pack_batch(records[start : start + size], cap.partition_of)
+        sink.messages["dlq"].extend(out.dead_letters)
+        for partition, values in sorted(out.keyed.items()):
+            for value in values:
+                assert value[:1] == TAG_PACKED
+                await processor.detect_message(None, value, store, partition)
+        while sink.messages["keyed"]:  # forwards, single messages
+            key, value = sink.messages["keyed"].pop(0)
+            await processor.detect_message(key, value, store, cap.partition_of(key or b""))
+    return sink, store
+
+
+def _ids(sink: MemorySink) -> list[str]:
+    return sorted(orjson.loads(v)["id"] for _, v in sink.messages["alerts"])
+
+
+@pytest.mark.parametrize("size", [1, 37, 5000])
+def test_batched_path_emits_the_same_alerts_and_state(size: int) -> None:
+    """Packed messages of any size: the alert ids and the final state of every key equal the one-record path."""
+    records = _inputs(8)
+    single_sink, single_store = asyncio.run(_single(records))
+    sink, store = asyncio.run(_batched(records, size))
+    assert _ids(sink) == _ids(single_sink)
+    assert len(_ids(sink)) > 8
+    assert dict(store) == dict(single_store)
+    if size > 1:  # coalesced: one write per key per packed message, not one per record
+        assert store.writes < single_store.writes / 5
+
+
+def test_batched_path_under_the_key_cap_evicts_what_the_single_path_evicts() -> None:
+    """With a key cap the batched path keeps and evicts the same keys (eviction per record, in order)."""
+    records = _inputs(24)
+    single_sink, single_store = asyncio.run(_single(records, max_keys=8))
+    sink, store = asyncio.run(_batched(records, 500, max_keys=8))
+    assert dict(store) == dict(single_store)
+    assert len(store) <= 8
+    assert _ids(sink) == _ids(single_sink)
+
+
+def test_rotation_forwards_from_a_packed_message() -> None:
+    """A rotation inside a packed message forwards to the old key, which then names its successor."""
+    events = [
+        lifecycle_dict(key_id="k_old", ts="2026-01-05T09:00:00Z"),
+        lifecycle_dict(key_id="k_new", ts="2026-01-05T10:00:00Z", replaces_key_id="k_old"),
+        lifecycle_dict(type="apiKey.revoked", key_id="k_old", ts="2026-01-05T10:30:00Z"),
+    ]
+    records: list[Input] = [("lifecycle", 0, i, None, as_bytes(e)) for i, e in enumerate(events[:2])]
+    _, single_store = asyncio.run(_single(records))
+    _, store = asyncio.run(_batched(records, 10))
+    assert dict(store) == dict(single_store)
+    # the revocation comes in a later batch (minutes later in the portal), after the hand-off
+    revoke: list[Input] = [("lifecycle", 0, 2, None, as_bytes(events[2]))]
+    single_sink2, _ = asyncio.run(_single(records + revoke))
+    sink2, _ = asyncio.run(_batched(records + revoke, 2))
+    revoked = [orjson.loads(v) for _, v in sink2.messages["alerts"] if b"apiKey.revoked" in v]
+    assert revoked
+    assert revoked[0]["data"]["evidence"]["rotation"]["replaced_by"] == "k_new"
+    assert _ids(sink2) == _ids(single_sink2)
+
+
+def test_compact_entries_rebuild_the_validated_record() -> None:
+    """expand(compact(r)) equals r as the one-record path forwards it (time truncated to the millisecond)."""
+    request = RequestRecord.model_validate(request_dict(ts="2026-01-05T12:00:00.123456+02:00", latency_ms=3))
+    rebuilt = expand(orjson.loads(orjson.dumps(compact(request))))
+    via_json = RequestRecord.model_validate_json(request.model_dump_json(exclude_none=True))
+    assert rebuilt == via_json
+    assert rebuilt.ts == datetime(2026, 1, 5, 10, 0, 0, 123000, tzinfo=UTC)
+    event = LifecycleEvent.model_validate(lifecycle_dict(replaces_key_id="k0", ip=None))
+    assert expand(orjson.loads(orjson.dumps(compact(event)))) == event
+
+
+def test_pack_batch_dead_letters_bad_records_and_splits_large_partitions() -> None:
+    """Bad records become dead letters with their source position; a partition's records split by size."""
+    processor = _processor(MemorySink())
+    good = [
+        ("requests", 1, i, b"k", as_bytes(request_dict(request_id=f"r{i}", path="/" + "x" * 2000))) for i in range(300)
+    ]
+    bad: Input = ("requests", 2, 77, b"bad", b"{not json")
+    out = processor.pack_batch([*good, bad], lambda subject: 3)
+    assert out.accepted == 300
+    assert len(out.dead_letters) == 1
+    letter = orjson.loads(out.dead_letters[0][1])
+    assert (letter["source_topic"], letter["partition"], letter["offset"], letter["reason_code"]) == (
+        "requests",
+        2,
+        77,
+        "json",
+    )
+    assert list(out.keyed) == [3]
+    assert len(out.keyed[3]) > 1
+    assert all(len(v) <= PACKED_MAX_BYTES + 1 for v in out.keyed[3])
+    tags = [t for v in out.keyed[3] for t in record_tags(v)]
+    assert tags == [b"R"] * 300
+    assert (
+        processor.metrics.registry.get_sample_value(
+            "keywatch_records_total", {"topic": "requests", "outcome": "accepted"}
+        )
+        == 300
+    )
+
+
+class _Flaky(Engine):
+    """Fails on one request id (a bug in a detector, say)."""
+
+    def on_request(self, state: Any, record: RequestRecord) -> Any:
+        if record.request_id == "boom":
+            state.registry.requests += 1000  # a partial change before failing: must not stick
+            raise RuntimeError("detector bug")
+        return super().on_request(state, record)
+
+
+def test_a_failing_record_costs_that_record_only() -> None:
+    """A record that raises in detect is dead-lettered; the key's state is as if it never came; others go on."""
+    times = [f"2026-01-05T12:00:0{i}Z" for i in range(4)]
+    ids = ["a", "boom", "c", "d"]
+    records: list[Input] = [
+        ("requests", 0, i, None, as_bytes(request_dict(request_id=r, ts=t)))
+        for i, (r, t) in enumerate(zip(ids, times, strict=True))
+    ]
+    clean = [r for r in records if b'"boom"' not in (r[4] or b"")]
+
+    async def run(batch: list[Input]) -> tuple[MemorySink, dict[bytes, bytes]]:
+        sink, store = MemorySink(), dict[bytes, bytes]()
+        processor = _processor(sink, engine=_Flaky(source="/test"))
+        out = processor.pack_batch(batch, lambda subject: 0)
+        for value in out.keyed[0]:
+            assert await processor.detect_message(None, value, store, 0, offset=9) == len(batch)
+        return sink, store
+
+    sink, store = asyncio.run(run(records))
+    _, clean_store = asyncio.run(run(clean))
+    assert store == clean_store
+    assert orjson.loads(store[b"acme/key_live_1"])["r"]["requests"] == 3
+    assert [orjson.loads(v)["reason_code"] for _, v in sink.messages["dlq"]] == ["internal"]
