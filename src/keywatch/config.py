@@ -86,6 +86,13 @@ class Settings(BaseSettings):
     ssl_certfile: Path | None = Field(default=None, description="PEM client certificate (mutual TLS, optional).")
     ssl_keyfile: Path | None = Field(default=None, description="PEM private key of ssl_certfile.")
     ssl_check_hostname: bool = Field(default=True, description="Check that the broker certificate names the host.")
+    metrics_tenant_labels: int = Field(
+        default=0,
+        ge=0,
+        le=1000,
+        description="Give up to this many tenants their own series in keywatch_tenant_alerts_total (the rest: "
+        "_other); 0 = no tenant label at all.",
+    )
     alertmanager_url: str | None = Field(
         default=None,
         description="Alertmanager base URL (http[s]://host:9093): alerts are also posted to its v2 API. Unset = off.",

@@ -25,15 +25,30 @@ DELAY_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900, 3600, 864
 PROCESSING_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.25, 1)
 
 
+OTHER_TENANT = "_other"
+
+
 class Metrics:
     """Every keywatch metric, registered on one registry (a fresh one per test)."""
 
-    def __init__(self, registry: CollectorRegistry | None = None, *, process: bool = False) -> None:
+    def __init__(
+        self, registry: CollectorRegistry | None = None, *, process: bool = False, tenant_labels: int = 0
+    ) -> None:
         disable_created_metrics()  # type: ignore[no-untyped-call]  # the *_created series double the exposition and nobody graphs them
         self.registry = registry or CollectorRegistry()
         r = self.registry
         if process:  # process_resident_memory_bytes and friends, for the worker (not for tests)
             ProcessCollector(registry=r)
+        # Opt-in, bounded: the first `tenant_labels` tenants seen get their own series, the rest share "_other".
+        self.tenant_labels = tenant_labels
+        self._tenants: set[str] = set()
+        self.tenant_alerts = Counter(
+            "keywatch_tenant_alerts",
+            "Alerts emitted by tenant and alert type (only with KEYWATCH_METRICS_TENANT_LABELS > 0; tenants "
+            "beyond that many are counted as _other).",
+            ["tenant", "type"],
+            registry=r,
+        )
         self.records = Counter(
             "keywatch_records",
             "Input records consumed, by topic and outcome (accepted, rejected).",
@@ -118,7 +133,13 @@ class Metrics:
             self._newest[topic] = ts
             self.last_event.labels(topic).set(ts)
 
-    def observe_alert(self, alert_type: str, severity: str, status: str, event_time: datetime) -> None:
-        """Count an emitted alert and its detection delay."""
+    def observe_alert(
+        self, alert_type: str, severity: str, status: str, event_time: datetime, tenant: str | None = None
+    ) -> None:
+        """Count an emitted alert and its detection delay (and its tenant, when tenant labels are on)."""
         self.alerts.labels(alert_type, severity, status).inc()
+        if self.tenant_labels and tenant is not None:
+            if tenant not in self._tenants and len(self._tenants) < self.tenant_labels:
+                self._tenants.add(tenant)
+            self.tenant_alerts.labels(tenant if tenant in self._tenants else OTHER_TENANT, alert_type).inc()
         self.detection_delay.labels(alert_type).observe(max(0.0, time.time() - event_time.timestamp()))

@@ -69,3 +69,21 @@ async def test_endpoints(metrics: Metrics) -> None:
         checks["assigned"] = True
         assert (await client.get("/readyz")).status == 200
     assert _value(metrics, "keywatch_ready") == 1
+
+
+def test_tenant_labels_are_off_by_default(metrics: Metrics) -> None:
+    """Without the option no series carries a tenant."""
+    metrics.observe_alert("apiKey.created", "low", "firing", datetime(2026, 1, 5, tzinfo=UTC), tenant="acme")
+    assert _value(metrics, "keywatch_tenant_alerts_total", tenant="acme", type="apiKey.created") is None
+
+
+def test_tenant_labels_are_capped() -> None:
+    """With a cap of 2, the first two tenants get their own series and every other tenant is counted as _other."""
+    metrics = Metrics(CollectorRegistry(), tenant_labels=2)
+    when = datetime(2026, 1, 5, tzinfo=UTC)
+    for tenant in ["acme", "globex", "initech", "hooli", "acme"]:
+        metrics.observe_alert("apiKey.usedFromNewIp", "medium", "firing", when, tenant=tenant)
+    assert _value(metrics, "keywatch_tenant_alerts_total", tenant="acme", type="apiKey.usedFromNewIp") == 2
+    assert _value(metrics, "keywatch_tenant_alerts_total", tenant="globex", type="apiKey.usedFromNewIp") == 1
+    assert _value(metrics, "keywatch_tenant_alerts_total", tenant="_other", type="apiKey.usedFromNewIp") == 2
+    assert _value(metrics, "keywatch_tenant_alerts_total", tenant="initech", type="apiKey.usedFromNewIp") is None

@@ -403,7 +403,9 @@ class Processor:
             await self.sink.send("keyed", fwd.subject.encode(), TAG_FORWARD + orjson.dumps(_forward_dict(fwd)))
         for alert in outcome.alerts:
             await self.sink.send("alerts", alert.subject.encode(), alert.model_dump_json().encode())
-            self.metrics.observe_alert(alert.type, alert.data.severity, alert.data.status, alert.time)
+            self.metrics.observe_alert(
+                alert.type, alert.data.severity, alert.data.status, alert.time, tenant=alert.data.tenant
+            )
 
 
 def _pack(entries: list[bytes]) -> bytes:
