@@ -314,4 +314,9 @@ async def test_every_dashboard_query_returns_data(
         return set(health) == expected and all(h == "ok" for h in health.values())
 
     await wait_for("every rule evaluated", rules_evaluated, 60, lambda: str(health))
-    assert await prom.query("keywatch:records:rate5m")
+
+    async def recorded() -> bool:
+        return bool(await prom.query("keywatch:records:rate5m"))
+
+    # The recording group evaluates every 30 s (its own interval): its first run may predate the data.
+    await wait_for("a recording rule with data", recorded, 75, lambda: "keywatch:records:rate5m is empty")
