@@ -44,7 +44,10 @@ class Scrape:
 
     @property
     def detected(self) -> int:
-        """Keyed messages the detect step has processed."""
+        """Keyed records the detect step has processed (packed messages carry many: count records when the
+        worker exports keywatch_processed_records, else keyed messages as before the batching change)."""
+        if any(k.startswith("keywatch_processed_records_total") for k in self.samples):
+            return int(self.sum("keywatch_processed_records_total", step="detect"))
         return int(self.sum("keywatch_processing_seconds_count", step="detect"))
 
     @property

@@ -15,12 +15,14 @@ batch in flight is sent and committed, so a partition moves with nothing in flig
 from __future__ import annotations
 
 import asyncio
+import heapq
 import logging
 import time
 from collections.abc import Collection
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.partitioner import murmur2
 
 from keywatch.config import Settings
@@ -102,6 +104,7 @@ class IngestStage:
                     self._partitions,
                     self.settings.partitions,
                 )
+            await self.resume_from_faust()
             await self._consumer.start()
             self._consumer.subscribe(
                 [self.settings.topic_requests, self.settings.topic_lifecycle], listener=_Revoke(self)
@@ -116,12 +119,61 @@ class IngestStage:
             await self._close()
             self._stopped.set()
 
+    async def resume_from_faust(self) -> None:
+        """Upgrade from the faust ingest agent: input partitions this group never committed start where the faust
+        group `<app_id>` left them, not at the beginning of the input's retention (which would apply days of
+        records to the state a second time). Done before joining the group, by committing those offsets as this
+        group's own; when other members already run (the group is not empty) they have done it."""
+        assert self._producer is not None
+        parts: list[TopicPartition] = []
+        for topic in (self.settings.topic_requests, self.settings.topic_lifecycle):
+            parts.extend(TopicPartition(topic, p) for p in sorted(await self._producer.partitions_for(topic)))
+        security = aiokafka_kwargs(self.settings)
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.settings.bootstrap_list, **security)
+        try:
+            await admin.start()
+            ours = await admin.list_consumer_group_offsets(self.group, partitions=parts)
+            fresh = [tp for tp in parts if tp not in ours or ours[tp].offset < 0]
+            if not fresh:
+                return
+            theirs = await admin.list_consumer_group_offsets(self.settings.app_id, partitions=fresh)
+            seeds = {tp: meta.offset for tp, meta in theirs.items() if meta is not None and meta.offset >= 0}
+            if not seeds:
+                return
+            seeder = AIOKafkaConsumer(
+                bootstrap_servers=self.settings.bootstrap_list,
+                group_id=self.group,
+                enable_auto_commit=False,
+                **security,
+            )
+            await seeder.start()
+            try:
+                seeder.assign(list(seeds))
+                await seeder.commit(seeds)
+            finally:
+                await seeder.stop()
+            for tp, offset in sorted(seeds.items()):
+                log.info(
+                    "ingest %s[%d]: starting at offset %d (faust group %s)",
+                    tp.topic,
+                    tp.partition,
+                    offset,
+                    self.settings.app_id,
+                )
+        except Exception:  # the default (earliest) is safe, only slower and with duplicates
+            log.exception("could not take over the faust group's input offsets: starting from the earliest")
+        finally:
+            await admin.close()
+
     async def _process(self, batch: dict[TopicPartition, list[Any]]) -> None:
         """Pack, send, await every acknowledgement, then commit; on failure, rewind to the batch's start."""
         assert self._consumer is not None
         assert self._producer is not None
         started = time.perf_counter()
-        records = [(m.topic, m.partition, m.offset, m.key, m.value) for msgs in batch.values() for m in msgs]
+        # In the order the records were written (their timestamps), each partition's own order kept: a lifecycle
+        # event produced before a request reaches the keyed topic before it, as when each is read on arrival.
+        merged = heapq.merge(*batch.values(), key=lambda m: m.timestamp)
+        records = [(m.topic, m.partition, m.offset, m.key, m.value) for m in merged]
         try:
             out = self.processor.pack_batch(records, self.partition_of)
             futures = []
