@@ -253,7 +253,13 @@ async def test_every_dashboard_query_returns_data(
     metrics_port = free_port()
     config = tmp_path / "keywatch.toml"
     config.write_text(DETECTION_TOML)
-    worker = worker_factory(extra_env={"KEYWATCH_METRICS_PORT": str(metrics_port), "KEYWATCH_CONFIG": str(config)})
+    worker = worker_factory(
+        extra_env={
+            "KEYWATCH_METRICS_PORT": str(metrics_port),
+            "KEYWATCH_CONFIG": str(config),
+            "KEYWATCH_METRICS_TENANT_LABELS": "10",  # so the top-tenants panel has data too
+        }
+    )
     prom = prometheus_factory(f"127.0.0.1:{metrics_port}")
     await prom.wait_ready()
     worker.start()

@@ -65,12 +65,13 @@ def dashboard_queries(rate_interval: str = RATE_INTERVAL_SENTINEL) -> list[tuple
 
 def exposition_names() -> set[str]:
     """Every sample name keywatch's worker exposes, from a fresh registry with each labelled metric exercised."""
-    metrics = Metrics(CollectorRegistry(), process=True)
+    metrics = Metrics(CollectorRegistry(), process=True, tenant_labels=5)
     now = datetime.now(UTC)
     metrics.records.labels("api.requests", "accepted").inc()
     metrics.dead_letters.labels("ip").inc()
-    metrics.observe_alert("apiKey.created", "low", "firing", now - timedelta(seconds=1))
+    metrics.observe_alert("apiKey.created", "low", "firing", now - timedelta(seconds=1), tenant="acme")
     metrics.processing.labels("ingest").observe(0.001)
+    metrics.processed_records.labels("ingest").inc()
     metrics.observe_event_time("api.requests", now)
     metrics.rebalances.inc()
     return {sample.name for family in metrics.registry.collect() for sample in family.samples}

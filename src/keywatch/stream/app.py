@@ -133,7 +133,7 @@ def create_app(settings: Settings, engine: Engine, metrics: Metrics | None = Non
     alerts = app.topic(settings.topic_alerts, key_type=bytes, value_type=bytes)
     dlq = app.topic(settings.topic_dlq, key_type=bytes, value_type=bytes)
     table = app.Table("keys", partitions=settings.partitions, key_type=bytes, value_type=bytes)
-    metrics = metrics or Metrics(process=True)
+    metrics = metrics or Metrics(process=True, tenant_labels=settings.metrics_tenant_labels)
     if settings.redaction_key is None:
         log.warning("KEYWATCH_REDACTION_KEY is not set: redacted secrets get a per-process hash")
         redactor = Redactor()
