@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -21,6 +21,19 @@ RUNBOOK_BASE = "https://github.com/keywatch/keywatch/blob/main/docs/alerts.md"
 def alert_id(*parts: str) -> str:
     """A deterministic alert id from the parts that identify what triggered it."""
     return str(uuid.uuid5(ALERT_ID_NAMESPACE, "\x1f".join(parts)))
+
+
+class KeyEvent(Protocol):
+    """What an alert is about: an event of one key (a request or a lifecycle event)."""
+
+    @property
+    def ts(self) -> datetime: ...
+    @property
+    def tenant(self) -> str: ...
+    @property
+    def key_id(self) -> str: ...
+    @property
+    def env(self) -> Env: ...
 
 
 class AlertData(BaseModel):
@@ -96,4 +109,35 @@ class Alert(BaseModel):
                 status=status,
                 episode_id=episode_id,
             ),
+        )
+
+    @classmethod
+    def about(
+        cls,
+        event: KeyEvent,
+        *,
+        type: str,
+        id_parts: tuple[str, ...],
+        source: str,
+        severity: Severity,
+        summary: str,
+        evidence: dict[str, Any],
+        time: datetime | None = None,
+        status: Literal["firing", "resolved"] = "firing",
+        episode_id: str | None = None,
+    ) -> Alert:
+        """`build` for an alert about `event`'s key, at `event`'s time unless `time` says otherwise."""
+        return cls.build(
+            type=type,
+            id_parts=id_parts,
+            source=source,
+            time=event.ts if time is None else time,
+            tenant=event.tenant,
+            key_id=event.key_id,
+            env=event.env,
+            severity=severity,
+            summary=summary,
+            evidence=evidence,
+            status=status,
+            episode_id=episode_id,
         )

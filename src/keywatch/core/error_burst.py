@@ -235,14 +235,11 @@ class ErrorBurst:
         code, kind_name, severity = KINDS[kind]
         st.setdefault("ep", {})[code] = [minute, ts_ms, st["w"][kind], 0, severity]
         evidence = self._summary(st, kind)
-        return Alert.build(
+        return Alert.about(
+            record,
             type=ALERT_TYPE,
             id_parts=("firing", code, str(minute)),
             source=self.source,
-            time=record.ts,
-            tenant=record.tenant,
-            key_id=record.key_id,
-            env=record.env,
             severity=severity,
             summary=(
                 f"Key {record.key_id} got {evidence['errors']} {code} answers out of {evidence['total']} requests "
@@ -262,14 +259,12 @@ class ErrorBurst:
         end_ms = st["m"] * MINUTE_MS
         evidence = self._summary(st, kind)
         evidence.update(peak_errors=peak, started=_iso(start_ms), ended=_iso(end_ms))
-        return Alert.build(
+        return Alert.about(
+            record,
             type=ALERT_TYPE,
             id_parts=("resolved", code, str(start_minute)),
             source=self.source,
             time=datetime.fromtimestamp(end_ms / 1000.0, tz=UTC),
-            tenant=record.tenant,
-            key_id=record.key_id,
-            env=record.env,
             severity=severity,
             summary=f"Cluster of {code} answers for key {record.key_id} is over (peak {peak} in the window).",
             evidence=evidence,

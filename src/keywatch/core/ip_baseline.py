@@ -253,14 +253,11 @@ class IpBaseline:
             "key_known_for_seconds": round(max(0, ts_ms - start) / 1000.0, 3),
             "path": record.path,
         }
-        return Alert.build(
+        return Alert.about(
+            record,
             type=ALERT_TYPE,
             id_parts=(rk, str(ts_ms)),
             source=self.source,
-            time=record.ts,
-            tenant=record.tenant,
-            key_id=record.key_id,
-            env=record.env,
             severity=severity,
             summary=f"Key {record.key_id} was used from a new {what}: {record.ip} ({rk}).",
             evidence=evidence,

@@ -289,14 +289,11 @@ class RateBaseline:
         ratio = round(count / expected, 2) if expected > 0 else None
         severity: Severity = "high" if ratio is None or ratio >= self.config.high_ratio else "medium"
         st["ep"] = [minute, ts_ms, count, 0, st["t"], severity]
-        return Alert.build(
+        return Alert.about(
+            record,
             type=ALERT_TYPE,
             id_parts=("firing", str(minute)),
             source=self.source,
-            time=record.ts,
-            tenant=record.tenant,
-            key_id=record.key_id,
-            env=record.env,
             severity=severity,
             summary=(
                 f"Key {record.key_id} made {count} requests in the minute from {_iso_minute(minute)}, "
@@ -320,14 +317,12 @@ class RateBaseline:
     def _end(self, state: KeyState, st: dict[str, Any], record: RequestRecord, *, end_minute: int) -> Alert:
         start_minute, start_ms, peak, _, threshold, severity = st.pop("ep")
         end_ms = end_minute * MINUTE_MS
-        return Alert.build(
+        return Alert.about(
+            record,
             type=ALERT_TYPE,
             id_parts=("resolved", str(start_minute)),
             source=self.source,
             time=datetime.fromtimestamp(end_ms / 1000.0, tz=UTC),
-            tenant=record.tenant,
-            key_id=record.key_id,
-            env=record.env,
             severity=severity,
             summary=(
                 f"Request spike of key {record.key_id} is over: the rate has been below {threshold}/min "

@@ -92,14 +92,11 @@ def apply_lifecycle(state: KeyState, event: LifecycleEvent, *, source: str) -> t
             f"Role of {event.env} key {event.key_id} ({event.name!r}) was changed "
             f"from {previous or 'unknown'} to {event.role} by {event.actor}."
         )
-    alert = Alert.build(
+    alert = Alert.about(
+        event,
         type=event.type,
         id_parts=(str(when), event.actor),
         source=source,
-        time=event.ts,
-        tenant=event.tenant,
-        key_id=event.key_id,
-        env=event.env,
         severity=severity,
         summary=summary,
         evidence=evidence,

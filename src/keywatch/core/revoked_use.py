@@ -79,14 +79,11 @@ class RevokedUse:
         accepted = record.status < 400
         since = round((ts_ms - reg.revoked_ms) / 1000.0, 3)
         return [
-            Alert.build(
+            Alert.about(
+                record,
                 type=ALERT_TYPE,
                 id_parts=(str(reg.revoked_ms), str(ts_ms), record.ip),
                 source=self.source,
-                time=record.ts,
-                tenant=record.tenant,
-                key_id=record.key_id,
-                env=record.env,
                 severity=self.config.accepted_severity if accepted else self.config.severity,
                 summary=(
                     f"Revoked key {record.key_id} was used {since:.0f} s after its revocation from {record.ip}"
