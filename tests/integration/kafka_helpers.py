@@ -507,6 +507,28 @@ async def wait_caught_up(bootstrap: str, group: str, topic: str, deadline_s: flo
         await admin.close()
 
 
+async def wait_committed(bootstrap: str, group: str, topic: str, deadline_s: float = 60.0) -> None:
+    """Wait until the group has committed something on every partition of `topic` that has records."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
+    await admin.start()
+    await consumer.start()
+    try:
+        parts = await _partitions(consumer, topic)
+
+        async def committed_everywhere() -> bool:
+            ends = await consumer.end_offsets(parts)
+            committed = await admin.list_consumer_group_offsets(group, partitions=parts)
+            return all(ends[tp] == 0 or (committed.get(tp) and committed[tp].offset > 0) for tp in parts)
+
+        await wait_until(
+            committed_everywhere, deadline_s=deadline_s, what=f"group {group} to commit on every partition of {topic}"
+        )
+    finally:
+        await consumer.stop()
+        await admin.close()
+
+
 def summary(alerts: list[Alert]) -> dict[str, int]:
     """Alert counts by type (for assertion messages)."""
     out: dict[str, int] = {}

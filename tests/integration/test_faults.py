@@ -32,6 +32,7 @@ from tests.integration.kafka_helpers import (
     summary,
     table_contents,
     wait_caught_up,
+    wait_committed,
     wait_until,
 )
 
@@ -121,7 +122,11 @@ async def test_failover_and_rebalance_match_a_clean_run(worker_factory: Callable
     # (the input topics are read by the ingest stage, consumer group `<app_id>-ingest`)
     for topic in ("requests", "lifecycle"):
         await wait_caught_up(first.bootstrap, f"{first.app_id}-ingest", first.topics[topic])
-    await wait_caught_up(first.bootstrap, first.app_id, first.topics["keyed"])
+    # Every keyed partition committed at least once (the condition that avoids the stall). Not "up to the end":
+    # faust can lose the acknowledgement of one message during a rebalance and then never commit that partition
+    # further (docs/reliability.md, known gaps); processing goes on, and after a restart the records since the
+    # stuck offset are processed again, with the same alert ids, which the set comparison below tolerates.
+    await wait_committed(first.bootstrap, first.app_id, first.topics["keyed"])
 
     killed = time.monotonic()
     second.kill()
