@@ -485,8 +485,10 @@ async def alerts_of(
     return [Alert.model_validate_json(v) for _, v in raw]
 
 
-async def wait_caught_up(bootstrap: str, group: str, topic: str, deadline_s: float = 60.0) -> None:
-    """Wait until the group's committed offsets on `topic` reach its end: every record there is processed."""
+async def _wait_group_offsets(
+    bootstrap: str, group: str, topic: str, done: Callable[[int | None, int], bool], what: str, deadline_s: float
+) -> None:
+    """Wait until `done(committed offset or None, end offset)` holds for every partition of `topic`."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
     await admin.start()
@@ -494,39 +496,39 @@ async def wait_caught_up(bootstrap: str, group: str, topic: str, deadline_s: flo
     try:
         parts = await _partitions(consumer, topic)
 
-        async def caught_up() -> bool:
+        async def all_done() -> bool:
             ends = await consumer.end_offsets(parts)
             committed = await admin.list_consumer_group_offsets(group, partitions=parts)
-            return all((committed.get(tp) and committed[tp].offset >= ends[tp]) or ends[tp] == 0 for tp in parts)
+            return all(done(committed[tp].offset if committed.get(tp) else None, ends[tp]) for tp in parts)
 
-        await wait_until(
-            caught_up, deadline_s=deadline_s, what=f"group {group} to commit the end of {topic}", poll_s=0.5
-        )
+        await wait_until(all_done, deadline_s=deadline_s, what=f"group {group} to {what} {topic}", poll_s=0.5)
     finally:
         await consumer.stop()
         await admin.close()
+
+
+async def wait_caught_up(bootstrap: str, group: str, topic: str, deadline_s: float = 60.0) -> None:
+    """Wait until the group's committed offsets on `topic` reach its end: every record there is processed."""
+    await _wait_group_offsets(
+        bootstrap,
+        group,
+        topic,
+        lambda committed, end: end == 0 or (committed is not None and committed >= end),
+        "commit the end of",
+        deadline_s,
+    )
 
 
 async def wait_committed(bootstrap: str, group: str, topic: str, deadline_s: float = 60.0) -> None:
     """Wait until the group has committed something on every partition of `topic` that has records."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
-    await admin.start()
-    await consumer.start()
-    try:
-        parts = await _partitions(consumer, topic)
-
-        async def committed_everywhere() -> bool:
-            ends = await consumer.end_offsets(parts)
-            committed = await admin.list_consumer_group_offsets(group, partitions=parts)
-            return all(ends[tp] == 0 or (committed.get(tp) and committed[tp].offset > 0) for tp in parts)
-
-        await wait_until(
-            committed_everywhere, deadline_s=deadline_s, what=f"group {group} to commit on every partition of {topic}"
-        )
-    finally:
-        await consumer.stop()
-        await admin.close()
+    await _wait_group_offsets(
+        bootstrap,
+        group,
+        topic,
+        lambda committed, end: end == 0 or (committed is not None and committed > 0),
+        "commit on every partition of",
+        deadline_s,
+    )
 
 
 def summary(alerts: list[Alert]) -> dict[str, int]:
