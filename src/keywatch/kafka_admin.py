@@ -118,8 +118,14 @@ async def ensure_topics(
     replication: int = 1,
     *,
     security: Mapping[str, Any] | None = None,
+    visible_within_s: float = 30.0,
 ) -> list[str]:
-    """Create the topics that do not exist yet; return the names created."""
+    """Create the topics that do not exist yet and wait until the cluster's metadata shows each of them with a
+    leader for every partition; return the names created.
+
+    The wait matters for the keyed topic: faust subscribes to it right after start, and a group leader whose
+    metadata does not list it yet assigns nobody its partitions ("Ignoring missing topic") and never looks again.
+    """
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000, **(security or {}))
     await admin.start()
     try:
@@ -131,6 +137,26 @@ async def ensure_topics(
                     [NewTopic(name=n, num_partitions=partitions, replication_factor=replication) for n in missing]
                 )
             log.info("created topics %s with %d partitions", ", ".join(missing), partitions)
+        await _wait_visible(admin, list(dict.fromkeys(names)), visible_within_s)
         return missing
     finally:
         await admin.close()
+
+
+async def _wait_visible(admin: AIOKafkaAdminClient, names: list[str], within_s: float) -> None:
+    deadline = time.monotonic() + within_s
+    while True:
+        topics = await admin.describe_topics(names)
+        ready = {
+            t["topic"]
+            for t in topics
+            if t["error_code"] == 0 and t["partitions"] and all(p["leader"] >= 0 for p in t["partitions"])
+        }
+        pending = [n for n in names if n not in ready]
+        if not pending:
+            return
+        if time.monotonic() > deadline:
+            raise ConnectionError(
+                f"topics {', '.join(pending)} not visible in the cluster metadata after {within_s:.0f}s"
+            )
+        await asyncio.sleep(0.1)

@@ -64,7 +64,13 @@ def command(config_file: Path | None, bootstrap_servers: str | None, broker_time
         )
         await ensure_topics(
             settings.bootstrap_list,
-            [settings.topic_requests, settings.topic_lifecycle, settings.topic_alerts, settings.topic_dlq],
+            [
+                settings.topic_requests,
+                settings.topic_lifecycle,
+                settings.topic_alerts,
+                settings.topic_dlq,
+                app.keywatch_ingest.keyed_topic,  # faust's group leader must see it at its first assignment
+            ],
             settings.partitions,
             security=security,
         )
