@@ -23,11 +23,10 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.partitioner import murmur2
 
 from keywatch.config import Settings
 from keywatch.metrics import Metrics
-from keywatch.pipeline.processor import Processor
+from keywatch.pipeline.processor import Processor, partition_of
 from keywatch.security import aiokafka_kwargs
 
 log = logging.getLogger(__name__)
@@ -70,7 +69,7 @@ class IngestStage:
 
     def partition_of(self, subject: bytes) -> int:
         """The keyed-topic partition of a subject: Kafka's default partitioner (murmur2, positive, modulo)."""
-        return (murmur2(subject) & 0x7FFFFFFF) % self._partitions  # type: ignore[no-any-return]
+        return partition_of(subject, self._partitions)
 
     async def run(self) -> None:
         """Start the clients, then consume until `stop()`; the clients are stopped on the way out."""
