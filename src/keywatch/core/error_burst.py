@@ -17,6 +17,7 @@ State (`KeyState.detectors["err"]`):
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from operator import sub
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -33,6 +34,7 @@ MINUTE_MS = 60_000
 KIND_INDEX = {401: 1, 403: 2, 404: 3, 429: 4}
 OTHER = 5
 NEW_PATHS = 6
+EMPTY_BUCKET = (0,) * 7
 KINDS: dict[int, tuple[str, str, Severity]] = {
     1: ("401", "credential_failure", "medium"),
     2: ("403", "scope_probing", "high"),
@@ -100,6 +102,7 @@ class ErrorBurst:
         self.config = config
         self.source = source
         self._alpha = 1.0 - 0.5 ** (1.0 / config.baseline_half_life_minutes)
+        self._warm = int(1.0 / self._alpha)  # minutes with traffic before the EWMA replaces the plain mean
 
     def on_request(self, state: KeyState, record: RequestRecord, ts_ms: int) -> list[Alert]:
         """Count the request in its minute; open an episode when a 4xx kind crosses the floors."""
@@ -170,41 +173,69 @@ class ErrorBurst:
         )
 
     def _advance(self, st: dict[str, Any], minute: int, record: RequestRecord, alerts: list[Alert]) -> None:
-        """Roll the window forward minute by minute, folding minutes that leave it and ending calm episodes."""
+        """Roll the window forward to `minute`, folding minutes that leave it and ending calm episodes."""
         cfg = self.config
-        steps = minute - st["m"]
         # After the window has emptied and every episode had time to resolve, more steps change nothing.
-        for _ in range(min(steps, cfg.window_minutes + cfg.resolve_minutes + 1)):
+        steps = min(minute - st["m"], cfg.window_minutes + cfg.resolve_minutes + 1)
+        # Minute by minute only while an episode is open (each closed minute may end it); the rest in one go.
+        while steps > 0 and st.get("ep"):
             self._step(st, record, alerts)
+            steps -= 1
+        if steps > 0:
+            self._roll(st, steps)
         st["m"] = minute
         horizon = minute - cfg.window_minutes + 1
         for table in (st["p"], st["i"]):
-            for stale in [k for k, v in table.items() if v[1] < horizon]:
-                del table[stale]
+            if table:
+                for stale in [k for k, v in table.items() if v[1] < horizon]:
+                    del table[stale]
 
     def _step(self, st: dict[str, Any], record: RequestRecord, alerts: list[Alert]) -> None:
-        oldest = st["b"].pop(0)
-        st["b"].append([0] * 7)
-        st["m"] += 1
-        window = st["w"]
-        for j in range(7):
-            window[j] -= oldest[j]
+        """Close one minute: it leaves the window (and shapes the baseline); open episodes may end."""
+        self._roll(st, 1)
         episodes: dict[str, list[Any]] = st.get("ep") or {}
-        if oldest[0] > 0:  # only minutes with traffic shape the usual error share
-            a = self._alpha if st["bn"] >= int(1.0 / self._alpha) else 1.0 / (st["bn"] + 1)
-            st["bt"] = round(st["bt"] + a * (oldest[0] - st["bt"]), 4)
-            be = st["be"]
-            # Bursts are learned too, slowly (half-life in the hours): a client that always errs like this
-            # becomes its own baseline and its episode ends, while a short attack barely moves it.
-            for kind in range(1, 6):
-                be[kind - 1] = round(be[kind - 1] + a * (oldest[kind] - be[kind - 1]), 4)
-            st["bn"] += 1
         for code in list(episodes):
             kind = KIND_OF_CODE[code]
             episode = episodes[code]
             episode[3] = 0 if self._bursting(st, kind) else episode[3] + 1
             if episode[3] >= self.config.resolve_minutes:
                 alerts.append(self._end(st, record, kind))
+
+    def _roll(self, st: dict[str, Any], steps: int) -> None:
+        """Close `steps` minutes without looking at episodes: what `steps` single-minute steps do to the
+        window and the baseline. Only the minutes that were in the window matter (the ones after it are empty
+        and empty minutes do not shape the baseline), oldest first."""
+        buckets: list[list[int]] = st["b"]
+        leaving = min(steps, len(buckets))
+        window: list[int] = st["w"]
+        for oldest in buckets[:leaving]:
+            if oldest[0] > 0:  # only minutes with traffic shape the usual error share
+                window[:] = map(sub, window, oldest)
+                self._learn(st, oldest)
+                oldest[:] = EMPTY_BUCKET  # reused as one of the new minutes: no garbage per roll-over
+            elif any(oldest):
+                window[:] = map(sub, window, oldest)
+                oldest[:] = EMPTY_BUCKET
+        if leaving < len(buckets):  # (when every bucket leaves, all are empty now: order does not matter)
+            buckets.extend(buckets[:leaving])
+            del buckets[:leaving]
+        st["m"] += steps
+
+    def _learn(self, st: dict[str, Any], minute: list[int]) -> None:
+        """Fold one closed minute with traffic into the usual error share (rounded, as stored)."""
+        n = st["bn"]
+        a = self._alpha if n >= self._warm else 1.0 / (n + 1)
+        st["bt"] = round(st["bt"] + a * (minute[0] - st["bt"]), 4)
+        be = st["be"]
+        # Bursts are learned too, slowly (half-life in the hours): a client that always errs like this
+        # becomes its own baseline and its episode ends, while a short attack barely moves it.
+        for i in range(5):
+            count, usual = minute[i + 1], be[i]
+            if count == 0 and usual == 0:
+                be[i] = 0.0  # what the update below gives for 0 and 0, without the (slow) round
+            else:
+                be[i] = round(usual + a * (count - usual), 4)
+        st["bn"] = n + 1
 
     def _summary(self, st: dict[str, Any], kind: int) -> dict[str, Any]:
         cfg = self.config

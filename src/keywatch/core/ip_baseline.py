@@ -168,8 +168,9 @@ class IpBaseline:
         horizon = t - self.config.forget_after_seconds
         for key, pos in (("r", 1), ("a", 0), ("c", 0)):
             table = st[key]
-            for stale in [k for k, v in table.items() if v[pos] < horizon]:
-                del table[stale]
+            if table:
+                for stale in [k for k, v in table.items() if v[pos] < horizon]:
+                    del table[stale]
 
     # -- detection -----------------------------------------------------------------------------------------
 
@@ -200,15 +201,15 @@ class IpBaseline:
         known_asn = asn is not None and asn in st["a"]
         new_asn = asn is not None and not known_asn and bool(st["a"])
         new_country = geo.country is not None and geo.country not in st["c"] and bool(st["c"])
-        summary_before = self._summary(st) if st["r"] else None
+        # Whether this alerts does not depend on the maps: decided first, so the evidence of what was known
+        # before is only gathered for an alert (most new ranges come while learning or suppressed).
+        skey = suppression_key("nip", rk)
+        quiet = self._still_learning(state, st, ts_ms) or not ranges or is_suppressed(state, skey, ts_ms)
+        summary_before = None if quiet else self._summary(st)
         ranges[rk] = [t, t, 1, asn, geo.country]
         _evict_lru(ranges, cfg.max_ranges, 1)
         self._touch_geo(st, asn, geo.country, geo.org, t)
-
-        if self._still_learning(state, st, ts_ms) or summary_before is None:
-            return []
-        skey = suppression_key("nip", rk)
-        if is_suppressed(state, skey, ts_ms):
+        if summary_before is None:
             return []
         suppress(
             state,

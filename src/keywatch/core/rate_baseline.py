@@ -124,6 +124,20 @@ def minutes_per_hour(first_minute: int, count: int) -> list[int]:
     return out
 
 
+def hours_touched(first_minute: int, count: int) -> dict[int, int]:
+    """`minutes_per_hour` without the hours that get no minute: {UTC hour of the day: minutes}."""
+    days, rest = divmod(count, 1440)
+    out = dict.fromkeys(range(24), 60 * days) if days else {}
+    minute = first_minute
+    while rest > 0:
+        chunk = min(rest, 60 - minute % 60)
+        slot = (minute // 60) % 24
+        out[slot] = out.get(slot, 0) + chunk
+        minute += chunk
+        rest -= chunk
+    return out
+
+
 def _iso_minute(minute: int) -> str:
     return datetime.fromtimestamp(minute * 60, tz=UTC).isoformat().replace("+00:00", "Z")
 
@@ -141,6 +155,14 @@ class RateBaseline:
         self._profile_alpha = _alpha(config.profile_half_life_days * 60)
         self._profile_min = int(config.profile_min_days * 1440)
         self._peak_keep = float(0.5 ** (1.0 / config.peak_half_life_minutes))
+        # `fold` for one minute (k = 1), worked out once: a minute roll-over runs it up to `late_minutes` + 1
+        # times per request. Same float operations as `fold`, so the same bits.
+        self._warm = int(1.0 / self._alpha)
+        self._keep1 = (1.0 - self._alpha) ** 1
+        self._gain1 = 1.0 - self._keep1
+        self._profile_warm = int(1.0 / self._profile_alpha)
+        self._profile_keep1 = (1.0 - self._profile_alpha) ** 1
+        self._profile_gain1 = 1.0 - self._profile_keep1
 
     def on_request(self, state: KeyState, record: RequestRecord, ts_ms: int) -> list[Alert]:
         """Count the request in its minute; start an episode when the minute crosses the threshold."""
@@ -198,19 +220,54 @@ class RateBaseline:
             "t": None,
         }
 
-    def _fold_minutes(self, st: dict[str, Any], first_minute: int, x: float, k: int) -> None:
-        st["l"], st["d"], st["n"] = fold(st["l"], st["d"], st["n"], x, k, self._alpha)
+    def _fold_quiet(self, st: dict[str, Any], first_minute: int, k: int) -> None:
+        """Fold `k` > 1 minutes without requests from `first_minute` on: the level in closed form, then each hour."""
+        st["l"], st["d"], st["n"] = fold(st["l"], st["d"], st["n"], 0.0, k, self._alpha)
         h, hd, hn = st["h"], st["hd"], st["hn"]
         # Rounded where they change (not all 48 on every minute): the state stays short on the changelog.
-        if k == 1:
-            slot = (first_minute // 60) % 24
-            level, dev, hn[slot] = fold(h[slot], hd[slot], hn[slot], x, 1, self._profile_alpha)
+        for slot, j in hours_touched(first_minute, k).items():
+            if hn[slot] == 0 or (h[slot] == 0 and hd[slot] == 0):
+                # Quiet minutes leave an hour that is new or all zero at exactly 0.0 (what `fold` computes).
+                h[slot], hd[slot], hn[slot] = 0.0, 0.0, hn[slot] + j
+                continue
+            level, dev, hn[slot] = fold(h[slot], hd[slot], hn[slot], 0.0, j, self._profile_alpha)
             h[slot], hd[slot] = round(level, 3), round(dev, 3)
-            return
-        for slot, j in enumerate(minutes_per_hour(first_minute, k)):
-            if j:
-                level, dev, hn[slot] = fold(h[slot], hd[slot], hn[slot], x, j, self._profile_alpha)
-                h[slot], hd[slot] = round(level, 3), round(dev, 3)
+
+    def _fold_each(self, st: dict[str, Any], first_minute: int, counts: list[float]) -> None:
+        """Fold consecutive minutes from `first_minute` one by one into the level and their hours: `fold` for
+        k = 1 written out (same float operations, so the same bits), the hours rounded as stored."""
+        level, dev, n = st["l"], st["d"], st["n"]
+        h: list[float] = st["h"]
+        hd: list[float] = st["hd"]
+        hn: list[int] = st["hn"]
+        warm, keep, gain = self._warm, self._keep1, self._gain1
+        hour_warm, hour_keep, hour_gain = self._profile_warm, self._profile_keep1, self._profile_gain1
+        minute = first_minute
+        for x in counts:
+            if n == 0:
+                level, dev = x, 0.0
+            elif n < warm:
+                level, dev = (level * n + x) / (n + 1), (dev * n + abs(x - level)) / (n + 1)
+            else:
+                level, dev = keep * level + gain * x, keep * dev + gain * abs(x - level)
+            n += 1
+            slot = (minute // 60) % 24
+            minute += 1
+            seen = hn[slot]
+            hn[slot] = seen + 1
+            if seen == 0:
+                h[slot], hd[slot] = round(x, 3), 0.0
+            elif x == 0 and h[slot] == 0 and hd[slot] == 0:
+                h[slot], hd[slot] = 0.0, 0.0  # a quiet minute in a quiet hour: what the update gives, cheaply
+            else:
+                was = h[slot]
+                if seen < hour_warm:
+                    h[slot] = round((was * seen + x) / (seen + 1), 3)
+                    hd[slot] = round((hd[slot] * seen + abs(x - was)) / (seen + 1), 3)
+                else:
+                    h[slot] = round(hour_keep * was + hour_gain * x, 3)
+                    hd[slot] = round(hour_keep * hd[slot] + hour_gain * abs(x - was), 3)
+        st["l"], st["d"], st["n"] = level, dev, n
 
     def _advance(
         self, state: KeyState, st: dict[str, Any], minute: int, record: RequestRecord, alerts: list[Alert]
@@ -232,28 +289,37 @@ class RateBaseline:
         shift = minute - m
         leaving = min(shift, ring)
         first = m - ring + 1
+        start = min(max(0, st["o"] - first), leaving)  # minutes before the key's first request are not history
+        closing = b[start:leaving]  # counts of the minutes that leave the ring, oldest first
+        counts: list[float] = [c if cap is None or c <= cap else cap for c in closing]
+        quiet = shift - ring  # minutes after the ring that closed without a request
+        if quiet == 1:  # right after the ring's minutes: one more of the same loop
+            counts.append(0.0)
+        if counts:
+            self._fold_each(st, first + start, counts)
+        if quiet > 1:
+            self._fold_quiet(st, m + 1, quiet)
         peak = st.get("pk", 0.0)
-        for i in range(leaving):
-            if first + i >= st["o"]:  # minutes before the key's first request are not history
-                value = b[i] if cap is None else min(b[i], cap)
-                self._fold_minutes(st, first + i, value, 1)
-                # A recurring burst (an hourly batch job) is normal for this key; a minute at or over the
-                # threshold is an episode's, and must not raise the bar for the next one.
-                peak *= self._peak_keep
-                if (cap is None or b[i] < cap) and b[i] > peak:
-                    peak = float(b[i])
-        if shift > ring:
-            self._fold_minutes(st, m + 1, 0.0, shift - ring)
-            peak *= self._peak_keep ** (shift - ring)
+        keep = self._peak_keep
+        for count in closing:
+            # A recurring burst (an hourly batch job) is normal for this key; a minute at or over the
+            # threshold is an episode's, and must not raise the bar for the next one.
+            peak *= keep
+            if (cap is None or count < cap) and count > peak:
+                peak = float(count)
+        if quiet > 0:
+            peak *= keep**quiet
         st["pk"] = round(peak, 2)
-        st["b"] = b[leaving:] + [0] * leaving
+        del b[:leaving]  # in place: a new list per roll-over would be garbage for the collector to chase
+        b.extend([0] * leaving)
         st["m"] = minute
         self._arm(st, minute)
 
     def _arm(self, st: dict[str, Any], minute: int) -> None:
         """Expected rate, spread and threshold for `minute`."""
         cfg = self.config
-        expected, spread = st["l"], st["d"]
+        level, spread = st["l"], st["d"]
+        expected = level
         if st["n"] >= self._profile_min:
             slot = (minute // 60) % 24
             h = st["h"]
@@ -263,8 +329,10 @@ class RateBaseline:
             hd = st["hd"]
             spread = max(hd[slot - 1], hd[slot], hd[(slot + 1) % 24])
         spread = max(spread * SIGMA_PER_MAD, math.sqrt(expected), 1.0)
-        st["l"], st["d"] = round(st["l"], 3), round(st["d"], 3)
-        st["e"], st["s"] = round(expected, 3), round(spread, 3)
+        rounded = round(level, 3)
+        st["l"], st["d"] = rounded, round(st["d"], 3)
+        st["e"] = rounded if expected is level else round(expected, 3)  # one round fewer when it is the level
+        st["s"] = round(spread, 3)
         if st["n"] < cfg.min_history_minutes:
             st["t"] = None
             return

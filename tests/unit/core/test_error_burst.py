@@ -5,12 +5,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import orjson
 import pytest
 from coretest import MINUTE, T0
+from hypothesis import HealthCheck, given, settings, strategies
 
 from keywatch.contract.alerts import Alert
 from keywatch.contract.events import RequestRecord
-from keywatch.core.error_burst import ErrorBurst, ErrorBurstConfig
+from keywatch.core.error_burst import KIND_OF_CODE, ErrorBurst, ErrorBurstConfig
 from keywatch.core.state import KeyState
 
 
@@ -152,3 +154,164 @@ def test_same_input_twice_gives_same_ids(feeder: Callable[..., Feeder]) -> None:
         runs.append([(a.id, a.data.episode_id) for a in f.alerts])
     assert runs[0] == runs[1]
     assert len(runs[0]) == 2
+
+
+# -- minute roll-over: the closed form against the step-by-step original ---------------------------------------
+
+
+class SteppingErrorBurst(ErrorBurst):
+    """The roll-over as first written, one step per elapsed minute: the reference for the closed form."""
+
+    def _advance(self, st: dict[str, Any], minute: int, record: RequestRecord, alerts: list[Alert]) -> None:
+        cfg = self.config
+        for _ in range(min(minute - st["m"], cfg.window_minutes + cfg.resolve_minutes + 1)):
+            self._reference_step(st, record, alerts)
+        st["m"] = minute
+        horizon = minute - cfg.window_minutes + 1
+        for table in (st["p"], st["i"]):
+            for stale in [k for k, v in table.items() if v[1] < horizon]:
+                del table[stale]
+
+    def _reference_step(self, st: dict[str, Any], record: RequestRecord, alerts: list[Alert]) -> None:
+        oldest = st["b"].pop(0)
+        st["b"].append([0] * 7)
+        st["m"] += 1
+        window = st["w"]
+        for j in range(7):
+            window[j] -= oldest[j]
+        episodes: dict[str, list[Any]] = st.get("ep") or {}
+        if oldest[0] > 0:
+            a = self._alpha if st["bn"] >= int(1.0 / self._alpha) else 1.0 / (st["bn"] + 1)
+            st["bt"] = round(st["bt"] + a * (oldest[0] - st["bt"]), 4)
+            be = st["be"]
+            for kind in range(1, 6):
+                be[kind - 1] = round(be[kind - 1] + a * (oldest[kind] - be[kind - 1]), 4)
+            st["bn"] += 1
+        for code in list(episodes):
+            kind = KIND_OF_CODE[code]
+            episode = episodes[code]
+            episode[3] = 0 if self._bursting(st, kind) else episode[3] + 1
+            if episode[3] >= self.config.resolve_minutes:
+                alerts.append(self._end(st, record, kind))
+
+
+def _record(ts: int, status: int, path: str = "/v1/orders", ip: str = "192.0.2.10") -> RequestRecord:
+    return RequestRecord.model_validate(
+        {"ts": ts, "tenant": "acme", "key_id": "key-1", "env": "live", "ip": ip, "method": "GET", "path": path}
+        | {"status": status}
+    )
+
+
+def run_both(config: ErrorBurstConfig, records: list[RequestRecord]) -> tuple[list[Alert], KeyState]:
+    """Feed both implementations; after every request their serialised states and alerts must be identical."""
+    fast, slow = ErrorBurst(config, source="/keywatch/test"), SteppingErrorBurst(config, source="/keywatch/test")
+    fast_state, slow_state = KeyState(tenant="acme", key_id="key-1"), KeyState(tenant="acme", key_id="key-1")
+    alerts: list[Alert] = []
+    for i, record in enumerate(records):
+        ts = int(record.ts.timestamp() * 1000)
+        got, want = fast.on_request(fast_state, record, ts), slow.on_request(slow_state, record, ts)
+        assert [a.model_dump_json() for a in got] == [a.model_dump_json() for a in want], f"request {i}"
+        assert orjson.dumps(fast_state.to_dict()) == orjson.dumps(slow_state.to_dict()), f"request {i}"
+        alerts += got
+    return alerts, fast_state
+
+
+def _burst(start_ms: int, minutes: int, errors: int, status: int, ok: int = 2) -> list[RequestRecord]:
+    """`minutes` minutes from `start_ms`, each with `ok` 200s then `errors` answers with `status`."""
+    out = []
+    for m in range(minutes):
+        at = start_ms + m * MINUTE
+        out += [_record(at + i, 200) for i in range(ok)]
+        out += [_record(at + ok + i, status, path=f"/v1/users/{i % 7}", ip=f"203.0.113.{i % 3}") for i in range(errors)]
+    return out
+
+
+def test_long_gap_without_episode_folds_every_busy_minute_once() -> None:
+    """After a day without requests the window is empty and each minute that had traffic was learned once."""
+    config = ErrorBurstConfig(min_errors=50)
+    records = [*_burst(T0, 3, 4, 404), _record(T0 + 3 * MINUTE + 5, 200), _record(T0 + 24 * 60 * MINUTE, 200)]
+    _, state = run_both(config, records)
+    err = state.detectors["err"]
+    assert err["bn"] == 4
+    assert err["w"] == [1, 0, 0, 0, 0, 0, 0]
+    assert err["p"] == {}
+
+
+@pytest.mark.parametrize("window", [1, 5])
+@pytest.mark.parametrize("resolve", [1, 3])
+@pytest.mark.parametrize("extra", [-1, 0, 1])
+def test_gaps_at_the_window_and_resolve_boundaries_match_stepping(window: int, resolve: int, extra: int) -> None:
+    """An open episode, then a gap of window-1, window, window+resolve(+-1) or window+resolve+1 minutes."""
+    config = ErrorBurstConfig(window_minutes=window, resolve_minutes=resolve, min_errors=5)
+    for gap in {window - 1, window, window + resolve + extra, window + resolve + 1, window + resolve + 2, 10_000}:
+        if gap < 1:
+            continue
+        records = [*_burst(T0, 2, 12, 401), _record(T0 + (1 + gap) * MINUTE + 7, 200)]
+        alerts, state = run_both(config, records)
+        assert alerts[0].data.status == "firing"
+        if gap > window + resolve:  # long enough for the episode to end on this request
+            assert alerts[-1].data.status == "resolved", gap
+            assert "ep" not in state.detectors["err"]
+
+
+def test_two_open_episodes_resolve_in_one_gap_like_stepping() -> None:
+    """Episodes of two kinds that both end in the same gap resolve with the same alerts as stepping gives."""
+    config = ErrorBurstConfig(min_errors=5, resolve_minutes=2)
+    records = _burst(T0, 2, 12, 401) + _burst(T0 + 2 * MINUTE, 1, 40, 403) + _burst(T0 + 3 * MINUTE, 1, 0, 200)
+    records.append(_record(T0 + 60 * MINUTE, 404))
+    alerts, _ = run_both(config, records)
+    assert sorted((a.data.status, a.data.evidence["status"]) for a in alerts) == [
+        ("firing", "401"),
+        ("firing", "403"),
+        ("resolved", "401"),
+        ("resolved", "403"),
+    ]
+
+
+minute_groups = strategies.lists(
+    strategies.tuples(
+        strategies.one_of(
+            strategies.sampled_from([0, 1, 2, 3, 5, 6, 7, 8, 11, 12, 59, 60, 1440]), strategies.integers(0, 5000)
+        ),
+        strategies.integers(min_value=0, max_value=6),  # minutes late (0: on time)
+        strategies.integers(min_value=1, max_value=25),
+        strategies.sampled_from([200, 200, 204, 400, 401, 403, 404, 404, 418, 429, 500]),
+    ),
+    min_size=1,
+    max_size=30,
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    groups=minute_groups,
+    window=strategies.integers(min_value=1, max_value=6),
+    resolve=strategies.integers(min_value=1, max_value=4),
+    min_errors=strategies.integers(min_value=1, max_value=8),
+    baseline_min=strategies.sampled_from([0, 2, 30]),
+    half_life=strategies.sampled_from([1.0, 3.0, 1440.0]),
+)
+def test_roll_over_matches_stepping_for_any_traffic(
+    groups: list[tuple[int, int, int, int]],
+    window: int,
+    resolve: int,
+    min_errors: int,
+    baseline_min: int,
+    half_life: float,
+) -> None:
+    """Any gaps, late minutes, bursts and episodes: the same states and alerts as minute-by-minute stepping."""
+    config = ErrorBurstConfig(
+        window_minutes=window,
+        resolve_minutes=resolve,
+        min_errors=min_errors,
+        baseline_min_minutes=baseline_min,
+        baseline_half_life_minutes=half_life,
+        max_paths=3,
+        max_ips=3,
+    )
+    now, records = T0, []
+    for gap, late, count, status in groups:
+        now += gap * MINUTE
+        at = now - late * MINUTE
+        records += [_record(at + i, status, path=f"/p/{i % 5}", ip=f"198.51.100.{i % 4}") for i in range(count)]
+    run_both(config, records)

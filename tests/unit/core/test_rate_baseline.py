@@ -7,12 +7,20 @@ import random
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import orjson
 import pytest
 from coretest import DAY, HOUR, MINUTE, T0
+from hypothesis import HealthCheck, given, settings, strategies
 
 from keywatch.contract.alerts import Alert
 from keywatch.contract.events import RequestRecord
-from keywatch.core.rate_baseline import RateBaseline, RateBaselineConfig, fold, minutes_per_hour
+from keywatch.core.rate_baseline import (
+    RateBaseline,
+    RateBaselineConfig,
+    fold,
+    hours_touched,
+    minutes_per_hour,
+)
 from keywatch.core.state import KeyState
 
 SPIKE = "apiKey.requestSpike"
@@ -298,3 +306,201 @@ def test_first_working_morning_is_learned_by_default(request_factory: Callable[.
     working_day = [noisy(rng, 75) for _ in range(11 * 60)]
     assert f.run(T0, quiet_night + working_day) == []
     assert f.state.detectors["rate"]["t"] is None
+
+
+# -- minute roll-over: the optimised fold against the original minute-by-minute `fold` ---------------------------
+
+
+class SteppingRateBaseline(RateBaseline):
+    """The roll-over as first written (`fold` per closed minute, gaps through `minutes_per_hour`, every value
+    rounded in `_arm`): the reference for the written-out and closed forms."""
+
+    def _advance(
+        self, state: KeyState, st: dict[str, Any], minute: int, record: RequestRecord, alerts: list[Alert]
+    ) -> None:
+        m: int = st["m"]
+        b: list[int] = st["b"]
+        episode = st.get("ep")
+        if episode is not None:
+            threshold = st["t"] if st["t"] is not None else episode[4]
+            for i in range(min(minute - m, self.config.resolve_minutes + 1)):
+                closed = b[-1] if i == 0 else 0
+                episode[3] = 0 if closed >= threshold else episode[3] + 1
+                if episode[3] >= self.config.resolve_minutes:
+                    alerts.append(self._end(state, st, record, end_minute=m + i + 1))
+                    break
+        cap = st["t"]
+        ring = len(b)
+        shift = minute - m
+        leaving = min(shift, ring)
+        first = m - ring + 1
+        peak = st.get("pk", 0.0)
+        for i in range(leaving):
+            if first + i >= st["o"]:
+                value = b[i] if cap is None else min(b[i], cap)
+                self._reference_fold(st, first + i, value, 1)
+                peak *= self._peak_keep
+                if (cap is None or b[i] < cap) and b[i] > peak:
+                    peak = float(b[i])
+        if shift > ring:
+            self._reference_fold(st, m + 1, 0.0, shift - ring)
+            peak *= self._peak_keep ** (shift - ring)
+        st["pk"] = round(peak, 2)
+        st["b"] = b[leaving:] + [0] * leaving
+        st["m"] = minute
+        self._arm(st, minute)
+
+    def _reference_fold(self, st: dict[str, Any], first_minute: int, x: float, k: int) -> None:
+        st["l"], st["d"], st["n"] = fold(st["l"], st["d"], st["n"], x, k, self._alpha)
+        h, hd, hn = st["h"], st["hd"], st["hn"]
+        for slot, j in enumerate(minutes_per_hour(first_minute, k)):
+            if j:
+                level, dev, hn[slot] = fold(h[slot], hd[slot], hn[slot], x, j, self._profile_alpha)
+                h[slot], hd[slot] = round(level, 3), round(dev, 3)
+
+    def _arm(self, st: dict[str, Any], minute: int) -> None:
+        cfg = self.config
+        expected, spread = st["l"], st["d"]
+        if st["n"] >= self._profile_min:
+            slot = (minute // 60) % 24
+            h, hd = st["h"], st["hd"]
+            expected = max(expected, h[slot - 1], h[slot], h[(slot + 1) % 24])
+            spread = max(hd[slot - 1], hd[slot], hd[(slot + 1) % 24])
+        spread = max(spread * 1.25, math.sqrt(expected), 1.0)
+        st["l"], st["d"] = round(st["l"], 3), round(st["d"], 3)
+        st["e"], st["s"] = round(expected, 3), round(spread, 3)
+        if st["n"] < cfg.min_history_minutes:
+            st["t"] = None
+            return
+        st["t"] = math.ceil(
+            max(
+                cfg.min_per_minute,
+                cfg.min_ratio * expected,
+                expected + cfg.min_score * spread,
+                cfg.peak_ratio * st.get("pk", 0.0),
+            )
+        )
+
+
+def _record(ts: int, status: int = 200) -> RequestRecord:
+    return RequestRecord.model_validate(
+        {"ts": ts, "tenant": "acme", "key_id": "key-1", "env": "live", "ip": "192.0.2.10", "method": "GET"}
+        | {"path": "/v1/orders", "status": status}
+    )
+
+
+def run_both(config: RateBaselineConfig, requests: Iterable[tuple[int, int]]) -> tuple[list[Alert], KeyState]:
+    """Feed (ts, status) to both implementations; after every request their serialised states and alerts must be
+    identical."""
+    fast, slow = RateBaseline(config, source="/keywatch/test"), SteppingRateBaseline(config, source="/keywatch/test")
+    fast_state, slow_state = KeyState(tenant="acme", key_id="key-1"), KeyState(tenant="acme", key_id="key-1")
+    alerts: list[Alert] = []
+    for i, (ts, status) in enumerate(requests):
+        record = _record(ts, status)
+        got, want = fast.on_request(fast_state, record, ts), slow.on_request(slow_state, record, ts)
+        assert [a.model_dump_json() for a in got] == [a.model_dump_json() for a in want], f"request {i}"
+        assert orjson.dumps(fast_state.to_dict()) == orjson.dumps(slow_state.to_dict()), f"request {i}"
+        alerts += got
+    return alerts, fast_state
+
+
+@pytest.mark.parametrize("gap", [1, 5, 6, 7, 8, 59, 60, 61, 1439, 1440, 1441, 2881, 20_000])
+def test_sparse_key_gaps_match_minute_by_minute_folding(gap: int) -> None:
+    """A key seen every `gap` minutes (ring-sized, hour-sized and day-sized gaps) keeps the original's state."""
+    config = RateBaselineConfig(min_history_minutes=30, profile_min_days=0.01)
+    requests = [(T0 - 7 * MINUTE + i * gap * MINUTE + i % 3 * 1000, 200) for i in range(40)]
+    _, state = run_both(config, requests)
+    rate = state.detectors["rate"]
+    assert sum(rate["hn"]) == rate["n"]  # every closed minute counted once, in exactly one hour of the day
+
+
+def test_hour_of_day_arming_across_hour_and_day_boundaries() -> None:
+    """Minutes closed across 23:00 -> 00:00 and 00:59 -> 01:00 land in their hours; arming uses them as before."""
+    config = RateBaselineConfig(min_history_minutes=10, profile_min_days=0.0, profile_half_life_days=0.01)
+    day = 24 * 60 * MINUTE
+    times = [T0 + day - 90 * MINUTE + i * 7 * MINUTE for i in range(30)]  # 22:30 -> 01:53 next day
+    requests = [(t + j * 500, 200) for t in times for j in range(3)]
+    requests += [(T0 + 2 * day + 59 * MINUTE, 200), (T0 + 2 * day + 60 * MINUTE + 1, 200)]
+    _, state = run_both(config, requests)
+    rate = state.detectors["rate"]
+    assert all(rate["hn"][slot] > 0 for slot in (22, 23, 0, 1))
+    assert rate["e"] >= max(rate["h"][0], rate["h"][1], rate["h"][2])
+
+
+def test_spike_then_gaps_resolve_like_the_original() -> None:
+    """A spike episode, then gaps around the resolve window: the same resolved alerts and state."""
+    config = RateBaselineConfig(min_history_minutes=20, min_per_minute=5, resolve_minutes=3, late_minutes=2)
+    quiet = [(T0 + m * MINUTE, 200) for m in range(40)]
+    for gap in (1, 3, 4, 5, 90):
+        start = quiet[-1][0] + MINUTE
+        spike = [(start + i * 100, 200) for i in range(40)]
+        quiet += [*spike, (start + gap * MINUTE, 200)]
+    alerts, _ = run_both(config, quiet)
+    assert [a.data.status for a in alerts].count("resolved") >= 2
+
+
+minute_groups = strategies.lists(
+    strategies.tuples(
+        strategies.one_of(
+            strategies.sampled_from([0, 0, 1, 2, 5, 6, 7, 8, 59, 60, 61, 1439, 1440, 1441, 2881]),
+            strategies.integers(0, 5000),
+        ),
+        strategies.integers(min_value=0, max_value=8),  # minutes late (0: on time)
+        strategies.integers(min_value=1, max_value=60),
+        strategies.sampled_from([200, 200, 200, 201, 404, 500]),
+    ),
+    min_size=1,
+    max_size=30,
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    groups=minute_groups,
+    start_minute=strategies.integers(min_value=0, max_value=1439),
+    late=strategies.integers(min_value=0, max_value=6),
+    history=strategies.sampled_from([1, 30, 1440]),
+    level_half_life=strategies.sampled_from([1.0, 5.0, 240.0]),
+    profile=strategies.sampled_from([(0.0, 0.001), (0.01, 0.01), (3.0, 7.0)]),
+    peak=strategies.sampled_from([(0.0, 1440.0), (2.0, 3.0)]),
+    resolve=strategies.integers(min_value=1, max_value=5),
+)
+def test_roll_over_matches_the_original_for_any_traffic(
+    groups: list[tuple[int, int, int, int]],
+    start_minute: int,
+    late: int,
+    history: int,
+    level_half_life: float,
+    profile: tuple[float, float],
+    peak: tuple[float, float],
+    resolve: int,
+) -> None:
+    """Any gaps (hour and day boundaries included), late minutes, spikes, young and old baselines, hour
+    profiles on and off: the same states and alerts as the original fold."""
+    config = RateBaselineConfig(
+        late_minutes=late,
+        min_history_minutes=history,
+        min_per_minute=3,
+        min_score=1.0,
+        level_half_life_minutes=level_half_life,
+        profile_min_days=profile[0],
+        profile_half_life_days=profile[1],
+        peak_ratio=peak[0],
+        peak_half_life_minutes=peak[1],
+        resolve_minutes=resolve,
+    )
+    now, requests = T0 + start_minute * MINUTE, []
+    for gap, minutes_late, count, status in groups:
+        now += gap * MINUTE
+        at = now - minutes_late * MINUTE
+        requests += [(at + i * 700 % MINUTE, status) for i in range(count)]
+    run_both(config, requests)
+
+
+@given(
+    first=strategies.integers(min_value=0, max_value=10**8), count=strategies.integers(min_value=0, max_value=10_000)
+)
+def test_hours_touched_is_minutes_per_hour_without_the_empty_hours(first: int, count: int) -> None:
+    """`hours_touched` lists exactly the hours `minutes_per_hour` gives minutes to, with the same minutes."""
+    split = minutes_per_hour(first, count)
+    assert hours_touched(first, count) == {slot: j for slot, j in enumerate(split) if j}
