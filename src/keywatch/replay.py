@@ -6,6 +6,8 @@ month's logs gives the alerts (and alert ids) the worker would have given.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import heapq
 import multiprocessing
 import queue
@@ -92,6 +94,31 @@ def replay(
     labels: tuple[str, str] = ("requests", "lifecycle"),
 ) -> ReplaySummary:
     """Run `engine` over both inputs in event-time order; call `emit` for every alert."""
+    with _fewer_collections():
+        return _replay(requests, lifecycle, engine, emit, progress, progress_every, labels)
+
+
+@contextlib.contextmanager
+def _fewer_collections() -> Iterator[None]:
+    """Replay allocates a few containers per record and keeps one state per key: with the default thresholds the
+    cyclic collector ran so often that it took ~10 % of the time at 100,000 keys (20.7 -> 18.3 s measured)."""
+    before = gc.get_threshold()
+    gc.set_threshold(50_000, 20, 100)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*before)
+
+
+def _replay(
+    requests: Iterable[bytes],
+    lifecycle: Iterable[bytes],
+    engine: Engine,
+    emit: Callable[[Alert], None],
+    progress: Callable[[ReplaySummary], None] | None,
+    progress_every: float,
+    labels: tuple[str, str],
+) -> ReplaySummary:
     summary = ReplaySummary()
     states: dict[str, KeyState] = {}
     started = last = time.monotonic()
