@@ -505,9 +505,6 @@ class KeyCap:
             except (orjson.JSONDecodeError, AttributeError):
                 registry = {}
             self._recency.setdefault(self.partition_of(key), {})[key] = recency(registry)
-        for partition, rec in self._recency.items():
-            self._heaps[partition] = [(t, k) for k, t in rec.items()]
-            heapq.heapify(self._heaps[partition])
         self.stale = False
         log.info("key index rebuilt: %d keys, cap %d per partition", len(self), self.per_partition)
 
@@ -515,14 +512,25 @@ class KeyCap:
         """Record that `key` has state last seen at `when_ms`; return the keys to evict from its partition.
 
         `partition`: the key's keyed-topic partition when the caller knows it (the message's), else computed.
+        A partition's eviction heap exists only once the partition has reached the cap: below it (the normal
+        case) the index is one dict entry per key (the heap with its stale entries cost ~350 B per key).
         """
         if partition is None:
             partition = self.partition_of(key)
         rec = self._recency.setdefault(partition, {})
-        heap = self._heaps.setdefault(partition, [])
+        heap = self._heaps.get(partition)
         if rec.get(key) != when_ms:
             rec[key] = when_ms
-            heapq.heappush(heap, (when_ms, key))
+            if heap is not None:
+                heapq.heappush(heap, (when_ms, key))
+                if len(heap) > 2 * len(rec) + 64:  # drop stale entries now and then
+                    heap = self._heaps[partition] = [(t, k) for k, t in rec.items()]
+                    heapq.heapify(heap)
+        if len(rec) <= self.per_partition:
+            return []
+        if heap is None:
+            heap = self._heaps[partition] = [(t, k) for k, t in rec.items()]
+            heapq.heapify(heap)
         evicted: list[bytes] = []
         kept: list[tuple[int, bytes]] = []
         while len(rec) > self.per_partition and heap:
@@ -537,7 +545,4 @@ class KeyCap:
             evicted.append(k)
         for entry in kept:
             heapq.heappush(heap, entry)
-        if len(heap) > 4 * len(rec) + 64:  # drop stale entries now and then
-            self._heaps[partition] = [(t, k) for k, t in rec.items()]
-            heapq.heapify(self._heaps[partition])
         return evicted
