@@ -25,6 +25,7 @@ from faust.types import TP
 from keywatch.config import Settings
 from keywatch.core.engine import Engine
 from keywatch.http import serve
+from keywatch.memory import release_free_memory
 from keywatch.metrics import Metrics
 from keywatch.pipeline.processor import KeyCap, Processor, Topics, internal
 from keywatch.redact import Redactor
@@ -306,6 +307,10 @@ def create_app(settings: Settings, engine: Engine, metrics: Metrics | None = Non
             size += len(value)
         metrics.keys_tracked.set(count)
         metrics.state_bytes.set(size)
+
+    @app.timer(interval=60.0)  # type: ignore[untyped-decorator]
+    async def _release_memory() -> None:
+        release_free_memory()
 
     @app.task  # type: ignore[untyped-decorator]
     async def _ingest() -> None:
