@@ -129,15 +129,16 @@ async def ensure_topics(
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000, **(security or {}))
     await admin.start()
     try:
+        wanted = list(dict.fromkeys(names))
         existing = set(await admin.list_topics())
-        missing = [n for n in dict.fromkeys(names) if n not in existing]
+        missing = [n for n in wanted if n not in existing]
         if missing:
             with contextlib.suppress(TopicAlreadyExistsError):  # another worker may win the race
                 await admin.create_topics(
                     [NewTopic(name=n, num_partitions=partitions, replication_factor=replication) for n in missing]
                 )
             log.info("created topics %s with %d partitions", ", ".join(missing), partitions)
-        await _wait_visible(admin, list(dict.fromkeys(names)), visible_within_s)
+        await _wait_visible(admin, wanted, visible_within_s)
         return missing
     finally:
         await admin.close()

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from keywatch.pipeline.processor import KeyCap
+from keywatch.core.state import KeyRegistryEntry
+from keywatch.pipeline.processor import KeyCap, recency, registry_recency
 
 
 class ReferenceCap:
@@ -56,3 +58,24 @@ def test_no_heap_below_the_cap() -> None:
         assert index.touch(f"acme/k{i}".encode(), i + 1, 0) == []
     assert index._heaps == {}
     assert len(index) == 500
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    times=st.lists(st.one_of(st.none(), st.integers(min_value=0, max_value=2**45)), min_size=4, max_size=4),
+    requests=st.integers(min_value=0, max_value=10),
+)
+def test_registry_recency_reads_what_recency_reads_from_the_serialised_entry(
+    times: list[int | None], requests: int
+) -> None:
+    """detect computes recency from the decoded entry, a rebuild from the table's JSON: the same order."""
+    last_seen, created, revoked, role_changed = times
+    entry = KeyRegistryEntry(
+        last_seen_ms=last_seen,
+        created_ms=created,
+        revoked_ms=revoked,
+        role_changed_ms=role_changed,
+        first_seen_ms=2**46,  # not a recency field: must not count
+        requests=requests,
+    )
+    assert registry_recency(entry) == recency(orjson.loads(orjson.dumps(entry.to_dict())))

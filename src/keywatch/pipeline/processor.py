@@ -30,7 +30,7 @@ from aiokafka.partitioner import murmur2
 from keywatch.contract.deadletter import DeadLetter
 from keywatch.contract.events import LifecycleEvent, RequestRecord
 from keywatch.core.engine import Engine, Forward, Outcome
-from keywatch.core.state import KeyState
+from keywatch.core.state import KeyRegistryEntry, KeyState
 from keywatch.metrics import Metrics
 from keywatch.parsing import Rejection, decode
 from keywatch.redact import Redactor
@@ -411,9 +411,7 @@ class Processor:
         """Tell the key cap `key` has state now; the keys it evicts (counted)."""
         if self.key_cap is None:
             return []
-        reg = state.registry
-        times = (reg.last_seen_ms, reg.created_ms, reg.revoked_ms, reg.role_changed_ms)  # as `recency` reads them
-        evicted = self.key_cap.touch(key, max((t for t in times if t is not None), default=0), partition)
+        evicted = self.key_cap.touch(key, registry_recency(state.registry), partition)
         if evicted:
             self.metrics.keys_evicted.inc(len(evicted))
         return evicted
@@ -465,10 +463,19 @@ def _murmur2(subject: bytes) -> int:
     return murmur2(subject) & 0x7FFFFFFF  # type: ignore[no-any-return]
 
 
+_RECENCY_FIELDS = ("last_seen_ms", "created_ms", "revoked_ms", "role_changed_ms")
+
+
 def recency(registry: dict[str, Any]) -> int:
-    """When a key was last heard of (event time, ms) from its registry entry: its eviction order."""
-    times = [registry.get(f) for f in ("last_seen_ms", "created_ms", "revoked_ms", "role_changed_ms")]
+    """When a key was last heard of (event time, ms) from its serialised registry entry: its eviction order."""
+    times = [registry.get(f) for f in _RECENCY_FIELDS]
     return max((t for t in times if isinstance(t, int)), default=0)
+
+
+def registry_recency(entry: KeyRegistryEntry) -> int:
+    """`recency` of a decoded registry entry (what detect has in hand, without serialising it)."""
+    times = [getattr(entry, f) for f in _RECENCY_FIELDS]
+    return max((t for t in times if t is not None), default=0)
 
 
 class KeyCap:

@@ -137,13 +137,11 @@ async def _send_batches(producer: Any, topic: str, partition: int, writes: dict[
     sent: list[tuple[asyncio.Future[Any], int]] = []
     batch, count = producer.create_batch(), 0
     for key, value in writes.items():
-        if batch.append(key=key, value=value, timestamp=None) is None:
-            if count == 0:
+        while batch.append(key=key, value=value, timestamp=None) is None:  # full: send it, start the next one
+            if count == 0:  # aiokafka always takes a batch's first record; any producer that would not must not loop
                 raise ValueError(f"a state of {len(value or b'')} bytes does not fit in a changelog batch")
             sent.append((await producer.send_batch(batch, topic, partition=partition), count))
             batch, count = producer.create_batch(), 0
-            if batch.append(key=key, value=value, timestamp=None) is None:
-                raise ValueError(f"a state of {len(value or b'')} bytes does not fit in a changelog batch")
         count += 1
     sent.append((await producer.send_batch(batch, topic, partition=partition), count))
     results = await asyncio.gather(*(future for future, _ in sent))
