@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import tracemalloc
 from pathlib import Path
 
+from keywatch.core.state import KeyState
 from keywatch.memory import release_free_memory
+from keywatch.pipeline.processor import encode_state
 
 
 def _rss() -> int:
@@ -27,3 +30,19 @@ def test_freed_state_sized_blocks_go_back_to_the_os() -> None:
     assert took < 5.0
     assert len(kept) == 20_000
     assert released > held / 4, f"held {held} bytes, released {released}"
+
+
+def test_encoded_states_hold_only_their_own_bytes() -> None:
+    """The table keeps one encoded state per key: each must cost about its length, not the encoder's buffer
+    (orjson's own output kept ~8 KB for a ~850 B state)."""
+    state = KeyState("acme", "key_live_1", detectors={"ip": {"r": {f"10.0.{i}.0/24": [i, i + 1] for i in range(40)}}})
+    size = len(encode_state(state))
+    assert 600 < size < 2000
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        kept = [encode_state(state) for _ in range(1000)]
+        per_state = (tracemalloc.get_traced_memory()[0] - before) / len(kept)
+    finally:
+        tracemalloc.stop()
+    assert per_state < size + 128, f"{per_state:.0f} bytes held per {size}-byte state"
