@@ -24,6 +24,8 @@ from aiokafka.errors import (
     UnsupportedSaslMechanismError,
 )
 
+from keywatch.logs import UNFOLDED
+
 log = logging.getLogger(__name__)
 
 
@@ -104,6 +106,7 @@ async def wait_for_broker(
                 attempt,
                 reason,
                 delay,
+                extra=UNFOLDED,
             )
             await asyncio.sleep(delay)
             delay = min(delay * 2, 10.0)

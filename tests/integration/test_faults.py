@@ -172,6 +172,7 @@ async def test_broker_down_at_start_and_lost_mid_stream(tmp_path: Path) -> None:
 
         # Lose the broker while "during" is being processed.
         await produce(worker.bootstrap, worker.topics["requests"], phases[3].requests)
+        before_outage = len(worker.log_text())
         broker.stop()
         await wait_until(
             lambda: worker.http("/readyz")[1]["checks"]["connected"] is False, deadline_s=30, what="connected false"
@@ -180,6 +181,12 @@ async def test_broker_down_at_start_and_lost_mid_stream(tmp_path: Path) -> None:
         assert worker.proc.poll() is None, "the worker must outlive the broker"
         broker.start()
         await wait_until(lambda: worker.http("/readyz")[0] == 200, deadline_s=120, what="/readyz 200 again")
+        outage_log = worker.log_text()[before_outage:].splitlines()
+        complaints = [line for line in outage_log if " WARNING " in line or " ERROR " in line]
+        # Repeats are folded (keywatch.logs.RepeatFilter): a few lines per kind of failure, not thousands.
+        assert len(complaints) < 100, f"{len(complaints)} warning/error lines in the outage:\n" + "\n".join(
+            complaints[:40]
+        )
 
         await feed(worker, phases[4:], deadline_s=120)
         await alerts_of(worker, until=lambda a: expected.keys() <= {x.id for x in a}, deadline_s=120)

@@ -40,7 +40,9 @@ def command(config_file: Path | None, bootstrap_servers: str | None, broker_time
         app = _build(settings, config_file)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from keywatch import logs
+
+    logs.setup(settings.log_level)
     # aiokafka's DEBUG lines dump whole fetch responses: raw input records, before redaction. Never below INFO.
     for name in ("aiokafka.conn", "aiokafka.consumer.fetcher", "aiokafka.producer"):
         logging.getLogger(name).setLevel(max(logging.INFO, logging.getLogger().getEffectiveLevel()))
@@ -100,7 +102,13 @@ def command(config_file: Path | None, bootstrap_servers: str | None, broker_time
         raise click.ClickException(str(failure)) from None
     import faust
 
-    worker = faust.Worker(app, loglevel=settings.log_level.lower(), quiet=True, loop=loop)
+    worker = faust.Worker(
+        app,
+        loglevel=settings.log_level.lower(),
+        quiet=True,
+        loop=loop,
+        logging_config=logs.faust_logging_config(settings.log_level),
+    )
     worker.execute_from_commandline()
 
 

@@ -25,6 +25,7 @@ from faust.types import TP
 from keywatch.config import Settings
 from keywatch.core.engine import Engine
 from keywatch.http import serve
+from keywatch.logs import REPEAT_INTERVAL_S, report_repeats
 from keywatch.memory import release_free_memory
 from keywatch.metrics import Metrics
 from keywatch.pipeline.processor import KeyCap, Processor, Topics, internal
@@ -309,6 +310,10 @@ def create_app(settings: Settings, engine: Engine, metrics: Metrics | None = Non
     @app.timer(interval=60.0)  # type: ignore[untyped-decorator]
     async def _release_memory() -> None:
         release_free_memory()
+
+    @app.timer(interval=REPEAT_INTERVAL_S)  # type: ignore[untyped-decorator]
+    async def _report_repeats() -> None:
+        report_repeats()
 
     @app.task  # type: ignore[untyped-decorator]
     async def _ingest() -> None:
