@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sys
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -25,10 +26,44 @@ def format_alert(alert: dict[str, Any], colour: bool) -> str:
     severity = str(data.get("severity", "?"))
     status = " RESOLVED" if data.get("status") == "resolved" else ""
     line = (
-        f"{alert.get('time', '?')}  {severity.upper():<8} {alert.get('type', '?'):<24} "
+        f"{alert.get('time', '?')}  {severity.upper():<8} {alert.get('type', '?')!s:<24} "
         f"{alert.get('subject', '?')}{status}  {data.get('summary', '')}  [id {alert.get('id', '?')}]"
     )
     return click.style(line, fg=COLOURS.get(severity), bold=severity in ("high", "critical")) if colour else line
+
+
+_TEXT_FIELDS = ("id", "type", "time", "subject", "source")
+
+
+def read_alert(raw: bytes | None) -> dict[str, Any] | str | None:
+    """An alert record as a dict; None for a tombstone (nothing to show); else why it is not a readable alert.
+
+    The alert topic may hold anything a producer put there: tail shows what it can and never stops on the rest.
+    """
+    if raw is None:
+        return None
+    try:
+        alert = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        return f"not JSON ({exc.msg} at position {exc.pos}, {len(raw)} bytes)"
+    if not isinstance(alert, dict):
+        return f"a JSON {type(alert).__name__}, not an object"
+    for name in _TEXT_FIELDS:
+        if name in alert and not isinstance(alert[name], str):
+            return f"`{name}` is a {type(alert[name]).__name__}, not a string"
+    data = alert.get("data")
+    if data is not None and not isinstance(data, dict):
+        return f"`data` is a {type(data).__name__}, not an object"
+    if "type" not in alert and "data" not in alert:
+        return "neither `type` nor `data`: not an alert"
+    return alert
+
+
+@dataclass
+class Skipped:
+    """Records tail could not read, for the closing count."""
+
+    count: int = 0
 
 
 def matches(alert: dict[str, Any], tenants: tuple[str, ...], types: tuple[str, ...], min_severity: str) -> bool:
@@ -73,7 +108,7 @@ async def _follow(
             for messages in batch.values():
                 idle_since = now
                 for message in messages:
-                    if emit(message.value):
+                    if emit(message.value, f"{message.topic}[{message.partition}]@{message.offset}"):
                         shown += 1
                         if limit is not None and shown >= limit:
                             break
@@ -125,13 +160,17 @@ def command(
         raise click.ClickException(str(exc)) from None
     colour = sys.stdout.isatty() if color is None else color
 
-    def emit(raw: bytes) -> bool:
-        try:
-            alert = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            click.echo(f"(unreadable alert: {raw[:80]!r})", err=True)
+    skipped = Skipped()
+
+    def emit(raw: bytes | None, where: str) -> bool:
+        alert = read_alert(raw)
+        if alert is None:
             return False
-        if not isinstance(alert, dict) or not matches(alert, tenants, types, min_severity):
+        if isinstance(alert, str):
+            skipped.count += 1
+            click.echo(f"skipped the record at {where}: {alert}", err=True)
+            return False
+        if not matches(alert, tenants, types, min_severity):
             return False
         if as_json:
             click.echo(orjson.dumps(alert).decode())
@@ -139,11 +178,9 @@ def command(
             click.echo(format_alert(alert, colour), color=colour)
         return True
 
-    started = datetime.now().astimezone().isoformat(timespec="seconds")
+    since = "from the beginning" if from_beginning else f"since {datetime.now().astimezone():%Y-%m-%dT%H:%M:%S%z}"
     if not as_json:
-        click.echo(
-            f"following {topic or settings.topic_alerts} on {settings.bootstrap_servers} since {started}", err=True
-        )
+        click.echo(f"following {topic or settings.topic_alerts} on {settings.bootstrap_servers} {since}", err=True)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(
             _follow(
@@ -156,3 +193,5 @@ def command(
                 aiokafka_kwargs(settings),
             )
         )
+    if skipped.count:
+        click.echo(f"skipped {skipped.count} record(s) that are not keywatch alerts", err=True)
