@@ -1,13 +1,17 @@
-"""Detection quality does not regress: a labelled simulated scenario, replayed, scores >= 0.95 per type."""
+"""Detection quality does not regress: a labelled simulated scenario, replayed, scores >= 0.95 per type; and the
+alerts of two simulated scenarios stay exactly the golden ones (ids included) until a change means to move them."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from keywatch.cli.main import cli
 from keywatch.config import Settings
+from keywatch.contract.alerts import Alert
 from keywatch.replay import replay
 from keywatch.runtime import make_engine
 from keywatch.sim.evaluate import evaluate, read_alerts
@@ -15,21 +19,34 @@ from keywatch.sim.labels import read_labels
 
 # Smaller than the README's default scenario (seed 7, 3.8 M requests) so CI spends about a minute on it.
 SCENARIO = ["--seed", "5", "--tenants", "12", "--keys", "120", "--scale", "0.4", "--incidents-per-type", "8"]
+# A second world for the golden ids: another seed, size and length.
+OTHER = ["--seed", "8", "--tenants", "6", "--keys", "50", "--scale", "0.3", "--days", "3", "--incidents-per-type", "4"]
 SCORED = ("apiKey.usedFromNewIp", "apiKey.4xxCluster", "apiKey.requestSpike", "apiKey.usedAfterRevoke")
+GOLDEN = Path(__file__).resolve().parents[1] / "golden"
 
 
-def test_precision_recall_and_time_to_detect(tmp_path: Path) -> None:
-    """Each alert type has precision and recall >= 0.95 and a median time-to-detect under 2 minutes."""
-    result = CliRunner().invoke(cli, ["simulate", "--out-dir", str(tmp_path), *SCENARIO])
+def _simulate_and_replay(out_dir: Path, options: list[str]) -> Path:
+    result = CliRunner().invoke(cli, ["simulate", "--out-dir", str(out_dir), *options])
     assert result.exit_code == 0, result.output
-    alerts_file = tmp_path / "alerts.jsonl"
+    alerts_file = out_dir / "alerts.jsonl"
     with (
-        (tmp_path / "requests.jsonl").open("rb") as requests,
-        (tmp_path / "lifecycle.jsonl").open("rb") as life,
+        (out_dir / "requests.jsonl").open("rb") as requests,
+        (out_dir / "lifecycle.jsonl").open("rb") as life,
         alerts_file.open("w") as out,
     ):
         replay(requests, life, make_engine(Settings()), lambda a: out.write(a.model_dump_json() + "\n"))
-    scores = evaluate(read_alerts(alerts_file), read_labels(tmp_path / "labels.jsonl"))
+    return out_dir
+
+
+@pytest.fixture(scope="module")
+def scenario(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The scored scenario, simulated and replayed once for the tests of this module."""
+    return _simulate_and_replay(tmp_path_factory.mktemp("quality"), SCENARIO)
+
+
+def test_precision_recall_and_time_to_detect(scenario: Path) -> None:
+    """Each alert type has precision and recall >= 0.95 and a median time-to-detect under 2 minutes."""
+    scores = evaluate(read_alerts(scenario / "alerts.jsonl"), read_labels(scenario / "labels.jsonl"))
     for alert_type in SCORED:
         score = scores[alert_type]
         assert score.labels >= 8, alert_type
@@ -39,3 +56,32 @@ def test_precision_recall_and_time_to_detect(tmp_path: Path) -> None:
         assert score.recall >= 0.95, score.as_dict(show_fp=5)
         assert score.median_ttd is not None
         assert score.median_ttd < 120, score.as_dict(show_fp=0)
+
+
+def _golden_lines(alerts_file: Path) -> list[str]:
+    """Every alert of the file (lifecycle and resolved ones too), one sorted line each."""
+    alerts = [Alert.model_validate_json(line) for line in alerts_file.read_bytes().splitlines() if line]
+    return sorted(f"{a.id} {a.type} {a.subject} {a.data.status} {a.time.isoformat()}" for a in alerts)
+
+
+def _check_golden(name: str, alerts_file: Path) -> None:
+    path = GOLDEN / f"{name}.txt"
+    got = _golden_lines(alerts_file)
+    if os.environ.get("KEYWATCH_UPDATE_GOLDEN") == "1":  # a change that means to move alerts: rewrite, then review
+        path.write_text("".join(line + "\n" for line in got))
+    want = path.read_text().splitlines()
+    missing, extra = sorted(set(want) - set(got)), sorted(set(got) - set(want))
+    assert not missing, f"{len(missing)} golden alerts no longer emitted, e.g. {missing[:5]}"
+    assert not extra, f"{len(extra)} alerts not in {path.name}, e.g. {extra[:5]}"
+    assert got == want
+
+
+def test_alerts_of_the_scored_scenario_are_the_golden_ones(scenario: Path) -> None:
+    """Replaying the scored scenario emits exactly the alerts of tests/golden/alerts-seed5.txt: same ids, types,
+    subjects and times (KEYWATCH_UPDATE_GOLDEN=1 rewrites the file when a change means to move them)."""
+    _check_golden("alerts-seed5", scenario / "alerts.jsonl")
+
+
+def test_alerts_of_another_scenario_are_the_golden_ones(tmp_path: Path) -> None:
+    """The same for another seed, size and length (tests/golden/alerts-seed8.txt)."""
+    _check_golden("alerts-seed8", _simulate_and_replay(tmp_path, OTHER) / "alerts.jsonl")
