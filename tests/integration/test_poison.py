@@ -29,6 +29,7 @@ from keywatch.pipeline.processor import Processor, Topics, expand, partition_of
 from keywatch.redact import Redactor
 from keywatch.runtime import make_engine
 from keywatch.sinks.base import MemorySink
+from keywatch.stream.delivery import required_message_bytes
 from keywatch.stream.ingest import IngestStage
 from tests.factories import as_bytes, lifecycle_dict
 from tests.integration.kafka_helpers import (
@@ -169,15 +170,16 @@ async def test_huge_records_are_dead_lettered_at_once_and_nothing_around_them_st
     assert worker.http("/readyz")[0] == 200
 
 
-async def test_output_topics_that_refuse_messages_never_stall_the_worker(
+async def test_an_alert_topic_that_refuses_every_alert_never_stalls_detect(
     worker_factory: Callable[..., WorkerProcess],
 ) -> None:
-    """A DLQ and an alert topic whose max.message.bytes is below every message: letters and alerts are dropped
-    and counted (never retried, never counted as sent), and every input record is still processed."""
+    """An alert topic whose max.message.bytes is below every alert: each alert is dropped and counted once (never
+    retried), bad records are still dead-lettered, and every record is processed, its state written."""
     worker = worker_factory(metrics_port=free_port())
     t = worker.topics
-    tiny = {"max.message.bytes": "256"}
-    await create_topics(worker.bootstrap, {t["lifecycle"]: {}, t["requests"]: {}, t["dlq"]: tiny, t["alerts"]: tiny})
+    await create_topics(
+        worker.bootstrap, {t["lifecycle"]: {}, t["requests"]: {}, t["alerts"]: {"max.message.bytes": "256"}}
+    )
     worker.start()
     await worker.wait_ready()
 
@@ -189,22 +191,39 @@ async def test_output_topics_that_refuse_messages_never_stall_the_worker(
     await wait_caught_up(worker.bootstrap, worker.app_id, t["keyed"], deadline_s=60)
 
     async def all_counted() -> bool:
-        counted = failures(scrape(worker))
-        return counted.get(("dlq", "too_large", "dropped")) == len(bad) and counted.get(
-            ("alerts", "too_large", "dropped")
-        ) == len(good)
+        return failures(scrape(worker)).get(("alerts", "too_large", "dropped")) == len(good)
 
-    await wait_until(all_counted, deadline_s=30, what=f"dropped sends counted: {failures(scrape(worker))}")
+    await wait_until(all_counted, deadline_s=30, what="every alert counted as dropped")
     metrics = scrape(worker)
-    assert not [k for k in metrics if k[0] == "keywatch_dead_letters_total"]  # none was delivered
-    assert {k for k in failures(metrics) if k[2] == "retried"} == set()
-    assert await read_all(worker.bootstrap, t["dlq"]) == []
+    assert failures(metrics) == {("alerts", "too_large", "dropped"): len(good)}  # nothing retried
+    assert metrics[("keywatch_dead_letters_total", (("reason", "json"),))] == len(bad)
+    assert len(await read_all(worker.bootstrap, t["dlq"])) == len(bad)
     assert await read_all(worker.bootstrap, t["alerts"]) == []
     changelog = await read_all(worker.bootstrap, f"{worker.app_id}-keys-changelog")
     assert {k for k, _ in changelog} == {f"acme/ok{i}".encode() for i in range(len(good))}  # state went on
     assert worker.proc is not None
     assert worker.proc.poll() is None
     assert worker.http("/readyz")[0] == 200
+
+
+async def test_a_dlq_topic_too_small_for_a_letter_stops_the_worker_at_start(
+    worker_factory: Callable[..., WorkerProcess],
+) -> None:
+    """A DLQ topic whose max.message.bytes cannot take the largest dead letter is a clear error at start-up
+    (exit 1, naming the topic, its limit and what keywatch needs), not letters lost one by one later."""
+    worker = worker_factory()
+    t = worker.topics
+    await create_topics(
+        worker.bootstrap, {t["lifecycle"]: {}, t["requests"]: {}, t["dlq"]: {"max.message.bytes": "65536"}}
+    )
+    worker.start()
+    assert worker.proc is not None
+    await wait_until(lambda: worker.proc is not None and worker.proc.poll() is not None, deadline_s=60,
+                     what="the worker to refuse to start")  # fmt: skip
+    assert worker.proc.returncode == 1
+    need = required_message_bytes(t["keyed"], t["dlq"])[t["dlq"]]
+    assert f"{t['dlq']} has max.message.bytes=65536, keywatch may send it {need} bytes" in worker.log_text()
+    assert t["keyed"] not in worker.log_text().split("max.message.bytes=65536")[1]  # the keyed topic is fine
 
 
 def _subjects_by_partition(partitions: int, per_partition: int) -> dict[int, list[str]]:
@@ -220,10 +239,8 @@ def _subjects_by_partition(partitions: int, per_partition: int) -> dict[int, lis
     return out
 
 
-async def test_a_failed_send_rewinds_only_the_input_partitions_it_carries(kafka_bootstrap: str, tmp_path: Path) -> None:
-    """The ingest stage on the real broker, its producer failing once retriably for keyed partition 1 and once
-    for good for keyed partition 2: partition 1 is read again and arrives once, partition 2's dropped message is
-    counted, and partitions 0 and 3 are sent exactly once (not rewound with the others)."""
+def _stage(kafka_bootstrap: str, tmp_path: Path) -> tuple[Settings, IngestStage, Metrics]:
+    """An ingest stage of its own (topics named after a fresh app id), not started."""
     app_id = f"kwtest-{uuid.uuid4().hex[:8]}"
     settings = Settings(
         bootstrap_servers=kafka_bootstrap,
@@ -234,7 +251,66 @@ async def test_a_failed_send_rewinds_only_the_input_partitions_it_carries(kafka_
         data_dir=tmp_path,
         partitions=4,
     )
-    keyed = f"{app_id}-keyed"
+    metrics = Metrics()
+    processor = Processor(
+        make_engine(settings),
+        MemorySink(),
+        Topics(settings.topic_requests, settings.topic_lifecycle),
+        redactor=Redactor(b"k" * 16),
+        metrics=metrics,
+    )
+    return settings, IngestStage(settings, processor, metrics, f"{app_id}-keyed"), metrics
+
+
+def _send_failures(metrics: Metrics) -> dict[tuple[str, str, str], float]:
+    return {
+        (s.labels["channel"], s.labels["reason"], s.labels["action"]): s.value
+        for family in metrics.registry.collect()
+        for s in family.samples
+        if s.name == "keywatch_send_failures_total"
+    }
+
+
+def _key_ids(values: Iterable[bytes | None]) -> list[str]:
+    """The key id of every record the packed keyed messages carry."""
+    return [expand(entry).key_id for value in values if value for entry in orjson.loads(value[1:])]
+
+
+async def test_letters_the_dlq_refuses_are_dropped_and_not_counted_as_sent(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """The ingest stage on the real broker with a DLQ topic that refuses every letter: each is dropped and
+    counted once (never retried, not in keywatch_dead_letters_total), and the valid records go on, once each."""
+    settings, stage, metrics = _stage(kafka_bootstrap, tmp_path)
+    tiny = {"max.message.bytes": "256"}
+    topics = {
+        settings.topic_requests: {},
+        settings.topic_lifecycle: {},
+        stage.keyed_topic: {},
+        settings.topic_dlq: tiny,
+    }
+    await create_topics(kafka_bootstrap, topics)
+    good = events("dl", 8)
+    bad = [b"{not json " + b"x" * 600 for _ in range(3)]
+    await produce_to(kafka_bootstrap, settings.topic_lifecycle, [(i % 4, None, v) for i, v in enumerate(good + bad)])
+    task = asyncio.create_task(stage.run())
+    try:
+        await wait_caught_up(kafka_bootstrap, stage.group, settings.topic_lifecycle, deadline_s=60)
+    finally:
+        await stage.stop()
+        await task
+    assert _send_failures(metrics) == {("dlq", "too_large", "dropped"): len(bad)}
+    assert metrics.registry.get_sample_value("keywatch_dead_letters_total", {"reason": "json"}) is None
+    sent = _key_ids(v for _, v in await read_all(kafka_bootstrap, stage.keyed_topic))
+    assert sorted(sent) == sorted(f"dl{i}" for i in range(len(good)))
+
+
+async def test_a_failed_send_rewinds_only_the_input_partitions_it_carries(kafka_bootstrap: str, tmp_path: Path) -> None:
+    """The ingest stage on the real broker, its producer failing once retriably for keyed partition 1 and once
+    for good for keyed partition 2: partition 1 is read again and arrives once, partition 2's dropped message is
+    counted, and partitions 0 and 3 are sent exactly once (not rewound with the others)."""
+    settings, stage, metrics = _stage(kafka_bootstrap, tmp_path)
+    keyed = stage.keyed_topic
     await create_topics(kafka_bootstrap, {settings.topic_requests: {}, settings.topic_lifecycle: {}, keyed: {}})
     lanes = _subjects_by_partition(4, 10)
     # input partition p holds the keys of keyed partition p, so a keyed message carries one input partition
@@ -245,15 +321,6 @@ async def test_a_failed_send_rewinds_only_the_input_partitions_it_carries(kafka_
     ]
     await produce_to(kafka_bootstrap, settings.topic_lifecycle, inputs)
 
-    metrics = Metrics()
-    processor = Processor(
-        make_engine(settings),
-        MemorySink(),
-        Topics(settings.topic_requests, settings.topic_lifecycle),
-        redactor=Redactor(b"k" * 16),
-        metrics=metrics,
-    )
-    stage = IngestStage(settings, processor, metrics, keyed)
     task = asyncio.create_task(stage.run())
     await asyncio.sleep(0)  # run() has made its producer (not started yet): wrap its send
     producer = stage._producer
@@ -282,19 +349,10 @@ async def test_a_failed_send_rewinds_only_the_input_partitions_it_carries(kafka_
         await task
     assert faults == {}
 
-    def key_ids(values: Iterable[bytes | None]) -> list[str]:
-        return [expand(entry).key_id for value in values if value for entry in orjson.loads(value[1:])]
-
-    sent = Counter(key_ids(v for _, v in await read_all(kafka_bootstrap, keyed)))
+    sent = Counter(_key_ids(v for _, v in await read_all(kafka_bootstrap, keyed)))
     assert [k for k, n in sent.items() if n > 1] == []  # nothing sent twice: no partition was rewound needlessly
-    lost = set(key_ids(dropped))
+    lost = set(_key_ids(dropped))
     assert lost
     assert lost <= set(lanes[2])
     assert set(sent) == {k for key_ids_ in lanes.values() for k in key_ids_} - lost
-    counted = {
-        (s.labels["channel"], s.labels["reason"], s.labels["action"]): s.value
-        for family in metrics.registry.collect()
-        for s in family.samples
-        if s.name == "keywatch_send_failures_total"
-    }
-    assert counted == {("keyed", "timeout", "retried"): 1, ("keyed", "too_large", "dropped"): 1}
+    assert _send_failures(metrics) == {("keyed", "timeout", "retried"): 1, ("keyed", "too_large", "dropped"): 1}

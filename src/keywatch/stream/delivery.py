@@ -14,6 +14,9 @@ from typing import Literal
 
 from aiokafka import errors
 
+from keywatch.contract.deadletter import KEY_MAX_BYTES, LETTER_MAX_BYTES
+from keywatch.pipeline.processor import PACKED_MAX_BYTES
+
 # Bounded label values of keywatch_send_failures_total{reason}.
 PERMANENT_REASONS = ("too_large", "invalid_record", "authorization", "topic", "rejected")
 RETRIABLE_REASONS = ("timeout", "unavailable", "other")
@@ -75,6 +78,21 @@ def classify(exc: BaseException) -> Verdict:
 
 
 Action = Literal["retried", "dropped"]
+
+# A record batch of one record adds its headers to the key and value (61 + ~20 bytes): room to spare.
+BATCH_OVERHEAD_BYTES = 512
+# A forward or a packed keyed message: entries (each well under 32 KiB: every field has a maximum length),
+# commas, brackets and the tag byte; no key.
+KEYED_MAX_BYTES = PACKED_MAX_BYTES + 32 * 1024
+
+
+def required_message_bytes(keyed_topic: str, dlq_topic: str) -> dict[str, int]:
+    """The `max.message.bytes` each topic with a bound on what keywatch sends it must allow (the broker checks
+    a record batch, headers included). Alerts are a few KB and have no fixed bound: not listed."""
+    return {
+        keyed_topic: KEYED_MAX_BYTES + BATCH_OVERHEAD_BYTES,
+        dlq_topic: LETTER_MAX_BYTES + KEY_MAX_BYTES + BATCH_OVERHEAD_BYTES,
+    }
 
 
 class Backoff:
