@@ -9,8 +9,15 @@ from faust.exceptions import ProducerSendError
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from keywatch.pipeline.processor import IngestBatch, Letter
-from keywatch.stream.delivery import PERMANENT_REASONS, RETRIABLE_REASONS, Backoff, classify
+from keywatch.contract.deadletter import KEY_MAX_BYTES, LETTER_MAX_BYTES, PRODUCER_MAX_REQUEST_BYTES
+from keywatch.pipeline.processor import PACKED_MAX_BYTES, IngestBatch, Letter
+from keywatch.stream.delivery import (
+    PERMANENT_REASONS,
+    RETRIABLE_REASONS,
+    Backoff,
+    classify,
+    required_message_bytes,
+)
 from keywatch.stream.ingest import outgoing, plan_offsets
 
 
@@ -128,3 +135,12 @@ def test_outgoing_lists_keyed_messages_with_their_partitions_and_letters_with_th
         ("dlq", "dlq", None, {("req", 1): 4}, "json"),
     ]
     assert messages[2].key == b"k"
+
+
+def test_what_keywatch_needs_of_its_topics_fits_kafkas_defaults() -> None:
+    """The DLQ and keyed topics need less than Kafka's default max.message.bytes (1,048,588) and no more than the
+    producers' max request size, and at least the largest letter and packed message."""
+    needs = required_message_bytes("keyed", "dlq")
+    assert needs["dlq"] >= LETTER_MAX_BYTES + KEY_MAX_BYTES
+    assert needs["keyed"] >= PACKED_MAX_BYTES
+    assert max(needs.values()) <= min(1_048_588, PRODUCER_MAX_REQUEST_BYTES)
