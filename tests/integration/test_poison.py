@@ -29,6 +29,7 @@ from keywatch.pipeline.processor import Processor, Topics, expand, partition_of
 from keywatch.redact import Redactor
 from keywatch.runtime import make_engine
 from keywatch.sinks.base import MemorySink
+from keywatch.stream.app import TableView
 from keywatch.stream.delivery import required_message_bytes
 from keywatch.stream.ingest import IngestStage
 from tests.factories import as_bytes, lifecycle_dict
@@ -356,3 +357,49 @@ async def test_a_failed_send_rewinds_only_the_input_partitions_it_carries(kafka_
     assert lost <= set(lanes[2])
     assert set(sent) == {k for key_ids_ in lanes.values() for k in key_ids_} - lost
     assert _send_failures(metrics) == {("keyed", "timeout", "retried"): 1, ("keyed", "too_large", "dropped"): 1}
+
+
+class _Store(dict[bytes, bytes]):
+    """The part of a faust table store TableView uses: the data and the persisted changelog offset."""
+
+    persisted: dict[Any, int]
+
+    def set_persisted_offset(self, tp: Any, offset: int) -> None:
+        self.persisted = {tp: offset}
+
+
+class _Table:
+    """The part of a faust table TableView uses, over a real changelog topic."""
+
+    def __init__(self, changelog: str) -> None:
+        self.data = _Store()
+        self.changelog_topic = self
+        self._name = changelog
+
+    def get_topic_name(self) -> str:
+        return self._name
+
+
+async def test_a_state_the_changelog_refuses_is_dropped_and_the_others_are_written(kafka_bootstrap: str) -> None:
+    """A changelog topic that refuses one state (too large for its max.message.bytes): TableView.flush does not
+    retry it forever; it writes the other states one by one, drops and counts that one, and records the offset
+    of the last state written."""
+    changelog = f"changelog-{uuid.uuid4().hex[:8]}"
+    await create_topics(kafka_bootstrap, {changelog: {"max.message.bytes": "2048"}}, partitions=1)
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
+    await producer.start()
+    metrics = Metrics()
+    table = _Table(changelog)
+    view = TableView(table, lambda: producer, metrics)
+    try:
+        view[b"acme/a"] = b"a" * 100
+        view[b"acme/big"] = b"x" * 4096
+        view[b"acme/b"] = b"b" * 100
+        await asyncio.wait_for(view.flush(0), 60)
+    finally:
+        await producer.stop()
+    assert view.pending == 0
+    assert await read_all(kafka_bootstrap, changelog) == [(b"acme/a", b"a" * 100), (b"acme/b", b"b" * 100)]
+    assert list(table.data.persisted.values()) == [1]
+    assert _send_failures(metrics) == {("changelog", "too_large", "dropped"): 1}
+    assert table.data[b"acme/big"] == b"x" * 4096  # still in the local store
