@@ -13,6 +13,7 @@ partition of the keyed message being processed; every key of a packed message ha
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable, MutableMapping
@@ -49,10 +50,10 @@ class FaustSink:
     faust alone would log a warning for a failed acknowledgement and lose the message.
     """
 
-    def __init__(self, keyed: Any, alerts: Any, dlq: Any, metrics: Metrics) -> None:
+    def __init__(self, keyed: Any, alerts: Any, dlq: Any, metrics: Metrics, backoff: Backoff | None = None) -> None:
         self._topics = {"keyed": keyed, "alerts": alerts, "dlq": dlq}
         self._metrics = metrics
-        self._backoff = Backoff()
+        self._backoff = backoff or Backoff()
         self._pending: list[tuple[Channel, bytes | None, bytes, asyncio.Future[Any]]] = []
 
     async def send(self, channel: Channel, key: bytes | None, value: bytes) -> None:
@@ -83,11 +84,9 @@ class FaustSink:
                 try:
                     await future
                 except Exception as exc:
-                    try:
+                    with contextlib.suppress(Undeliverable):  # dropped: logged and counted in _failed
                         await self._failed(channel, value, exc)
-                    except Undeliverable:
-                        continue
-                    await self.send(channel, key, value)
+                        await self.send(channel, key, value)
         self._backoff.reset()
 
     async def _failed(self, channel: Channel, value: bytes, exc: BaseException) -> None:
