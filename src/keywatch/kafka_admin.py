@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.conn import create_conn
 from aiokafka.errors import (
     IllegalSaslStateError,
@@ -27,6 +28,11 @@ from aiokafka.errors import (
 from keywatch.logs import UNFOLDED
 
 log = logging.getLogger(__name__)
+
+
+class TopicLimitError(Exception):
+    """A topic keywatch writes to cannot take the largest message keywatch may send it: every such message would
+    be refused, so the worker does not start."""
 
 
 class BrokerAuthError(ConnectionError):
@@ -164,3 +170,34 @@ async def _wait_visible(admin: AIOKafkaAdminClient, names: list[str], within_s: 
                 f"topics {', '.join(pending)} not visible in the cluster metadata after {within_s:.0f}s"
             )
         await asyncio.sleep(0.1)
+
+
+async def check_message_limits(
+    bootstrap: list[str], needs: Mapping[str, int], *, security: Mapping[str, Any] | None = None
+) -> None:
+    """Raise TopicLimitError naming every topic of `needs` whose `max.message.bytes` is below the bytes keywatch
+    needs it to take. A cluster that does not let keywatch read topic configs is not checked (a warning)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000, **(security or {}))
+    await admin.start()
+    try:
+        responses = await admin.describe_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, name, {"max.message.bytes": None}) for name in needs]
+        )
+    except KafkaError as exc:
+        log.warning("could not read the topics' max.message.bytes (%s): not checked", exc)
+        return
+    finally:
+        await admin.close()
+    short = []
+    for response in responses:
+        for error_code, _, _, name, entries in response.resources:
+            limit = next((int(value) for key, value, *_ in entries if key == "max.message.bytes"), None)
+            if error_code or limit is None:
+                log.warning("could not read max.message.bytes of %s (error %d): not checked", name, error_code)
+            elif limit < needs[name]:
+                short.append(f"{name} has max.message.bytes={limit}, keywatch may send it {needs[name]} bytes")
+    if short:
+        raise TopicLimitError(
+            "; ".join(short) + ": raise the topic's max.message.bytes (kafka-configs --alter --entity-type topics "
+            "--add-config max.message.bytes=...)"
+        )

@@ -56,7 +56,18 @@ class Metrics:
             registry=r,
         )
         self.dead_letters = Counter(
-            "keywatch_dead_letters", "Records sent to the dead-letter topic, by reason code.", ["reason"], registry=r
+            "keywatch_dead_letters",
+            "Dead letters the broker acknowledged, by reason code.",
+            ["reason"],
+            registry=r,
+        )
+        self.send_failures = Counter(
+            "keywatch_send_failures",
+            "Messages Kafka did not take, by channel (keyed, alerts, dlq, changelog), reason (too_large, "
+            "invalid_record, authorization, topic, rejected: never retried; timeout, unavailable, other) and "
+            "action (dropped, or retried after a backoff).",
+            ["channel", "reason", "action"],
+            registry=r,
         )
         self.alerts = Counter(
             "keywatch_alerts",

@@ -2,7 +2,8 @@
 
 Start-up order: the HTTP endpoints first (so /healthz answers and /readyz says why the worker is not ready),
 then wait for Kafka with backoff (failing fast when the broker rejects our credentials or certificate), then
-create missing topics, then hand the same event loop to faust.
+create missing topics and check that the DLQ and keyed topics take the largest messages keywatch sends them,
+then hand the same event loop to faust.
 """
 
 from __future__ import annotations
@@ -47,8 +48,15 @@ def command(config_file: Path | None, bootstrap_servers: str | None, broker_time
     for name in ("aiokafka.conn", "aiokafka.consumer.fetcher", "aiokafka.producer"):
         logging.getLogger(name).setLevel(max(logging.INFO, logging.getLogger().getEffectiveLevel()))
     from keywatch.http import serve
-    from keywatch.kafka_admin import BrokerAuthError, ensure_topics, wait_for_broker
+    from keywatch.kafka_admin import (
+        BrokerAuthError,
+        TopicLimitError,
+        check_message_limits,
+        ensure_topics,
+        wait_for_broker,
+    )
     from keywatch.security import aiokafka_kwargs, describe
+    from keywatch.stream.delivery import required_message_bytes
 
     security = aiokafka_kwargs(settings)
     log.info("connecting to Kafka at %s (%s)", settings.bootstrap_servers, describe(settings))
@@ -76,6 +84,8 @@ def command(config_file: Path | None, bootstrap_servers: str | None, broker_time
             settings.partitions,
             security=security,
         )
+        needs = required_message_bytes(app.keywatch_ingest.keyed_topic, settings.topic_dlq)
+        await check_message_limits(settings.bootstrap_list, needs, security=security)
 
     # One loop for the wait and for faust: the HTTP server started here keeps serving once faust runs.
     loop = asyncio.new_event_loop()
@@ -86,7 +96,7 @@ def command(config_file: Path | None, bootstrap_servers: str | None, broker_time
     failure: BaseException | None = None
     try:
         loop.run_until_complete(task)
-    except (asyncio.CancelledError, ConnectionError) as exc:
+    except (asyncio.CancelledError, ConnectionError, TopicLimitError) as exc:
         failure = exc
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):

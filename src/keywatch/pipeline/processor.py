@@ -14,7 +14,7 @@ steps (single `R`/`L` messages, still understood by detect).
 
 from __future__ import annotations
 
-import base64
+import contextlib
 import functools
 import heapq
 import logging
@@ -27,14 +27,14 @@ from typing import Any, TypeVar
 import orjson
 from aiokafka.partitioner import murmur2
 
-from keywatch.contract.deadletter import DeadLetter
+from keywatch.contract.deadletter import letter_key, make_letter
 from keywatch.contract.events import LifecycleEvent, RequestRecord
 from keywatch.core.engine import Engine, Forward, Outcome
 from keywatch.core.state import KeyRegistryEntry, KeyState
 from keywatch.metrics import Metrics
 from keywatch.parsing import Rejection, decode
 from keywatch.redact import Redactor
-from keywatch.sinks.base import Sink
+from keywatch.sinks.base import Sink, Undeliverable
 
 log = logging.getLogger(__name__)
 
@@ -131,12 +131,32 @@ class Rejected:
     rejection: Rejection
 
 
+Source = tuple[str, int]  # an input (topic, partition)
+
+
+@dataclass(frozen=True, slots=True)
+class Letter:
+    """A dead letter ready to send: its (bounded) Kafka key and value, its reason code (counted once the broker
+    has it) and the input record it stands for."""
+
+    key: bytes | None
+    value: bytes
+    reason_code: str
+    source: Source
+    offset: int
+
+
 @dataclass
 class IngestBatch:
-    """What one batch of input records becomes: packed keyed messages per partition, and dead letters."""
+    """What one batch of input records becomes: packed keyed messages per partition, and dead letters.
+
+    `keyed_from[p][i]` says which input records `keyed[p][i]` carries: the smallest offset per input partition
+    (if it is not acknowledged, that input partition is read again from there).
+    """
 
     keyed: dict[int, list[bytes]] = field(default_factory=dict)
-    dead_letters: list[tuple[bytes | None, bytes]] = field(default_factory=list)
+    keyed_from: dict[int, list[dict[Source, int]]] = field(default_factory=dict)
+    dead_letters: list[Letter] = field(default_factory=list)
     accepted: int = 0
 
 
@@ -226,6 +246,7 @@ class Processor:
         """
         out = IngestBatch()
         entries: dict[int, list[bytes]] = {}
+        origins: dict[int, dict[Source, int]] = {}
         sizes: dict[int, int] = {}
         counts: dict[tuple[str, str], int] = {}
         newest: dict[str, datetime] = {}
@@ -235,7 +256,9 @@ class Processor:
                 if isinstance(verdict, Rejected):
                     outcome = "rejected"
                     letter = self._letter(topic, partition, offset, verdict.key, verdict.value, verdict.rejection)
-                    out.dead_letters.append((verdict.key, letter))
+                    out.dead_letters.append(
+                        Letter(letter_key(verdict.key), letter, verdict.rejection.code, (topic, partition), offset)
+                    )
                 else:
                     outcome = "accepted"
                     record = verdict.record
@@ -243,8 +266,10 @@ class Processor:
                     target = partition_of(verdict.subject)
                     if sizes.get(target, 0) + len(entry) > PACKED_MAX_BYTES and entries.get(target):
                         out.keyed.setdefault(target, []).append(_pack(entries.pop(target)))
+                        out.keyed_from.setdefault(target, []).append(origins.pop(target))
                         sizes[target] = 0
                     entries.setdefault(target, []).append(entry)
+                    origins.setdefault(target, {}).setdefault((topic, partition), offset)
                     sizes[target] = sizes.get(target, 0) + len(entry) + 1
                     if topic not in newest or record.ts > newest[topic]:
                         newest[topic] = record.ts
@@ -252,11 +277,13 @@ class Processor:
             except Exception as exc:  # a bug must cost one record, never the batch
                 log.exception("ingest failed on %s[%d]@%d", topic, partition, offset)
                 outcome = "rejected"
-                letter = self._letter(topic, partition, offset, key, value, internal(exc))
-                out.dead_letters.append((key, letter))
+                rejection = internal(exc)
+                letter = self._letter(topic, partition, offset, key, value, rejection)
+                out.dead_letters.append(Letter(letter_key(key), letter, rejection.code, (topic, partition), offset))
             counts[(topic, outcome)] = counts.get((topic, outcome), 0) + 1
         for target, pending in entries.items():
             out.keyed.setdefault(target, []).append(_pack(pending))
+            out.keyed_from.setdefault(target, []).append(origins[target])
         for (topic, outcome), n in counts.items():
             self.metrics.records.labels(topic, outcome).inc(n)
         for topic, ts in newest.items():
@@ -272,8 +299,13 @@ class Processor:
         value: bytes | None,
         rejection: Rejection,
     ) -> None:
-        """Send the untouched record and the reason to the dead-letter topic."""
-        await self.sink.send("dlq", key, self._letter(topic, partition, offset, key, value, rejection))
+        """Send the record (a bounded prefix of it past a size) and the reason to the dead-letter topic; counted
+        once the sink has delivered it (a sink raises `Undeliverable` for a letter that can never be sent)."""
+        try:
+            await self.sink.send("dlq", letter_key(key), self._letter(topic, partition, offset, key, value, rejection))
+        except Undeliverable:
+            return
+        self.metrics.dead_letters.labels(rejection.code).inc()
 
     def _letter(
         self,
@@ -284,21 +316,18 @@ class Processor:
         value: bytes | None,
         rejection: Rejection,
     ) -> bytes:
-        """The dead letter of one record (logged and counted)."""
-        raw = value or b""
-        letter = DeadLetter(
+        """The dead letter of one record, bounded (`make_letter`), logged; counted by whoever sends it, once sent."""
+        letter = make_letter(
             source_topic=topic,
             partition=partition,
             offset=offset,
             reason_code=rejection.code,
             reason=rejection.reason,
             rejected_at=self._clock(),
-            key_b64=base64.b64encode(key).decode() if key is not None else None,
-            payload_b64=base64.b64encode(raw).decode(),
-            payload_size=len(raw),
+            key=key,
+            value=value or b"",
         )
-        log.info("dead letter %s[%d]@%d: %s", topic, partition, offset, rejection.reason)
-        self.metrics.dead_letters.labels(rejection.code).inc()
+        log.info("dead letter %s[%d]@%d: %s", topic, partition, offset, letter.reason)
         return letter.model_dump_json().encode()
 
     async def detect(
@@ -418,10 +447,16 @@ class Processor:
 
     async def _emit(self, outcome: Outcome) -> None:
         # Forwards first: once an alert is visible, the hand-off it implies is already on its way.
+        # A message the sink can never deliver has been logged and counted there (keywatch_send_failures_total);
+        # it costs that message only, not the record's other outputs.
         for fwd in outcome.forwards:
-            await self.sink.send("keyed", fwd.subject.encode(), TAG_FORWARD + orjson.dumps(_forward_dict(fwd)))
+            with contextlib.suppress(Undeliverable):
+                await self.sink.send("keyed", fwd.subject.encode(), TAG_FORWARD + orjson.dumps(_forward_dict(fwd)))
         for alert in outcome.alerts:
-            await self.sink.send("alerts", alert.subject.encode(), alert.model_dump_json().encode())
+            try:
+                await self.sink.send("alerts", alert.subject.encode(), alert.model_dump_json().encode())
+            except Undeliverable:
+                continue
             self.metrics.observe_alert(
                 alert.type, alert.data.severity, alert.data.status, alert.time, tenant=alert.data.tenant
             )
