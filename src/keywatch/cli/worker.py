@@ -2,7 +2,8 @@
 
 Start-up order: the HTTP endpoints first (so /healthz answers and /readyz says why the worker is not ready),
 then wait for Kafka with backoff (failing fast when the broker rejects our credentials or certificate), then
-create missing topics, then hand the same event loop to faust.
+create keywatch's own missing topics (output and internal, never the inputs), then wait for the input topics to
+exist (or exit, KEYWATCH_MISSING_INPUT_TOPICS=exit), then hand the same event loop to faust.
 """
 
 from __future__ import annotations
@@ -45,7 +46,12 @@ def command(config_file: Path | None, bootstrap_servers: str | None, broker_time
     for name in ("aiokafka.conn", "aiokafka.consumer.fetcher", "aiokafka.producer"):
         logging.getLogger(name).setLevel(max(logging.INFO, logging.getLogger().getEffectiveLevel()))
     from keywatch.http import serve
-    from keywatch.kafka_admin import BrokerAuthError, ensure_topics, wait_for_broker
+    from keywatch.kafka_admin import (
+        BrokerAuthError,
+        ensure_topics,
+        wait_for_broker,
+        wait_for_input_topics,
+    )
     from keywatch.security import aiokafka_kwargs, describe
 
     security = aiokafka_kwargs(settings)
@@ -54,7 +60,12 @@ def command(config_file: Path | None, bootstrap_servers: str | None, broker_time
     async def prepare() -> None:
         if settings.metrics_port:
             app.keywatch_http = await serve(
-                app.keywatch_metrics, app.keywatch_readiness, settings.metrics_host, settings.metrics_port
+                app.keywatch_metrics,
+                app.keywatch_readiness,
+                settings.metrics_host,
+                settings.metrics_port,
+                app.keywatch_readiness_details,
+                app.keywatch_liveness,
             )
         await wait_for_broker(
             settings.bootstrap_list,
@@ -65,14 +76,19 @@ def command(config_file: Path | None, bootstrap_servers: str | None, broker_time
         await ensure_topics(
             settings.bootstrap_list,
             [
-                settings.topic_requests,
-                settings.topic_lifecycle,
                 settings.topic_alerts,
                 settings.topic_dlq,
                 app.keywatch_ingest.keyed_topic,  # faust's group leader must see it at its first assignment
             ],
             settings.partitions,
             security=security,
+        )
+        await wait_for_input_topics(
+            settings.bootstrap_list,
+            {settings.topic_requests: "KEYWATCH_TOPIC_REQUESTS", settings.topic_lifecycle: "KEYWATCH_TOPIC_LIFECYCLE"},
+            exit_if_missing=settings.missing_input_topics == "exit",
+            security=security,
+            on_check=app.keywatch_health.set_missing_topics,
         )
 
     # One loop for the wait and for faust: the HTTP server started here keeps serving once faust runs.
