@@ -24,6 +24,8 @@ from aiokafka.errors import (
     UnsupportedSaslMechanismError,
 )
 
+from keywatch.config import Settings
+
 log = logging.getLogger(__name__)
 
 
@@ -161,6 +163,11 @@ async def _wait_visible(admin: AIOKafkaAdminClient, names: list[str], within_s: 
                 f"topics {', '.join(pending)} not visible in the cluster metadata after {within_s:.0f}s"
             )
         await asyncio.sleep(0.1)
+
+
+def input_topics(settings: Settings) -> dict[str, str]:
+    """The input topics (which keywatch never creates), each with the setting that names it."""
+    return {settings.topic_requests: "KEYWATCH_TOPIC_REQUESTS", settings.topic_lifecycle: "KEYWATCH_TOPIC_LIFECYCLE"}
 
 
 class MissingInputTopics(ConnectionError):

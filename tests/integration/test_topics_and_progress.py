@@ -77,8 +77,37 @@ async def test_a_misspelled_input_topic_is_named_never_created_and_picked_up_onc
     await produce(worker.bootstrap, t["lifecycle"], [(None, as_bytes(lifecycle_dict(key_id="k_late")))])
     assert len(await collect(worker.bootstrap, t["dlq"], until=lambda m: len(m) >= 1)) == 1
     assert len(await collect(worker.bootstrap, t["alerts"], until=lambda m: len(m) >= 1)) == 1
-    # Nothing the worker asked the broker created a topic of its own besides its output and internal ones.
-    assert t["requests"] not in await _topics(worker.bootstrap, worker.app_id)
+
+
+async def test_an_input_topic_deleted_under_a_running_worker_stays_deleted_and_is_named(
+    worker_factory: Callable[..., WorkerProcess],
+) -> None:
+    """Deleting an input topic while the worker reads it: /readyz turns 503 naming it, ingest goes on with the
+    other topic, and none of the worker's requests (consumer, lag measurements) creates it again."""
+    worker = worker_factory(metrics_port=free_port(), extra_env={"KEYWATCH_STALL_SECONDS": "4"})
+    worker.start()
+    await worker.wait_ready()
+    await wait_until(lambda: worker.http("/readyz")[0] == 200, deadline_s=60, what="/readyz 200")
+    t = worker.topics
+    admin = AIOKafkaAdminClient(bootstrap_servers=worker.bootstrap)
+    await admin.start()
+    try:
+        await admin.delete_topics([t["lifecycle"]])
+    finally:
+        await admin.close()
+
+    def named() -> bool:
+        status, body = worker.http("/readyz")
+        return status == 503 and body.get("missing_topics") == [
+            {"topic": t["lifecycle"], "setting": "KEYWATCH_TOPIC_LIFECYCLE"}
+        ]
+
+    await wait_until(named, deadline_s=60, what="/readyz naming the deleted topic")
+    only_requests = "ingest assigned " + ", ".join(f"{t['requests']}[{p}]" for p in range(worker.partitions))
+    await worker.wait_log(only_requests, deadline_s=120)  # the ingest consumer has seen the topic gone
+    await produce(worker.bootstrap, t["requests"], [(None, as_bytes(request_dict(ip="300.1.1.1")))])
+    assert len(await collect(worker.bootstrap, t["dlq"], until=lambda m: len(m) >= 1)) == 1
+    assert t["lifecycle"] not in await _topics(worker.bootstrap, worker.app_id)
 
 
 async def test_with_exit_a_missing_input_topic_stops_the_worker_with_one_line(

@@ -37,6 +37,25 @@ async def test_the_attributes_consumer_connected_reads_exist() -> None:
     assert ConnectionGroup.COORDINATION is not None
 
 
+def test_the_attributes_list_offsets_uses_exist() -> None:
+    """The admin client's _send_request_to_node and aiokafka's OffsetRequest(replica_id, isolation_level, topics)."""
+    from aiokafka.admin import AIOKafkaAdminClient
+    from aiokafka.protocol.offset import OffsetRequest
+
+    send = inspect.signature(AIOKafkaAdminClient._send_request_to_node)
+    assert list(send.parameters) == ["self", "node_id", "request"]
+    assert list(inspect.signature(OffsetRequest.__init__).parameters) == [
+        "self",
+        "replica_id",
+        "isolation_level",
+        "topics",
+    ]
+    # the consumer path list_offsets avoids: an unknown partition makes end_offsets name its topic in metadata
+    from aiokafka.consumer.fetcher import Fetcher
+
+    assert "self._client.add_topic(partition.topic)" in inspect.getsource(Fetcher._proc_offset_requests)
+
+
 def _app(coordinator_id: int | None, connected: bool | None) -> Any:
     conns = (
         {} if connected is None else {(3, ConnectionGroup.COORDINATION): SimpleNamespace(connected=lambda: connected)}

@@ -49,6 +49,7 @@ def command(config_file: Path | None, bootstrap_servers: str | None, broker_time
     from keywatch.kafka_admin import (
         BrokerAuthError,
         ensure_topics,
+        input_topics,
         wait_for_broker,
         wait_for_input_topics,
     )
@@ -85,7 +86,7 @@ def command(config_file: Path | None, bootstrap_servers: str | None, broker_time
         )
         await wait_for_input_topics(
             settings.bootstrap_list,
-            {settings.topic_requests: "KEYWATCH_TOPIC_REQUESTS", settings.topic_lifecycle: "KEYWATCH_TOPIC_LIFECYCLE"},
+            input_topics(settings),
             exit_if_missing=settings.missing_input_topics == "exit",
             security=security,
             on_check=app.keywatch_health.set_missing_topics,

@@ -25,6 +25,7 @@ from faust.types import TP
 from keywatch.config import Settings
 from keywatch.core.engine import Engine
 from keywatch.http import serve
+from keywatch.kafka_admin import describe_missing, input_topics
 from keywatch.memory import release_free_memory
 from keywatch.metrics import Metrics
 from keywatch.pipeline.processor import KeyCap, Processor, Topics, internal
@@ -35,7 +36,7 @@ from keywatch.sinks.alertmanager import AlertmanagerSink, TeeSink
 from keywatch.sinks.base import Channel, Sink
 from keywatch.stream.ingest import IngestStage
 from keywatch.stream.kafka_internals import consumer_connected
-from keywatch.stream.lag import GroupOffsets, Offsets, measure
+from keywatch.stream.lag import MEASURE_TIMEOUT_S, GroupOffsets, Offsets, measure
 
 log = logging.getLogger(__name__)
 
@@ -266,6 +267,7 @@ def create_app(settings: Settings, engine: Engine, metrics: Metrics | None = Non
     progress = ProgressTracker(settings.stall_seconds, settings.watchdog_seconds)
     probe = GroupOffsets(settings)
     keyed_name = keyed.get_topic_name()
+    inputs = input_topics(settings)
     stalls_logged: set[tuple[str, str, int]] = set()
 
     def readiness() -> dict[str, bool]:
@@ -330,17 +332,27 @@ def create_app(settings: Settings, engine: Engine, metrics: Metrics | None = Non
     async def detect_offsets() -> Offsets | None:
         if not health.assigned or app.rebalancing or app.in_recovery:
             return None  # nothing is processed while faust recovers or rebalances: not a stall
-        consumer = app.consumer
-        return await measure(
-            settings.app_id,
-            [tp for tp in consumer.assignment() if tp.topic == keyed_name],
-            lambda tps: consumer.highwaters(*tps),
-            lambda tps: consumer.earliest_offsets(*tps),
-            probe,
-        )
+        try:
+            assigned = [tp for tp in app.consumer.assignment() if tp.topic == keyed_name]  # not the changelog
+        except Exception:  # faust's consumer not started (yet, or any more)
+            return None
+        return await measure(settings.app_id, assigned, probe)
+
+    async def check_inputs() -> None:
+        # After start-up too: an input topic deleted under a running worker is named by /readyz (ingest's pattern
+        # subscription takes it up again once it exists, at its next metadata refresh).
+        try:
+            existing = await asyncio.wait_for(probe.topics(), MEASURE_TIMEOUT_S)
+        except Exception:  # unknown: keep the last answer (the `connected` check covers an absent broker)
+            return
+        missing = {topic: name for topic, name in inputs.items() if topic not in existing}
+        if missing.keys() - health.missing_topics.keys():
+            log.warning("input topic %s does not exist (any more): not ready until it does", describe_missing(missing))
+        health.set_missing_topics(missing)
 
     @app.timer(interval=max(1.0, min(5.0, settings.stall_seconds / 2)))  # type: ignore[untyped-decorator]
     async def _measure_progress() -> None:
+        await check_inputs()
         now = time.monotonic()
         ingest_offsets, keyed_offsets = await asyncio.gather(ingest.offsets(probe), detect_offsets())
         progress.observe(ingest.group, ingest_offsets, now)

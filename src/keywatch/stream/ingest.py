@@ -213,7 +213,7 @@ class IngestStage:
         consumer = self._consumer
         if consumer is None or self.rebalancing or self._stopping.is_set():
             return None
-        return await measure(self.group, consumer.assignment(), consumer.end_offsets, consumer.beginning_offsets, probe)
+        return await measure(self.group, consumer.assignment(), probe)
 
     async def stop(self, timeout_s: float = 30.0) -> None:
         """Finish the batch in flight (sent and committed), leave the group, stop the clients."""
