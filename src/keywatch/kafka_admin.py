@@ -25,6 +25,7 @@ from aiokafka.errors import (
     UnsupportedSaslMechanismError,
 )
 
+from keywatch.config import Settings
 from keywatch.logs import UNFOLDED
 
 log = logging.getLogger(__name__)
@@ -201,3 +202,86 @@ async def check_message_limits(
             "; ".join(short) + ": raise the topic's max.message.bytes (kafka-configs --alter --entity-type topics "
             "--add-config max.message.bytes=...)"
         )
+
+
+def input_topics(settings: Settings) -> dict[str, str]:
+    """The input topics (which keywatch never creates), each with the setting that names it."""
+    return {settings.topic_requests: "KEYWATCH_TOPIC_REQUESTS", settings.topic_lifecycle: "KEYWATCH_TOPIC_LIFECYCLE"}
+
+
+class MissingInputTopics(ConnectionError):
+    """An input topic does not exist (keywatch never creates its inputs) and the setting says to exit."""
+
+
+def describe_missing(missing: Mapping[str, str]) -> str:
+    """`topic (SETTING)` for each missing topic, comma separated."""
+    return ", ".join(f"{topic} ({setting})" for topic, setting in missing.items())
+
+
+async def existing_topics(admin: AIOKafkaAdminClient) -> set[str]:
+    """Every topic of the cluster.
+
+    A metadata request naming topics creates the missing ones on a broker with `auto.create.topics.enable=true`
+    (aiokafka asks for auto-creation by default); asking for all topics never does.
+    """
+    return set(await admin.list_topics())
+
+
+async def wait_for_input_topics(
+    bootstrap: list[str],
+    inputs: Mapping[str, str],
+    *,
+    exit_if_missing: bool = False,
+    security: Mapping[str, Any] | None = None,
+    on_check: Callable[[dict[str, str]], None] | None = None,
+    log_every_s: float = 60.0,
+    max_delay_s: float = 30.0,
+) -> None:
+    """Return once every input topic exists (`inputs`: topic -> the setting that names it); never create one.
+
+    While some are missing: raise MissingInputTopics at once if `exit_if_missing`, else re-check with backoff
+    (0.5 s doubling to `max_delay_s`), logging the missing topics at the first check and then every `log_every_s`.
+    `on_check(missing)` is told the outcome of every check (readiness follows it).
+    """
+    delay = 0.5
+    logged_at: float | None = None
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000, **(security or {}))
+    await admin.start()
+    try:
+        while True:
+            try:
+                existing = await existing_topics(admin)
+            except (KafkaError, OSError) as exc:  # the broker went away meanwhile: it is a wait either way
+                log.warning("could not list the topics (%s: %s); retrying in %.1fs", type(exc).__name__, exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, max_delay_s)
+                continue
+            missing = {topic: setting for topic, setting in inputs.items() if topic not in existing}
+            if on_check is not None:
+                on_check(missing)
+            if not missing:
+                if logged_at is not None:
+                    log.info("input topics %s exist now: starting", ", ".join(inputs))
+                return
+            if len(missing) == 1:
+                what, it = f"input topic {describe_missing(missing)} does not exist", "it"
+            else:
+                what, it = f"input topics {describe_missing(missing)} do not exist", "them"
+            if exit_if_missing:
+                raise MissingInputTopics(
+                    f"{what}; keywatch does not create its input topics: create {it} or correct the setting "
+                    "(KEYWATCH_MISSING_INPUT_TOPICS=exit)"
+                )
+            now = time.monotonic()
+            if logged_at is None or now - logged_at >= log_every_s:
+                log.warning(
+                    "%s; keywatch does not create its input topics: waiting for %s (not ready meanwhile; "
+                    "KEYWATCH_MISSING_INPUT_TOPICS=exit stops instead)",
+                    what,
+                    it,
+                )
+                logged_at = now
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, max_delay_s)
+    finally:
+        await admin.close()

@@ -10,6 +10,7 @@ emit means state was lost; a missing one means records were lost.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 import os
 import shutil
@@ -32,6 +33,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from keywatch.config import Settings
 from keywatch.contract.alerts import Alert
+from keywatch.kafka_admin import ensure_topics
 from keywatch.pipeline.processor import Processor, Topics, record_tags
 from keywatch.redact import Redactor
 from keywatch.runtime import make_engine
@@ -272,6 +274,8 @@ class WorkerProcess:
     proc: subprocess.Popen[bytes] | None = None
     name: str | None = None
     metrics_port: int | None = None  # None or 0: no HTTP endpoints (never the default 9464 another process may hold)
+    create_inputs: bool = True  # keywatch never creates its input topics: the test does, as producers would
+    client_security: dict[str, Any] | None = None  # aiokafka arguments of the test's own clients (topic creation)
     _log_start: int = field(default=0, init=False, repr=False)
 
     @property
@@ -312,8 +316,27 @@ class WorkerProcess:
             **self.extra_env,
         }
 
+    def create_input_topics(self, deadline_s: float = 60.0) -> None:
+        """Create this worker's input topics (if missing) and wait until every partition has a leader."""
+        names = [self.topics["requests"], self.topics["lifecycle"]]
+        # start() is called from async tests and from plain code alike: a loop of its own, in a thread of its own.
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            pool.submit(
+                asyncio.run,
+                ensure_topics(
+                    [self.bootstrap],
+                    names,
+                    self.partitions,
+                    security=self.client_security,
+                    visible_within_s=deadline_s,
+                ),
+            ).result(timeout=deadline_s + 30)
+
     def start(self) -> None:
-        """Start the worker process (does not wait)."""
+        """Create the input topics (unless `create_inputs` is off), then start the worker process (does not
+        wait for it)."""
+        if self.create_inputs:
+            self.create_input_topics()
         self._log_start = self.log_path.stat().st_size if self.log_path.exists() else 0
         with self.log_path.open("ab") as log:  # the child keeps its own copy of the descriptor
             self.proc = subprocess.Popen(

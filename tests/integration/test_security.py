@@ -132,7 +132,13 @@ def sasl_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SaslBroker
 
 
 def _sasl_worker(sasl: SaslBroker, workdir: Path, **env: str) -> WorkerProcess:
-    return WorkerProcess(bootstrap=sasl.sasl_bootstrap, workdir=workdir, metrics_port=0, extra_env=sasl.env(**env))
+    return WorkerProcess(
+        bootstrap=sasl.sasl_bootstrap,
+        workdir=workdir,
+        metrics_port=0,
+        extra_env=sasl.env(**env),
+        client_security=sasl.client_security(),
+    )
 
 
 async def test_worker_over_sasl_scram_and_tls(sasl_broker: SaslBroker, tmp_path: Path) -> None:

@@ -2,8 +2,9 @@
 
 Start-up order: the HTTP endpoints first (so /healthz answers and /readyz says why the worker is not ready),
 then wait for Kafka with backoff (failing fast when the broker rejects our credentials or certificate), then
-create missing topics and check that the DLQ and keyed topics take the largest messages keywatch sends them,
-then hand the same event loop to faust.
+create keywatch's own missing topics (output and internal, never the inputs), check that the DLQ and keyed
+topics take the largest messages keywatch sends them, then wait for the input topics to exist (or exit,
+KEYWATCH_MISSING_INPUT_TOPICS=exit), then hand the same event loop to faust.
 """
 
 from __future__ import annotations
@@ -53,7 +54,9 @@ def command(config_file: Path | None, bootstrap_servers: str | None, broker_time
         TopicLimitError,
         check_message_limits,
         ensure_topics,
+        input_topics,
         wait_for_broker,
+        wait_for_input_topics,
     )
     from keywatch.security import aiokafka_kwargs, describe
     from keywatch.stream.delivery import required_message_bytes
@@ -64,7 +67,12 @@ def command(config_file: Path | None, bootstrap_servers: str | None, broker_time
     async def prepare() -> None:
         if settings.metrics_port:
             app.keywatch_http = await serve(
-                app.keywatch_metrics, app.keywatch_readiness, settings.metrics_host, settings.metrics_port
+                app.keywatch_metrics,
+                app.keywatch_readiness,
+                settings.metrics_host,
+                settings.metrics_port,
+                app.keywatch_readiness_details,
+                app.keywatch_liveness,
             )
         await wait_for_broker(
             settings.bootstrap_list,
@@ -75,8 +83,6 @@ def command(config_file: Path | None, bootstrap_servers: str | None, broker_time
         await ensure_topics(
             settings.bootstrap_list,
             [
-                settings.topic_requests,
-                settings.topic_lifecycle,
                 settings.topic_alerts,
                 settings.topic_dlq,
                 app.keywatch_ingest.keyed_topic,  # faust's group leader must see it at its first assignment
@@ -86,6 +92,13 @@ def command(config_file: Path | None, bootstrap_servers: str | None, broker_time
         )
         needs = required_message_bytes(app.keywatch_ingest.keyed_topic, settings.topic_dlq)
         await check_message_limits(settings.bootstrap_list, needs, security=security)
+        await wait_for_input_topics(
+            settings.bootstrap_list,
+            input_topics(settings),
+            exit_if_missing=settings.missing_input_topics == "exit",
+            security=security,
+            on_check=app.keywatch_health.set_missing_topics,
+        )
 
     # One loop for the wait and for faust: the HTTP server started here keeps serving once faust runs.
     loop = asyncio.new_event_loop()

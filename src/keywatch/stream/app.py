@@ -27,16 +27,20 @@ from keywatch.config import Settings
 from keywatch.contract.deadletter import PRODUCER_MAX_REQUEST_BYTES
 from keywatch.core.engine import Engine
 from keywatch.http import serve
+from keywatch.kafka_admin import describe_missing, input_topics
 from keywatch.logs import REPEAT_INTERVAL_S, report_repeats
 from keywatch.memory import release_free_memory
 from keywatch.metrics import Metrics
 from keywatch.pipeline.processor import KeyCap, Processor, Topics, internal
+from keywatch.progress import ProgressTracker
 from keywatch.redact import Redactor
 from keywatch.security import faust_kwargs
 from keywatch.sinks.alertmanager import AlertmanagerSink, TeeSink
 from keywatch.sinks.base import Channel, Sink, Undeliverable
 from keywatch.stream.delivery import Backoff, classify
 from keywatch.stream.ingest import IngestStage
+from keywatch.stream.kafka_internals import consumer_connected
+from keywatch.stream.lag import MEASURE_TIMEOUT_S, GroupOffsets, Offsets, measure
 
 log = logging.getLogger(__name__)
 
@@ -257,32 +261,21 @@ class Health:
         self.broker_reachable = False
         self.faust_started = False
         self.assigned = False
+        self.missing_topics: dict[str, str] = {}
+        self.inputs_checked = False
 
     def set_reachable(self, reachable: bool) -> None:
         """The outcome of the latest attempt to reach the cluster (before faust starts)."""
         self.broker_reachable = reachable
 
+    def set_missing_topics(self, missing: dict[str, str]) -> None:
+        """The outcome of the latest check of the input topics (topic -> the setting naming it)."""
+        self.missing_topics = dict(missing)
+        self.inputs_checked = True
 
-def consumer_connected(app: Any) -> bool:
-    """Whether faust's consumer has a live connection to its group coordinator.
-
-    Read from aiokafka's internals (faust exposes nothing): the group coordinator's node id is cleared when a
-    request to it fails (`coordinator_dead`), and its connection reports `connected()` False as soon as the
-    socket closes; heartbeats every few seconds keep both current while the broker is up.
-    """
-    try:
-        from aiokafka.client import ConnectionGroup
-
-        consumer = app.consumer._thread._consumer
-        if consumer is None:
-            return False
-        node = consumer._coordinator.coordinator_id
-        if node is None:
-            return False
-        conn = consumer._client._conns.get((node, ConnectionGroup.COORDINATION))
-        return conn is not None and bool(conn.connected())
-    except AttributeError:
-        return False
+    def input_topics_present(self) -> bool:
+        """Every input topic was there at the latest check (False before the first one)."""
+        return self.inputs_checked and not self.missing_topics
 
 
 def create_app(settings: Settings, engine: Engine, metrics: Metrics | None = None) -> faust.App:
@@ -375,18 +368,48 @@ def create_app(settings: Settings, engine: Engine, metrics: Metrics | None = Non
         # seek is done (a fetch that returns meanwhile is dropped and faust seeks back to the committed offsets).
         app.consumer.stop_flow()
 
+    progress = ProgressTracker(settings.stall_seconds, settings.watchdog_seconds)
+    probe = GroupOffsets(settings)
+    keyed_name = keyed.get_topic_name()
+    inputs = input_topics(settings)
+    stalls_logged: set[tuple[str, str, int]] = set()
+
     def readiness() -> dict[str, bool]:
         if not health.faust_started:
-            return {"broker_reachable": health.broker_reachable, "connected": False, "assigned": False}
+            return {
+                "broker_reachable": health.broker_reachable,
+                "input_topics": health.input_topics_present(),
+                "connected": False,
+                "assigned": False,
+            }
         connected = consumer_connected(app)
         metrics.broker_connected.set(1 if connected else 0)
         return {
             "broker_reachable": health.broker_reachable,
+            "input_topics": health.input_topics_present(),
             "connected": connected,
             "assigned": health.assigned,
             "not_rebalancing": not app.rebalancing,
             "recovered": not app.in_recovery,
+            "progressing": not progress.stalled(),
         }
+
+    def readiness_details() -> dict[str, Any]:
+        details: dict[str, Any] = {}
+        if health.missing_topics:
+            details["missing_topics"] = [
+                {"topic": topic, "setting": setting} for topic, setting in health.missing_topics.items()
+            ]
+        stalled = progress.stalled()
+        if stalled:
+            details["stalled"] = [p.as_json() for p in stalled]
+        return details
+
+    def liveness() -> dict[str, Any]:
+        # Only a measured stall (lag, no progress) trips it: an unreachable broker, a rebalance or a recovery
+        # makes the offsets unknown, and unknown is never a stall (keywatch.progress).
+        tripped = progress.watchdog_tripped()
+        return {"watchdog": [p.as_json() for p in tripped]} if tripped else {}
 
     @app.task  # type: ignore[untyped-decorator]
     async def _started() -> None:
@@ -394,7 +417,7 @@ def create_app(settings: Settings, engine: Engine, metrics: Metrics | None = Non
         health.broker_reachable = True  # faust only starts once `keywatch worker` has reached the cluster
         if settings.metrics_port and getattr(app, "keywatch_http", None) is None:
             app.keywatch_http = await serve(  # type: ignore[attr-defined]
-                metrics, readiness, settings.metrics_host, settings.metrics_port
+                metrics, readiness, settings.metrics_host, settings.metrics_port, readiness_details, liveness
             )
 
     @app.timer(interval=15.0)  # type: ignore[untyped-decorator]
@@ -409,6 +432,53 @@ def create_app(settings: Settings, engine: Engine, metrics: Metrics | None = Non
             size += len(value)
         metrics.keys_tracked.set(count)
         metrics.state_bytes.set(size)
+
+    async def detect_offsets() -> Offsets | None:
+        if not health.assigned or app.rebalancing or app.in_recovery:
+            return None  # nothing is processed while faust recovers or rebalances: not a stall
+        try:
+            assigned = [tp for tp in app.consumer.assignment() if tp.topic == keyed_name]  # not the changelog
+        except Exception:  # faust's consumer not started (yet, or any more)
+            return None
+        return await measure(settings.app_id, assigned, probe)
+
+    async def check_inputs() -> None:
+        # After start-up too: an input topic deleted under a running worker is named by /readyz (ingest's pattern
+        # subscription takes it up again once it exists, at its next metadata refresh).
+        try:
+            existing = await asyncio.wait_for(probe.topics(), MEASURE_TIMEOUT_S)
+        except Exception:  # unknown: keep the last answer (the `connected` check covers an absent broker)
+            return
+        missing = {topic: name for topic, name in inputs.items() if topic not in existing}
+        if missing.keys() - health.missing_topics.keys():
+            log.warning("input topic %s does not exist (any more): not ready until it does", describe_missing(missing))
+        health.set_missing_topics(missing)
+
+    @app.timer(interval=max(1.0, min(5.0, settings.stall_seconds / 2)))  # type: ignore[untyped-decorator]
+    async def _measure_progress() -> None:
+        await check_inputs()
+        now = time.monotonic()
+        ingest_offsets, keyed_offsets = await asyncio.gather(ingest.offsets(probe), detect_offsets())
+        progress.observe(ingest.group, ingest_offsets, now)
+        progress.observe(settings.app_id, keyed_offsets, now)
+        metrics.export_progress(progress)
+        stalled = {(p.group, p.topic, p.partition): p for p in progress.stalled()}
+        for key in stalled.keys() - stalls_logged:  # once per stall, not once per measurement
+            p = stalled[key]
+            log.warning(
+                "%s %s[%d] is stalled: %d records behind and no progress for %.0fs (KEYWATCH_STALL_SECONDS)",
+                p.group,
+                p.topic,
+                p.partition,
+                p.lag,
+                p.stalled_seconds,
+            )
+        stalls_logged.clear()
+        stalls_logged.update(stalled)
+
+    @app.on_before_shutdown.connect  # type: ignore[arg-type]
+    async def _probe_close(app: Any, **_: Any) -> None:
+        await probe.close()
 
     @app.timer(interval=60.0)  # type: ignore[untyped-decorator]
     async def _release_memory() -> None:
@@ -452,4 +522,7 @@ def create_app(settings: Settings, engine: Engine, metrics: Metrics | None = Non
     app.keywatch_metrics = metrics  # type: ignore[attr-defined]
     app.keywatch_health = health  # type: ignore[attr-defined]
     app.keywatch_readiness = readiness  # type: ignore[attr-defined]
+    app.keywatch_readiness_details = readiness_details  # type: ignore[attr-defined]
+    app.keywatch_liveness = liveness  # type: ignore[attr-defined]
+    app.keywatch_progress = progress  # type: ignore[attr-defined]
     return app

@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import heapq
 import logging
+import re
 import time
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ from keywatch.metrics import Metrics
 from keywatch.pipeline.processor import IngestBatch, Processor, Source, partition_of
 from keywatch.security import aiokafka_kwargs
 from keywatch.stream.delivery import Backoff, classify
+from keywatch.stream.lag import GroupOffsets, Offsets, measure
 
 log = logging.getLogger(__name__)
 
@@ -92,11 +94,13 @@ class _Revoke(ConsumerRebalanceListener):  # type: ignore[misc]
         self._stage = stage
 
     async def on_partitions_revoked(self, revoked: Collection[TopicPartition]) -> None:
+        self._stage.rebalancing = True
         # The batch in flight (if any) holds the lock until its sends are acknowledged and its offsets committed.
         async with self._stage.lock:
             pass
 
     async def on_partitions_assigned(self, assigned: Collection[TopicPartition]) -> None:
+        self._stage.rebalancing = False
         log.info("ingest assigned %s", ", ".join(f"{tp.topic}[{tp.partition}]" for tp in sorted(assigned)))
 
 
@@ -113,6 +117,7 @@ class IngestStage:
         self._stopping = asyncio.Event()
         self._stopped = asyncio.Event()
         self._running = False
+        self.rebalancing = True  # until the first assignment: offsets measured meanwhile mean nothing
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
         self._partitions = 0
@@ -159,8 +164,12 @@ class IngestStage:
                 )
             await self.resume_from_faust()
             await self._consumer.start()
+            # A pattern, not topic names: aiokafka then asks for the metadata of all topics, which never creates one,
+            # while a request naming a topic creates it where auto.create.topics.enable is on (a deleted or
+            # misspelled input topic must stay missing, not become an empty topic keywatch silently waits on).
+            inputs = (self.settings.topic_requests, self.settings.topic_lifecycle)
             self._consumer.subscribe(
-                [self.settings.topic_requests, self.settings.topic_lifecycle], listener=_Revoke(self)
+                pattern="^(" + "|".join(re.escape(t) for t in inputs) + ")$", listener=_Revoke(self)
             )
             log.info("ingest started: group %s, packing into %d partitions", self.group, self._partitions)
             while not self._stopping.is_set():
@@ -183,14 +192,18 @@ class IngestStage:
         group `<app_id>` left them, not at the beginning of the input's retention (which would apply days of
         records to the state a second time). Done before joining the group, by committing those offsets as this
         group's own; when other members already run (the group is not empty) they have done it."""
-        assert self._producer is not None
-        parts: list[TopicPartition] = []
-        for topic in (self.settings.topic_requests, self.settings.topic_lifecycle):
-            parts.extend(TopicPartition(topic, p) for p in sorted(await self._producer.partitions_for(topic)))
         security = aiokafka_kwargs(self.settings)
         admin = AIOKafkaAdminClient(bootstrap_servers=self.settings.bootstrap_list, **security)
         try:
             await admin.start()
+            inputs = (self.settings.topic_requests, self.settings.topic_lifecycle)
+            # All topics' metadata (no names): naming a missing topic would create it (see `run`).
+            parts = sorted(
+                TopicPartition(t["topic"], p["partition"])
+                for t in await admin.describe_topics()
+                if t["topic"] in inputs
+                for p in t["partitions"]
+            )
             ours = await admin.list_consumer_group_offsets(self.group, partitions=parts)
             fresh = [tp for tp in parts if tp not in ours or ours[tp].offset < 0]
             if not fresh:
@@ -307,6 +320,14 @@ class IngestStage:
             if verdict.retry:
                 again.append(message)
         return again
+
+    async def offsets(self, probe: GroupOffsets) -> Offsets | None:
+        """(committed offset, highwater) of each input partition this worker has assigned; None while that cannot
+        be known (not started, rebalancing, the broker not answering)."""
+        consumer = self._consumer
+        if consumer is None or self.rebalancing or self._stopping.is_set():
+            return None
+        return await measure(self.group, consumer.assignment(), probe)
 
     async def stop(self, timeout_s: float = 30.0) -> None:
         """Finish the batch in flight (sent and committed), leave the group, stop the clients."""
