@@ -44,15 +44,18 @@ _VALUE_CHARS = r"[A-Za-z0-9\-._~+/=]"
 _BLANK = r"[\s+\u00a0\u1680\u2000-\u200b\u2028\u2029\u202f\u205f\u3000\ufeff]"
 # Names of secrets may follow `_` or `-` (`refresh_token`, `x-api-key`) but not a letter or digit.
 _START = r"(?<![A-Za-z0-9])"
+_NAMES = (
+    r"(?:authorization|x-api-key|api[_-]?key|apikey|access[_-]?token|auth[_-]?token|token|secret|client[_-]?secret"
+    r"|password|passwd|pwd)"
+)
+_NAMED_VALUE = r"[\"']?(?!(?i:bearer|basic)" + _BLANK + r")(" + _VALUE_CHARS + r"{6,})"
 _PATTERNS: list[tuple[re.Pattern[str], int]] = [
     # Authorization: Bearer <token> (group 1 is the secret)
     (re.compile(r"(?i)\bbearer" + _BLANK + r"+(" + _VALUE_CHARS + r"{8,})", re.ASCII), 1),
     # key=value / "key": "value" for names that carry secrets
     (
         re.compile(
-            r"(?i)" + _START + r"(?:authorization|x-api-key|api[_-]?key|apikey|access[_-]?token|auth[_-]?token|"
-            r"token|secret|client[_-]?secret|password|passwd|pwd)\b[\"']?" + _BLANK + r"*[=:]" + _BLANK + r"*"
-            r"[\"']?(?!(?i:bearer|basic)" + _BLANK + r")(" + _VALUE_CHARS + r"{6,})",
+            r"(?i)" + _START + _NAMES + r"\b[\"']?" + _BLANK + r"*[=:]" + _BLANK + r"*" + _NAMED_VALUE,
             re.ASCII,
         ),
         1,
@@ -74,6 +77,9 @@ _PATTERNS: list[tuple[re.Pattern[str], int]] = [
         0,
     ),
 ]
+# A JSON object's key that names a secret, and the secret at the start of its value (`{"password": "..."}`).
+_SECRET_KEY = re.compile(r"(?i)" + _START + _NAMES + r"[\"']?" + _BLANK + r"*$", re.ASCII)
+_SECRET_VALUE = re.compile(r"(?i)" + _BLANK + r"*" + _NAMED_VALUE, re.ASCII)
 # Cheap pre-check, about 5 us a record instead of 40: a record with none of these words, no "eyJ" and no run
 # of 32 token characters cannot match any pattern, so the five regexes are skipped. (Not a bare "key": every
 # record has a "key_id" field.) The words are searched in the lowercased text.
@@ -100,6 +106,12 @@ def _may_hold_secret(data: bytes) -> bool:
 
 def _may_hold_secret_text(text: str) -> bool:
     return "eyJ" in text or _WORDS_TEXT.search(text.lower()) is not None or _RUN32_TEXT.search(text) is not None
+
+
+def _names_secret(key: str) -> bool:
+    if "%" not in key and "\\" not in key and not _may_hold_secret_text(key):
+        return False
+    return _SECRET_KEY.search(unveil(key) or key) is not None
 
 
 def may_hide_secret(data: bytes) -> bool:
@@ -153,18 +165,27 @@ class Redactor:
         return PREFIX + hmac.new(self._key, secret, hashlib.sha256).hexdigest()[:12].encode()
 
     def redact_text(self, text: str) -> str:
-        """`text` with every secret replaced, also those behind escapes (then the result is `text` decoded, with
-        the secret replaced). `text` itself when it holds none. Idempotent."""
+        """`text` with every secret replaced, also those behind escapes; `text` itself when it holds none.
+
+        A secret that only shows once `text` is decoded (`unveil`) makes the result the decoded text with the
+        secret replaced: what a reader would decode to, minus the secret. Idempotent.
+        """
         if "%" not in text and "\\" not in text:
             return self._plain(text)
-        out = self._plain(text)
-        view = unveil(out)
+        view = unveil(text)
         if view is None:  # encoded too many times over to tell: all of it goes
             return self._token_text(text)
-        if view == out:
+        found: list[str] = []
+        out = self._plain(text, found)
+        if view == text:
             return out
         revealed = self._plain(view)
-        return out if revealed == view else revealed
+        if revealed == view:
+            return out  # decoding shows nothing more: keep the text as it came (its own secrets replaced)
+        for secret in found:  # a secret of the encoded form that decoding did not take apart
+            if secret in revealed:
+                revealed = revealed.replace(secret, self._token_text(secret))
+        return revealed
 
     def redact(self, data: bytes) -> bytes:
         """`data` as one string (invalid UTF-8 kept byte for byte), every secret replaced, also those behind
@@ -200,19 +221,22 @@ class Redactor:
                     elif isinstance(item, list | dict):
                         pending.append(item)
                 continue
-            keys = [self.redact_text(k) for k in node]
-            if keys != list(node):
-                items = list(zip(keys, node.values(), strict=True))
+            items: list[tuple[str, Any]] = []
+            dirty = False
+            for key, item in node.items():
+                new_key, new = self.redact_text(key), item
+                if type(item) is str:
+                    new = self.redact_text(item)
+                elif isinstance(item, list | dict):
+                    pending.append(item)
+                if _names_secret(key):
+                    new = self._named(new)
+                dirty = dirty or new_key != key or new is not item
+                items.append((new_key, new))
+            if dirty:
                 node.clear()
                 node.update(items)  # a key redacted twice to the same token keeps the last value, as JSON does
                 changed = True
-            for k, item in node.items():
-                if type(item) is str:
-                    new = self.redact_text(item)
-                    if new != item:
-                        node[k], changed = new, True
-                elif isinstance(item, list | dict):
-                    pending.append(item)
         return value, changed
 
     def redact_payload(self, raw: bytes) -> bytes:
@@ -232,23 +256,40 @@ class Redactor:
                 pass
             else:
                 value, changed = self.redact_json(value)
-                return orjson.dumps(value) if changed else raw
+                if changed or self.redact(raw) != raw:  # also: a secret under a duplicate key, which decoding drops
+                    return orjson.dumps(value)
+                return raw
         return self.redact(raw)
+
+    def _named(self, value: Any) -> Any:
+        """The value of a key that names a secret (`password`, `api_key`...): its leading secret replaced."""
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
+            return value
+        text = unveil(str(value))
+        if text is None:
+            return self._token_text(str(value))
+        match = _SECRET_VALUE.match(text)
+        if match is None or text.startswith(_PREFIX_TEXT, match.start(1)):
+            return value
+        return text[: match.start(1)] + self._token_text(match.group(1)) + text[match.end(1) :]
 
     def _token_text(self, secret: str) -> str:
         return self.token_for(_encode(secret)).decode()
 
-    def _plain(self, text: str) -> str:
-        """`text` with every pattern's matches replaced, as it stands (no decoding)."""
+    def _plain(self, text: str, found: list[str] | None = None) -> str:
+        """`text` with every pattern's matches replaced, as it stands (no decoding); the secrets replaced are
+        appended to `found`."""
         if not _may_hold_secret_text(text):
             return text
         for pattern, group in _PATTERNS:
-            text = pattern.sub(functools.partial(self._replace, group=group), text)
+            text = pattern.sub(functools.partial(self._replace, group=group, found=found), text)
         return text
 
-    def _replace(self, match: re.Match[str], *, group: int) -> str:
+    def _replace(self, match: re.Match[str], *, group: int, found: list[str] | None) -> str:
         if match.string.startswith(_PREFIX_TEXT, match.start(group)):  # already a replacement
             return match.group(0)
-        whole = match.group(0)
+        whole, secret = match.group(0), match.group(group)
+        if found is not None:
+            found.append(secret)
         start, end = match.start(group) - match.start(0), match.end(group) - match.start(0)
-        return whole[:start] + self._token_text(match.group(group)) + whole[end:]
+        return whole[:start] + self._token_text(secret) + whole[end:]
