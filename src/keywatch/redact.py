@@ -22,6 +22,7 @@ import hashlib
 import hmac
 import re
 import secrets
+from collections import Counter
 from typing import Any
 from urllib.parse import unquote
 
@@ -179,9 +180,12 @@ class Redactor:
         out = self._plain(text, found)
         if view == text:
             return out
-        revealed = self._plain(view)
-        if revealed == view:
-            return out  # decoding shows nothing more: keep the text as it came (its own secrets replaced)
+        in_view: list[str] = []
+        revealed = self._plain(view, in_view)
+        if not Counter(in_view) - Counter(found):
+            # Decoding shows no secret the text did not show whole: keep the text as it came (its own secrets
+            # replaced), so a record that was JSON stays JSON.
+            return out
         for secret in found:  # a secret of the encoded form that decoding did not take apart
             if secret in revealed:
                 revealed = revealed.replace(secret, self._token_text(secret))
