@@ -366,12 +366,12 @@ async def test_no_escaped_secret_reaches_any_output(
               "changelog": f"{worker.app_id}-keys-changelog"}  # fmt: skip
     for name, topic in topics.items():
         messages = await read_all(worker.bootstrap, topic)
-        assert messages, name
         outputs[name] = [part or b"" for pair in messages for part in pair]
     letters = [orjson.loads(v) for v in outputs["dlq"][1::2]]
     outputs["dlq payloads"] = [base64.b64decode(d[f]) for d in letters for f in ("payload_b64", "key_b64") if d[f]]
     outputs["log"] = [worker.log_text().encode()]
     assert recoverable([core for core, _ in ESCAPED.values()], outputs) == []
+    assert all(outputs[name] for name in topics)
     assert any(b"redacted:" in blob for blob in outputs["dlq payloads"])
     assert any("redacted:" in d["reason"] for d in letters)
     assert "dead letter" in worker.log_text()
