@@ -197,12 +197,10 @@ class Processor:
     def route(self, topic: str, key: bytes | None, value: bytes | None) -> Accepted | Rejected:
         """Redact and validate one raw input record: where it goes. Pure: no metrics, no sends.
 
-        Secrets are replaced first, so nothing downstream (state, alerts, dead letters, logs) ever holds one.
+        Secrets are replaced in the decoded record before validation (`decode` with the redactor), so nothing
+        downstream (state, alerts, rejection reasons, logs) ever holds one; a rejected record's key and value are
+        redacted with `Redactor.redact_payload`, which is safe for any bytes (dead letters included).
         """
-        if value is not None:
-            value = self.redactor.redact(value)
-        if key is not None:
-            key = self.redactor.redact(key)
         if topic == self.topics.requests:
             model: type[RequestRecord] | type[LifecycleEvent] = RequestRecord
             tag = TAG_REQUEST
@@ -216,10 +214,22 @@ class Processor:
             max_bytes=self.max_record_bytes,
             now=self._clock(),
             max_future_skew=self.max_future_skew,
+            redactor=self.redactor,
         )
         if isinstance(result, Rejection):
-            return Rejected(key, value, result)
+            return Rejected(self._redacted(key), self._redacted(value), result)
         return Accepted(result, tag)
+
+    def _redacted(self, raw: bytes | None) -> bytes | None:
+        """`Redactor.redact_payload` of a rejected (or failed) record's key or value; should it ever fail, a
+        token of the whole, never the raw bytes."""
+        if raw is None:
+            return None
+        try:
+            return self.redactor.redact_payload(raw)
+        except Exception:  # a bug in redaction must not put the raw record in a dead letter
+            log.exception("redaction failed on a record: its dead letter holds a hash of it instead")
+            return self.redactor.token_for(raw)
 
     async def ingest(self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None) -> None:
         """Validate one raw input record: dead-letter it with a reason, or re-key it onto the keyed topic."""
@@ -277,6 +287,7 @@ class Processor:
             except Exception as exc:  # a bug must cost one record, never the batch
                 log.exception("ingest failed on %s[%d]@%d", topic, partition, offset)
                 outcome = "rejected"
+                key, value = self._redacted(key), self._redacted(value)
                 rejection = internal(exc)
                 letter = self._letter(topic, partition, offset, key, value, rejection)
                 out.dead_letters.append(Letter(letter_key(key), letter, rejection.code, (topic, partition), offset))
