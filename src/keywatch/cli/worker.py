@@ -2,7 +2,7 @@
 
 Start-up order: the HTTP endpoints first (so /healthz answers and /readyz says why the worker is not ready),
 then wait for Kafka with backoff (failing fast when the broker rejects our credentials or certificate), then
-create missing topics, then hand the same event loop to faust.
+check the replication factor against the cluster, create missing topics, then hand the same event loop to faust.
 """
 
 from __future__ import annotations
@@ -45,8 +45,15 @@ def command(config_file: Path | None, bootstrap_servers: str | None, broker_time
     for name in ("aiokafka.conn", "aiokafka.consumer.fetcher", "aiokafka.producer"):
         logging.getLogger(name).setLevel(max(logging.INFO, logging.getLogger().getEffectiveLevel()))
     from keywatch.http import serve
-    from keywatch.kafka_admin import BrokerAuthError, ensure_topics, wait_for_broker
+    from keywatch.kafka_admin import (
+        BrokerAuthError,
+        ReplicationError,
+        check_replication,
+        ensure_topics,
+        wait_for_broker,
+    )
     from keywatch.security import aiokafka_kwargs, describe
+    from keywatch.stream.kafka_internals import faust_internal_topics
 
     security = aiokafka_kwargs(settings)
     log.info("connecting to Kafka at %s (%s)", settings.bootstrap_servers, describe(settings))
@@ -62,6 +69,19 @@ def command(config_file: Path | None, bootstrap_servers: str | None, broker_time
             security=security,
             on_attempt=app.keywatch_health.set_reachable,
         )
+        await check_replication(
+            settings.bootstrap_list,
+            [
+                settings.topic_requests,
+                settings.topic_lifecycle,
+                settings.topic_alerts,
+                settings.topic_dlq,
+                app.keywatch_ingest.keyed_topic,
+                *faust_internal_topics(app),
+            ],
+            settings.replication_factor,
+            security=security,
+        )
         await ensure_topics(
             settings.bootstrap_list,
             [
@@ -72,6 +92,7 @@ def command(config_file: Path | None, bootstrap_servers: str | None, broker_time
                 app.keywatch_ingest.keyed_topic,  # faust's group leader must see it at its first assignment
             ],
             settings.partitions,
+            settings.replication_factor,
             security=security,
         )
 
@@ -84,7 +105,7 @@ def command(config_file: Path | None, bootstrap_servers: str | None, broker_time
     failure: BaseException | None = None
     try:
         loop.run_until_complete(task)
-    except (asyncio.CancelledError, ConnectionError) as exc:
+    except (asyncio.CancelledError, ConnectionError, ReplicationError) as exc:
         failure = exc
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
