@@ -35,6 +35,13 @@ class Settings(BaseSettings):
     partitions: int = Field(
         default=4, ge=1, le=1024, description="Partitions of keywatch's keyed topic and state tables."
     )
+    replication_factor: int = Field(
+        default=1,
+        ge=1,
+        le=32767,  # a replication factor is an INT16 in Kafka's CreateTopics request
+        description="Replicas of every topic keywatch creates (alerts, DLQ, keyed) and of faust's changelog and "
+        "internal topics: 1 for a single local broker, 3 in production. Existing topics are never altered.",
+    )
     store: Literal["memory://", "rocksdb://"] = Field(
         default="memory://", description="Table store: rocksdb:// in production (needs the rocksdb extra)."
     )

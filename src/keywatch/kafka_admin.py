@@ -10,7 +10,7 @@ import contextlib
 import logging
 import ssl
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -119,6 +119,72 @@ async def wait_for_broker(
             delay = min(delay * 2, 10.0)
         finally:
             await admin.close()
+
+
+class ReplicationError(ValueError):
+    """The cluster cannot hold the configured number of replicas of a topic keywatch has to create."""
+
+
+async def check_replication(
+    bootstrap: list[str],
+    names: list[str],
+    replication: int,
+    *,
+    creates: Collection[str] | None = None,
+    security: Mapping[str, Any] | None = None,
+) -> list[str]:
+    """Compare `replication` (KEYWATCH_REPLICATION_FACTOR) with the cluster and the topics `names` keywatch uses;
+    log a WARNING for each mismatch and return the warnings. Nothing is altered. `creates`: those of `names` that
+    keywatch creates when missing (default: all; never the input topics).
+
+    Raises ReplicationError when the factor exceeds the brokers that answer and a topic still has to be
+    created: Kafka would refuse it. When every topic exists already the worker can run without the missing
+    brokers, so that case is a warning: a restart while a broker is down must not blind the control.
+    """
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000, **(security or {}))
+    await admin.start()
+    try:
+        brokers = len((await admin.describe_cluster())["brokers"])
+        wanted = list(dict.fromkeys(names))
+        existing = set(await admin.list_topics())
+        # only topics that exist: a metadata request naming a missing topic auto-creates it on most brokers
+        present = [n for n in wanted if n in existing]
+        described = (
+            {t["topic"]: t for t in await admin.describe_topics(present) if t["error_code"] == 0} if present else {}
+        )
+    finally:
+        await admin.close()
+    warnings: list[str] = []
+    where = ",".join(bootstrap)
+    plural = "broker" if brokers == 1 else "brokers"
+    created = set(wanted if creates is None else creates)
+    missing = [n for n in wanted if n not in described and n in created]
+    if replication > brokers:
+        if missing:
+            raise ReplicationError(
+                f"KEYWATCH_REPLICATION_FACTOR is {replication} but the Kafka cluster at {where} has {brokers} "
+                f"{plural}, so it cannot create {', '.join(missing)}: set the factor to at most {brokers}"
+            )
+        warnings.append(
+            f"KEYWATCH_REPLICATION_FACTOR is {replication} but only {brokers} {plural} of the Kafka cluster at "
+            f"{where} answer; keywatch's topics exist, so it goes on"
+        )
+    if replication == 1 and brokers >= 3:
+        warnings.append(
+            f"KEYWATCH_REPLICATION_FACTOR is 1 on a cluster of {brokers} brokers: losing one broker loses the "
+            "state and alerts of the partitions it holds; set it to 3 for production"
+        )
+    for name, topic in described.items():
+        replicas = min((len(p["replicas"]) for p in topic["partitions"]), default=replication)
+        if replicas < replication:
+            warnings.append(
+                f"topic {name} has {replicas} replica{'' if replicas == 1 else 's'}, fewer than "
+                f"KEYWATCH_REPLICATION_FACTOR={replication}; keywatch does not alter existing topics "
+                "(kafka-reassign-partitions.sh adds replicas)"
+            )
+    for warning in warnings:
+        log.warning("%s", warning)
+    return warnings
 
 
 async def ensure_topics(

@@ -286,6 +286,7 @@ def create_app(settings: Settings, engine: Engine, metrics: Metrics | None = Non
         store=settings.store,
         datadir=str(settings.data_dir),
         topic_partitions=settings.partitions,
+        topic_replication_factor=settings.replication_factor,  # the changelog and faust's leader topic
         key_serializer="raw",
         value_serializer="raw",
         web_enabled=False,

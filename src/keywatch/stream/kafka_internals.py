@@ -75,3 +75,16 @@ async def list_offsets(admin: Any, partitions: list[TopicPartition], *, latest: 
                 offset = info[0][0] if response.API_VERSION == 0 else info[1]
                 out[TopicPartition(topic, partition)] = int(offset)
     return out
+
+
+def faust_internal_topics(app: Any) -> list[str]:
+    """The topics faust creates for `app` at start-up: every table's changelog and the leader assignor's topic.
+
+    keywatch checks their replication against the cluster before faust starts (and fails with a clear message
+    instead of faust's traceback). faust has no public list of them: the leader topic's name is
+    `LeaderAssignor._leader_topic_name` (faust 0.15.3: f"{conf.id}-__assignor-__leader", declared with
+    `topic_replication_factor` like the changelogs).
+    """
+    names = [table.changelog_topic.get_topic_name() for table in app.tables.values()]
+    names.append(str(app._leader_assignor._leader_topic_name))
+    return names
