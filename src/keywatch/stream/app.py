@@ -4,9 +4,9 @@ Ingest reads the input topics with a plain aiokafka consumer in batches (faust's
 packs each batch into one keyed message per keyed-topic partition; it runs as a task of this app, in the same
 event loop, and stops (sent and committed) before faust's producer is flushed at shutdown.
 
-Per ../shared/notes/faust-pitfalls.md: the agent runs with concurrency=1 (parallelism comes from partitions and
-workers), values are raw bytes we decode ourselves (so bad input reaches the DLQ instead of faust's decoder),
-and state is a plain table of compact per-key values, not a windowed table. Table writes go to the changelog
+The agent runs with concurrency=1 (faust 0.15.3 can commit past a message still in flight with more; parallelism
+comes from partitions and workers), values are raw bytes we decode ourselves (so bad input reaches the DLQ
+instead of faust's decoder), and state is a plain table of compact per-key values, not a windowed table. Table writes go to the changelog
 partition of the keyed message being processed; every key of a packed message hashes to that partition.
 """
 
