@@ -5,9 +5,10 @@ packs each batch into one keyed message per keyed-topic partition; it runs as a 
 event loop, and stops (sent and committed) before faust's producer is flushed at shutdown.
 
 The agent runs with concurrency=1 (faust 0.15.3 can commit past a message still in flight with more; parallelism
-comes from partitions and workers), values are raw bytes we decode ourselves (so bad input reaches the DLQ
-instead of faust's decoder), and state is a plain table of compact per-key values, not a windowed table. Table writes go to the changelog
-partition of the keyed message being processed; every key of a packed message hashes to that partition.
+comes from partitions and workers), values are raw bytes we decode ourselves (so bad input reaches the DLQ instead
+of faust's decoder), and state is a plain table of compact per-key values, not a windowed table. Table writes go to
+the changelog partition of the keyed message being processed; every key of a packed message hashes to that
+partition.
 """
 
 from __future__ import annotations
