@@ -101,3 +101,27 @@ class ProgressTracker:
         if not self.watchdog_seconds:
             return []
         return [p for p in self.partitions() if p.lag and p.stalled_seconds >= self.watchdog_seconds]
+
+
+class RecoveryClock:
+    """How long the worker has been recovering its state without a break (the watchdog's other half).
+
+    A recovery makes the offsets unknown, so it is never a stall; but a recovery that never ends (seen once in the
+    chaos soak: a survivor reading two changelog partitions for ever) leaves the worker not ready for good, and
+    only a restart helps. `KEYWATCH_WATCHDOG_SECONDS` bounds it too: a large state takes longer (100,000 keys:
+    about 20 s), so set the watchdog above the longest recovery expected.
+    """
+
+    def __init__(self) -> None:
+        self._since: float | None = None
+
+    def observe(self, recovering: bool, now: float) -> None:
+        """Record whether the worker is recovering at `now`."""
+        if not recovering:
+            self._since = None
+        elif self._since is None:
+            self._since = now
+
+    def seconds(self, now: float) -> float:
+        """Seconds the current recovery has lasted at `now` (0 when not recovering)."""
+        return 0.0 if self._since is None else now - self._since

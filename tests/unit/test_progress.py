@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry
 
 from keywatch.http import build_http_app
 from keywatch.metrics import Metrics
-from keywatch.progress import ProgressTracker
+from keywatch.progress import ProgressTracker, RecoveryClock
 from keywatch.stream.lag import positions
 
 G = "kw-ingest"
@@ -170,3 +170,16 @@ async def test_readyz_details_and_healthz_watchdog() -> None:
         alive = await client.get("/healthz")
         assert alive.status == 503
         assert (await alive.json())["watchdog"][0]["topic"] == "api.requests"
+
+
+def test_recovery_clock_counts_one_unbroken_recovery() -> None:
+    """The recovery clock counts from the first observation of a recovery, resets when it ends, starts again."""
+    clock = RecoveryClock()
+    assert clock.seconds(100.0) == 0.0
+    clock.observe(True, 100.0)
+    clock.observe(True, 700.0)
+    assert clock.seconds(701.0) == 601.0
+    clock.observe(False, 702.0)
+    assert clock.seconds(703.0) == 0.0
+    clock.observe(True, 800.0)
+    assert clock.seconds(805.0) == 5.0

@@ -33,7 +33,7 @@ from keywatch.logs import REPEAT_INTERVAL_S, report_repeats
 from keywatch.memory import release_free_memory
 from keywatch.metrics import Metrics
 from keywatch.pipeline.processor import KeyCap, Processor, Topics, internal
-from keywatch.progress import ProgressTracker
+from keywatch.progress import ProgressTracker, RecoveryClock
 from keywatch.redact import Redactor
 from keywatch.security import faust_kwargs
 from keywatch.sinks.alertmanager import AlertmanagerSink, TeeSink
@@ -371,6 +371,7 @@ def create_app(settings: Settings, engine: Engine, metrics: Metrics | None = Non
         app.consumer.stop_flow()
 
     progress = ProgressTracker(settings.stall_seconds, settings.watchdog_seconds)
+    recovery = RecoveryClock()
     probe = GroupOffsets(settings)
     keyed_name = keyed.get_topic_name()
     inputs = input_topics(settings)
@@ -408,10 +409,17 @@ def create_app(settings: Settings, engine: Engine, metrics: Metrics | None = Non
         return details
 
     def liveness() -> dict[str, Any]:
-        # Only a measured stall (lag, no progress) trips it: an unreachable broker, a rebalance or a recovery
-        # makes the offsets unknown, and unknown is never a stall (keywatch.progress).
+        # A measured stall (lag, no progress) trips it: an unreachable broker, a rebalance or a recovery makes the
+        # offsets unknown, and unknown is never a stall (keywatch.progress). A recovery that outlasts the
+        # watchdog trips it too (RecoveryClock).
+        problems: dict[str, Any] = {}
         tripped = progress.watchdog_tripped()
-        return {"watchdog": [p.as_json() for p in tripped]} if tripped else {}
+        if tripped:
+            problems["watchdog"] = [p.as_json() for p in tripped]
+        recovering_s = recovery.seconds(time.monotonic())
+        if settings.watchdog_seconds and recovering_s >= settings.watchdog_seconds:
+            problems["recovering_seconds"] = round(recovering_s, 1)
+        return problems
 
     @app.task  # type: ignore[untyped-decorator]
     async def _started() -> None:
@@ -460,6 +468,7 @@ def create_app(settings: Settings, engine: Engine, metrics: Metrics | None = Non
     async def _measure_progress() -> None:
         await check_inputs()
         now = time.monotonic()
+        recovery.observe(bool(app.in_recovery), now)
         ingest_offsets, keyed_offsets = await asyncio.gather(ingest.offsets(probe), detect_offsets())
         progress.observe(ingest.group, ingest_offsets, now)
         progress.observe(settings.app_id, keyed_offsets, now)
