@@ -52,7 +52,12 @@ async def _topics(bootstrap: str, prefix: str) -> dict[str, list[dict[str, Any]]
 
 async def test_a_factor_above_the_brokers_stops_the_worker_in_one_line(kafka_bootstrap: str, tmp_path: Path) -> None:
     """KEYWATCH_REPLICATION_FACTOR=2 on one broker: exit 1 with one line naming the setting, no traceback."""
-    worker = WorkerProcess(bootstrap=kafka_bootstrap, workdir=tmp_path, extra_env={"KEYWATCH_REPLICATION_FACTOR": "2"})
+    worker = WorkerProcess(
+        bootstrap=kafka_bootstrap,
+        workdir=tmp_path,
+        extra_env={"KEYWATCH_REPLICATION_FACTOR": "2"},
+        create_inputs=False,  # "nothing created" below: not even the inputs a producer would create
+    )
     worker.start()
     try:
         assert worker.proc is not None
