@@ -395,7 +395,7 @@ class WorkerProcess:
             pool.submit(
                 asyncio.run,
                 ensure_topics(
-                    [self.bootstrap],
+                    self.bootstrap.split(","),
                     names,
                     self.partitions,
                     security=self.client_security,
