@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 import orjson
 
 from keywatch.contract.alerts import Alert
 from keywatch.contract.events import LifecycleEvent, RequestRecord
-from keywatch.core.engine import Engine, Forward
+from keywatch.core.codec import decode_state, encode_state
+from keywatch.core.engine import DetectorSet, Engine, Forward
+from keywatch.core.spec import Detector, DetectorSpec
 from keywatch.core.state import KeyState
+from keywatch.core.suppression import DEFAULT_MAX_ENTRIES
 
 MINUTE = 60_000
 HOUR = 60 * MINUTE
@@ -55,10 +59,16 @@ class Cluster:
 
     @staticmethod
     def _roundtrip(state: KeyState) -> KeyState:
-        # The changelog stores state as orjson bytes: every test goes through that round trip.
-        return KeyState.from_dict(orjson.loads(orjson.dumps(state.to_dict())))
+        # The changelog stores state encoded: every test goes through that round trip.
+        return decode_state(encode_state(state))
 
 
 def state_bytes(state: KeyState) -> int:
     """Size of the state as written to the changelog."""
-    return len(orjson.dumps(state.to_dict()))
+    return len(encode_state(state))
+
+
+def solo(spec: DetectorSpec[Any, Any], detector: Detector[Any]) -> Engine:
+    """An engine running only `detector` (declared by `spec`), for tests that drive one detector."""
+    detectors = DetectorSet([(spec, detector)], DEFAULT_MAX_ENTRIES)
+    return Engine(source="/keywatch/test", specs=[spec], by_env={"live": detectors, "sandbox": detectors})
