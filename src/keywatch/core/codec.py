@@ -101,7 +101,7 @@ def peek(raw: bytes) -> tuple[KeyRegistryEntry, dict[str, int]]:
 
 # -- format 1 ----------------------------------------------------------------------------------------------
 
-_OLD_SUPPRESSION = {"nip": "ip", "rev": "revoked"}
+_OLD_SUPPRESSION = {"nip": "usedfromnewip", "rev": "usedafterrevoke"}
 
 
 def _from_format_1(data: dict[str, Any]) -> KeyState:
@@ -113,11 +113,11 @@ def _from_format_1(data: dict[str, Any]) -> KeyState:
     if "rate" in old:
         rate = state.detectors["rate"] = _rate_1(old["rate"])
         if rate.episode is not None:
-            state.episodes["rate"] = [str(rate.episode.start_minute)]
+            state.episodes["requestspike"] = [str(rate.episode.start_minute)]
     if "err" in old:
         errors = state.detectors["errors"] = _errors_1(old["err"])
         for code, episode in errors.episodes.items():
-            state.episodes[f"errors|{code}"] = [code, str(episode.start_minute)]
+            state.episodes[f"4xxcluster|{code}"] = [code, str(episode.start_minute)]
     if "rev" in old:
         n, q, f, last = (old["rev"][k] for k in ("n", "q", "f", "l"))
         state.detectors["revoked"] = RevokedUseState(n, q, f, last)

@@ -6,7 +6,7 @@ The engine is pure and event-time driven: the worker feeds it from Kafka with st
 Detectors (`keywatch.core.spec`) return findings; the engine owns what is common to all of them:
 - the alert: its deterministic id (uuid5 of type, subject and the finding's id parts), the CloudEvents envelope,
   the detector's default severity and the runbook link of the type;
-- suppression per (detector, discriminator), expired by event time (`keywatch.core.suppression`);
+- suppression per (alert type, discriminator), expired by event time (`keywatch.core.suppression`);
 - episodes: an "open" finding fires with an `episode_id`, the matching "close" resolves with the same one;
 - ticks: a detector's event-time timer runs before any record of the key at or after its time, or once the
   watermark (newest event time seen minus `allowed_lateness_seconds`) passes it (`on_tick`); its alert time and
@@ -24,7 +24,7 @@ from keywatch.contract.alerts import Alert, alert_id
 from keywatch.contract.events import Env, LifecycleEvent, RequestRecord
 from keywatch.core.spec import AlertSpec, BuildContext, Detector, DetectorSpec, Effects, Finding
 from keywatch.core.state import TENANT_KEY_ID, KeyState
-from keywatch.core.suppression import DEFAULT_MAX_ENTRIES, is_suppressed, suppress
+from keywatch.core.suppression import DEFAULT_MAX_ENTRIES, is_suppressed, suppress, suppression_key
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,7 +245,7 @@ class Engine:
         declared = self._types.get(finding.type)
         if declared is None:
             raise ValueError(f"detector {detector!r} found an undeclared alert type {finding.type!r}")
-        slot = f"{detector}|{finding.discriminator}" if finding.discriminator else detector
+        slot = suppression_key(finding.type, finding.discriminator)
         if finding.suppress_for_ms > 0 or slot in state.suppressed:
             if is_suppressed(state, slot, at_ms):
                 return None

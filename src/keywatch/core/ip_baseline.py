@@ -2,7 +2,7 @@
 
 State: `IpState`, under `ip` (times in epoch seconds): the ranges, ASNs and countries seen, at most
 `max_ranges` / `max_asns` / `max_countries`, each map evicting its least recently seen entry when full.
-Suppression is the engine's, per (ip, range).
+Suppression is the engine's, per range.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from keywatch.core.engine import Forward
 from keywatch.core.registry import ROTATED
 from keywatch.core.spec import AlertSpec, BuildContext, Detector, DetectorSpec, Effects, Finding
 from keywatch.core.state import KeyState
-from keywatch.core.suppression import is_suppressed
+from keywatch.core.suppression import is_suppressed, suppression_key
 from keywatch.geo import UNKNOWN, GeoInfo, GeoLookup
 
 NAME = "ip"
@@ -224,7 +224,11 @@ class IpBaseline(Detector[IpState]):
         new_country = geo.country is not None and geo.country not in st.countries and bool(st.countries)
         # Whether this alerts does not depend on the maps: decided first, so the evidence of what was known
         # before is only gathered for an alert (most new ranges come while learning or suppressed).
-        quiet = self._still_learning(key, st, ts_ms) or not ranges or is_suppressed(key, f"{NAME}|{rk}", ts_ms)
+        quiet = (
+            self._still_learning(key, st, ts_ms)
+            or not ranges
+            or is_suppressed(key, suppression_key(ALERT_TYPE, rk), ts_ms)
+        )
         summary_before = None if quiet else self._summary(st)
         ranges[rk] = RangeSeen(t, t, 1, asn, geo.country)
         _evict_lru(ranges, cfg.max_ranges)

@@ -15,7 +15,7 @@ from keywatch.contract.alerts import Severity
 from keywatch.contract.events import RequestRecord
 from keywatch.core.spec import AlertSpec, BuildContext, Detector, DetectorSpec, Effects, Finding
 from keywatch.core.state import KeyState
-from keywatch.core.suppression import is_suppressed
+from keywatch.core.suppression import is_suppressed, suppression_key
 
 NAME = "revoked"
 ALERT_TYPE = "apiKey.usedAfterRevoke"
@@ -71,7 +71,7 @@ class RevokedUse(Detector[RevokedUseState]):
             st = key.detectors[NAME] = RevokedUseState(0, 0, ts_ms, ts_ms)
         st.uses += 1
         st.first_ms, st.last_ms = min(st.first_ms, ts_ms), max(st.last_ms, ts_ms)
-        if is_suppressed(key, NAME, ts_ms):
+        if is_suppressed(key, suppression_key(ALERT_TYPE), ts_ms):
             st.suppressed_uses += 1
             return None
         suppressed, st.suppressed_uses = st.suppressed_uses, 0

@@ -53,7 +53,7 @@ class Finding:
     """What a detector found; the engine makes it an alert (id, envelope, suppression, episodes).
 
     `discriminator` tells one incident of the type from another (a range, a 4xx kind): suppression and episodes
-    are kept per (detector, discriminator). `suppress_for_ms` > 0 keeps later findings under the same
+    are kept per (alert type, discriminator). `suppress_for_ms` > 0 keeps later findings under the same
     discriminator quiet for that long. `episode` "open" starts an episode (status firing), "close" ends the open
     one (status resolved, same episode_id); an open while one is open, or a close without one, is dropped.
     `id_parts` (with the type and subject) make the alert id; a close reuses its episode's. `time_ms` overrides

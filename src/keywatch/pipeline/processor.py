@@ -30,10 +30,11 @@ from aiokafka.partitioner import murmur2
 from keywatch.contract.deadletter import DeadLetter
 from keywatch.contract.events import LifecycleEvent, RequestRecord
 from keywatch.core.codec import decode_state, encode_state, peek
-from keywatch.core.engine import Engine, Forward, Outcome
+from keywatch.core.engine import Engine, Forward, Outcome, ts_ms
 from keywatch.core.state import KeyRegistryEntry, KeyState
 from keywatch.metrics import Metrics
 from keywatch.parsing import Rejection, decode
+from keywatch.pipeline.ticks import TickIndex
 from keywatch.redact import Redactor
 from keywatch.sinks.base import Sink
 
@@ -174,6 +175,7 @@ class Processor:
         self.metrics = metrics or Metrics()
         self.redactor = redactor or Redactor()
         self.key_cap = key_cap
+        self.ticks = TickIndex()
 
     def route(self, topic: str, key: bytes | None, value: bytes | None) -> Accepted | Rejected:
         """Redact and validate one raw input record: where it goes. Pure: no metrics, no sends.
@@ -310,14 +312,19 @@ class Processor:
         tag, payload = value[:1], value[1:]
         if self.key_cap is not None and self.key_cap.stale:
             self.key_cap.rebuild(store.items())
+            self.ticks.rebuild(store.items(), self.key_cap.partition_of)
         raw_state = store.get(key)
         state = decode_state(raw_state) if raw_state else None
+        event_ms: int | None
         if tag == TAG_REQUEST:
-            outcome = self.engine.on_request(state, RequestRecord.model_validate_json(payload))
+            request = RequestRecord.model_validate_json(payload)
+            outcome, event_ms = self.engine.on_request(state, request), ts_ms(request.ts)
         elif tag == TAG_LIFECYCLE:
-            outcome = self.engine.on_lifecycle(state, LifecycleEvent.model_validate_json(payload))
+            event = LifecycleEvent.model_validate_json(payload)
+            outcome, event_ms = self.engine.on_lifecycle(state, event), ts_ms(event.ts)
         elif tag == TAG_FORWARD:
-            outcome = self.engine.on_forward(state, Forward(**orjson.loads(payload)))
+            forward = Forward(**orjson.loads(payload))
+            outcome, event_ms = self.engine.on_forward(state, forward), forward.ts_ms
         else:
             log.error("keyed message with unknown tag %r under key %r: skipped", tag, key)
             return None
@@ -325,6 +332,8 @@ class Processor:
         for evicted in self._touch(key, outcome.state, partition):
             store.pop(evicted, None)
         await self._emit(outcome)
+        if partition is not None:
+            await self.run_ticks(store, partition, [(key, outcome.state)], event_ms)
         return outcome
 
     async def detect_message(
@@ -352,7 +361,9 @@ class Processor:
             return 1
         if self.key_cap is not None and self.key_cap.stale:
             self.key_cap.rebuild(store.items())
+            self.ticks.rebuild(store.items(), self.key_cap.partition_of)
         entries = orjson.loads(value[1:])
+        newest = max((entry[1] for entry in entries if isinstance(entry, list) and len(entry) > 1), default=None)
         states: dict[bytes, KeyState] = {}  # decoded this message, written back at its end
         done: dict[bytes, list[RequestRecord | LifecycleEvent]] = {}
         for entry in entries:
@@ -383,7 +394,41 @@ class Processor:
                 await self.dead_letter(topic, partition, offset, subject or key, raw, internal(exc))
         for subject, state in states.items():
             store[subject] = encode_state(state)
+        await self.run_ticks(store, partition, states.items(), newest)
         return len(entries)
+
+    async def run_ticks(
+        self,
+        store: MutableMapping[bytes, bytes],
+        partition: int,
+        written: Iterable[tuple[bytes, KeyState]],
+        newest_ms: int | None,
+    ) -> None:
+        """Index the ticks of the states just written, move the partition's watermark to `newest_ms` (an event
+        time seen), and run the ticks that are due (pipeline/ticks.py)."""
+        ticks = self.ticks
+        if not ticks.knows(partition) and self.key_cap is not None:
+            # Without the key cap the partition count is unknown here: the index learns keys as they are written.
+            ticks.index_partition(partition, store.items(), self.key_cap.partition_of)
+        for key, state in written:
+            if state.ticks:
+                ticks.note(partition, key, state.next_tick())
+        if newest_ms is None:
+            return
+        watermark = ticks.advance(partition, self.engine.watermark(newest_ms))
+        for key in ticks.due(partition):
+            raw_state = store.get(key)
+            if not raw_state:
+                continue
+            state = decode_state(raw_state)
+            due = state.next_tick()
+            if due is None or due > watermark:
+                ticks.note(partition, key, due)
+                continue
+            outcome = self.engine.on_tick(state, watermark)
+            store[key] = encode_state(outcome.state)
+            ticks.note(partition, key, outcome.state.next_tick())
+            await self._emit(outcome)
 
     def _restore(
         self,

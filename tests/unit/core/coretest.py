@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from typing import Any
 
@@ -72,3 +73,18 @@ def solo(spec: DetectorSpec[Any, Any], detector: Detector[Any]) -> Engine:
     """An engine running only `detector` (declared by `spec`), for tests that drive one detector."""
     detectors = DetectorSet([(spec, detector)], DEFAULT_MAX_ENTRIES)
     return Engine(source="/keywatch/test", specs=[spec], by_env={"live": detectors, "sandbox": detectors})
+
+
+def docs_problems(spec: DetectorSpec[Any, Any], doc: str) -> list[str]:
+    """What a page of alert docs lacks for `spec`: a level-2 section per alert type at its runbook anchor that
+    names the type, and the detector's `[detection.<name>]` section when it has settings."""
+    headings = {h.strip().lower() for h in re.findall(r"^## (.+)$", doc, re.MULTILINE)}
+    problems = []
+    for alert in spec.alerts:
+        if alert.anchor not in headings:
+            problems.append(f"{alert.type}: no '## {alert.anchor}' section")
+        if f"`{alert.type}`" not in doc:
+            problems.append(f"{alert.type}: not named")
+    if spec.config.model_fields and f"[detection.{spec.name}]" not in doc:
+        problems.append(f"{spec.name}: its settings section [detection.{spec.name}] is not documented")
+    return problems

@@ -69,8 +69,8 @@ def test_state_round_trip_is_byte_identical_with_typed_slots(
     kinds = {name: type(slot) for name, slot in loaded.detectors.items()}
     assert kinds == {"ip": IpState, "rate": RateState, "errors": ErrorBurstState, "revoked": RevokedUseState}
     assert loaded.suppressed == state.suppressed
-    assert "revoked" in loaded.suppressed
-    assert any(slot.startswith("ip|") for slot in loaded.suppressed)
+    assert "usedafterrevoke" in loaded.suppressed
+    assert any(slot.startswith("usedfromnewip|") for slot in loaded.suppressed)
 
 
 def test_slot_of_an_unregistered_detector_is_kept_as_it_was() -> None:
@@ -122,8 +122,8 @@ def test_states_written_by_the_first_format_continue_exactly() -> None:
         alerts = [alert.model_dump_json() for alert in cluster.feed(events[cut["cut"] :])]
         assert alerts == cut["alerts_after"], cut["cut"]
     episodes = [codec.decode_state(raw.encode()).episodes for cut in captured["cuts"] for raw in cut["states"].values()]
-    assert {"errors|403": ["403", "28492200"]} in episodes
-    assert {"rate": ["28492260"]} in episodes
+    assert {"4xxcluster|403": ["403", "28492200"]} in episodes
+    assert {"requestspike": ["28492260"]} in episodes
 
 
 def test_format_1_registry_ignores_unknown_fields() -> None:
