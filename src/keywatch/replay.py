@@ -130,7 +130,7 @@ def _replay(
     pending: deque[Forward] = deque()
     # Keys with a pending tick (tick time, subject); an entry is checked against the state when it comes due.
     ticking: list[tuple[int, str]] = []
-    newest = None
+    newest: int | None = None
 
     def apply(subject: str, outcome: Outcome) -> None:
         states[subject] = outcome.state

@@ -2,8 +2,8 @@
 
 Entries are `"<type slot>|<discriminator>" -> until_ms`, the type slot being the type's runbook anchor
 (`usedfromnewip`); open episodes (`KeyState.episodes`) are keyed the same way. The table is bounded: expired
-entries are dropped whenever one is added (alerts are rare, so this stays off the per-request path), and past the cap the entry
-that expires soonest goes first.
+entries are dropped whenever one is added (alerts are rare, so this stays off the per-request path), and past
+the cap the entry that expires soonest goes first.
 """
 
 from __future__ import annotations
