@@ -196,3 +196,16 @@ def test_replay_runs_ticks_like_the_step_by_step_reference(registered: Path, ste
     got: list[Alert] = []
     replay(lines, [], engine, got.append)
     assert sorted(a.model_dump_json() for a in got) == sorted(_reference(make_engine(Settings(), registered), lines))
+
+
+def test_engine_drops_a_second_open_and_a_close_without_an_episode(registered: Path) -> None:
+    """One episode per (type, discriminator): a second 418 while open fires nothing, the tick's close resolves
+    it once, and a close with nothing open is dropped."""
+    engine = make_engine(Settings(), registered)
+    first = engine.on_request(None, RequestRecord.model_validate_json(_line(T0, "key-1", 418)))
+    second = engine.on_request(first.state, RequestRecord.model_validate_json(_line(T0 + 1_000, "key-1", 418)))
+    assert (len(first.alerts), second.alerts) == (1, [])
+    closed = engine.on_tick(second.state, T0 + 10 * MINUTE)
+    assert [a.data.status for a in closed.alerts] == ["resolved"]
+    closed.state.ask_tick(teapot.SPEC.name, T0 + 11 * MINUTE)
+    assert engine.on_tick(closed.state, T0 + 12 * MINUTE).alerts == []
