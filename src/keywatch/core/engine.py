@@ -170,6 +170,11 @@ class Engine:
         outcome = Outcome(state)
         if state.ticks:
             self._run_ticks(state, forward.ts_ms, outcome)
+        if state.is_tenant:
+            # A tenant is "seen" when a forward reaches it: the key cap evicts the least recently seen first.
+            reg = state.registry
+            if reg.last_seen_ms is None or forward.ts_ms > reg.last_seen_ms:
+                reg.last_seen_ms = forward.ts_ms
         detectors = self._set_of(state)
         env = self._env(state)
         for detector in detectors.tenant_forward if state.is_tenant else detectors.key_forward:

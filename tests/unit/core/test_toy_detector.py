@@ -209,3 +209,12 @@ def test_engine_drops_a_second_open_and_a_close_without_an_episode(registered: P
     assert [a.data.status for a in closed.alerts] == ["resolved"]
     closed.state.ask_tick(teapot.SPEC.name, T0 + 11 * MINUTE)
     assert engine.on_tick(closed.state, T0 + 12 * MINUTE).alerts == []
+
+
+def test_a_tenants_state_is_seen_when_a_forward_reaches_it(registered: Path) -> None:
+    """The tenant's state records the newest forward's time, so the key cap orders it by activity, not first."""
+    engine = make_engine(Settings(), registered)
+    outcome = engine.on_request(None, RequestRecord.model_validate_json(_line(T0 + 5_000, "key-1", 401)))
+    [forward] = outcome.forwards
+    tenant = engine.on_forward(None, forward).state
+    assert (tenant.subject, tenant.is_tenant, tenant.registry.last_seen_ms) == ("acme/", True, T0 + 5_000)
