@@ -3,8 +3,10 @@ holds a pending tick, so a detector's timer fires for a key that has gone quiet.
 
 The watermark of a partition is the newest event time detect has seen in it, minus the allowed lateness
 (`Engine.watermark`); a tick is due once the watermark reaches it. Both live in memory only: the index is
-rebuilt from the table (the ticks are in each key's state) the first time a partition is seen and whenever
-the key index is rebuilt (after a rebalance), and the watermark starts again from the next record. Nothing
+rebuilt from the table (the ticks are in each key's state) whenever the key cap's index is (at start and after
+a rebalance; without a key cap, `KEYWATCH_MAX_KEYS=0`, it learns only the states written since the start, and
+an older pending tick runs with its key's next record), and the watermark starts again from the next record.
+Nothing
 depends on when a tick runs: its alert's time and id derive from the tick's own time, and a key's due ticks
 also run before any later record of that key (in the engine).
 """
