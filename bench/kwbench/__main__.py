@@ -125,6 +125,8 @@ def main(argv: list[str] | None = None) -> int:
         if "keywatch" not in skip:
             w = Worker(broker.bootstrap, f"kwb{run_id}a", topic, work, args.partitions, extra_env=worker_env)
             workers.append(w)
+            # keywatch never creates its input topics: its (empty) lifecycle topic is the bench's to create
+            asyncio.run(create_topic(broker.bootstrap, w.topics["lifecycle"], args.partitions))
             spawned = time.perf_counter()
             w.start()
             spy = None
@@ -165,6 +167,7 @@ def main(argv: list[str] | None = None) -> int:
                 for n in "12"
             ]
             workers.extend(pair)
+            asyncio.run(create_topic(broker.bootstrap, pair[0].topics["lifecycle"], args.partitions))
             spawned = time.perf_counter()
             for w in pair:
                 w.start()

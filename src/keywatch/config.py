@@ -35,6 +35,13 @@ class Settings(BaseSettings):
     partitions: int = Field(
         default=4, ge=1, le=1024, description="Partitions of keywatch's keyed topic and state tables."
     )
+    replication_factor: int = Field(
+        default=1,
+        ge=1,
+        le=32767,  # a replication factor is an INT16 in Kafka's CreateTopics request
+        description="Replicas of every topic keywatch creates (alerts, DLQ, keyed) and of faust's changelog and "
+        "internal topics: 1 for a single local broker, 3 in production. Existing topics are never altered.",
+    )
     store: Literal["memory://", "rocksdb://"] = Field(
         default="memory://", description="Table store: rocksdb:// in production (needs the rocksdb extra)."
     )
@@ -101,6 +108,24 @@ class Settings(BaseSettings):
         default=1.0, gt=0, le=60, description="How often queued alerts are posted to Alertmanager."
     )
     alertmanager_batch_size: int = Field(default=64, ge=1, le=1000, description="Alerts per POST to Alertmanager.")
+    missing_input_topics: Literal["wait", "exit"] = Field(
+        default="wait",
+        description="What to do when an input topic does not exist (keywatch never creates its inputs): wait, "
+        "re-checking with backoff (not ready meanwhile), or exit with a non-zero status.",
+    )
+    stall_seconds: float = Field(
+        default=120.0,
+        ge=2,
+        le=86400,
+        description="An assigned partition with lag and no progress for this long makes /readyz 503 (progressing).",
+    )
+    watchdog_seconds: float = Field(
+        default=600.0,
+        ge=0,
+        le=86400,
+        description="Such a stall for this long makes /healthz 503 too (the liveness probe restarts the worker); "
+        "0 = off. At least stall_seconds.",
+    )
 
     @field_validator("alertmanager_url")
     @classmethod
@@ -145,6 +170,15 @@ class Settings(BaseSettings):
         if not value or len(value) > 249 or any(c not in _TOPIC_CHARS for c in value) or value in (".", ".."):
             raise ValueError(f"{value!r} is not a legal Kafka topic name (letters, digits, '.', '_', '-')")
         return value
+
+    @model_validator(mode="after")
+    def _check_watchdog(self) -> Settings:
+        if 0 < self.watchdog_seconds < self.stall_seconds:
+            raise ValueError(
+                f"watchdog_seconds ({self.watchdog_seconds:g}) must be 0 (off) or at least stall_seconds "
+                f"({self.stall_seconds:g}) (KEYWATCH_WATCHDOG_SECONDS, KEYWATCH_STALL_SECONDS)"
+            )
+        return self
 
     @property
     def broker_url(self) -> str:

@@ -19,6 +19,7 @@ from prometheus_client import (
 )
 
 from keywatch import __version__
+from keywatch.progress import ProgressTracker
 
 # Event time to alert emitted: seconds for live traffic, days when replaying a backlog.
 DELAY_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900, 3600, 86400)
@@ -56,7 +57,18 @@ class Metrics:
             registry=r,
         )
         self.dead_letters = Counter(
-            "keywatch_dead_letters", "Records sent to the dead-letter topic, by reason code.", ["reason"], registry=r
+            "keywatch_dead_letters",
+            "Dead letters the broker acknowledged, by reason code.",
+            ["reason"],
+            registry=r,
+        )
+        self.send_failures = Counter(
+            "keywatch_send_failures",
+            "Messages Kafka did not take, by channel (keyed, alerts, dlq, changelog), reason (too_large, "
+            "invalid_record, authorization, topic, rejected: never retried; timeout, unavailable, other) and "
+            "action (dropped, or retried after a backoff).",
+            ["channel", "reason", "action"],
+            registry=r,
         )
         self.alerts = Counter(
             "keywatch_alerts",
@@ -112,6 +124,20 @@ class Metrics:
         self.broker_connected = Gauge(
             "keywatch_broker_connected", "1 while the worker has a live connection to the Kafka cluster.", registry=r
         )
+        self.consumer_lag = Gauge(
+            "keywatch_consumer_lag",
+            "Records not yet processed, by consumer group and topic: highwater minus the group's committed offset, "
+            "summed over this worker's assigned partitions (absent while it cannot be measured).",
+            ["group", "topic"],
+            registry=r,
+        )
+        self.partition_stalled = Gauge(
+            "keywatch_partition_stalled_seconds",
+            "Seconds an assigned partition has had lag without its committed offset moving (0 = progressing or "
+            "caught up), by consumer group, topic and partition.",
+            ["group", "topic", "partition"],
+            registry=r,
+        )
         self.alertmanager_posted = Gauge(
             "keywatch_alertmanager_posted",
             "Alerts Alertmanager accepted since start (when the sink is on).",
@@ -125,6 +151,8 @@ class Metrics:
         self.build = Info("keywatch_build", "keywatch version.", registry=r)
         self.build.info({"version": __version__})
         self._newest: dict[str, float] = {}
+        self._lag_series: set[tuple[str, str]] = set()
+        self._stall_series: set[tuple[str, str, str]] = set()
 
     def observe_event_time(self, topic: str, when: datetime) -> None:
         """Move the newest-event-time gauge of `topic` forward (never back: late events don't rewind it)."""
@@ -132,6 +160,21 @@ class Metrics:
         if ts > self._newest.get(topic, float("-inf")):
             self._newest[topic] = ts
             self.last_event.labels(topic).set(ts)
+
+    def export_progress(self, tracker: ProgressTracker) -> None:
+        """Set the lag and stall gauges from `tracker`; series of partitions no longer measured go away."""
+        lag = tracker.lag()
+        stalled = {(p.group, p.topic, str(p.partition)): p.stalled_seconds for p in tracker.partitions()}
+        for labels in self._lag_series - set(lag):
+            self.consumer_lag.remove(*labels)
+        for series in self._stall_series - set(stalled):
+            self.partition_stalled.remove(*series)
+        for (group, topic), records in lag.items():
+            self.consumer_lag.labels(group, topic).set(records)
+        for (group, topic, partition), seconds in stalled.items():
+            self.partition_stalled.labels(group, topic, partition).set(seconds)
+        self._lag_series = set(lag)
+        self._stall_series = set(stalled)
 
     def observe_alert(
         self, alert_type: str, severity: str, status: str, event_time: datetime, tenant: str | None = None

@@ -10,6 +10,7 @@ import orjson
 from pydantic import BaseModel, ValidationError
 
 from keywatch.contract.events import LifecycleEvent, RequestRecord
+from keywatch.redact import Redactor, may_hide_secret
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -68,8 +69,13 @@ def decode(
     max_bytes: int = DEFAULT_MAX_RECORD_BYTES,
     now: datetime | None = None,
     max_future_skew: timedelta | None = None,
+    redactor: Redactor | None = None,
 ) -> M | Rejection:
-    """Decode one Kafka value into `model`, or say why not. Never raises for bad input."""
+    """Decode one Kafka value into `model`, or say why not. Never raises for bad input.
+
+    With a `redactor`, every string of the decoded JSON (object keys included) is redacted before validation, so
+    the model and the reason of a rejection only ever hold redacted values.
+    """
     if raw is None:
         return Rejection("json", "record has no value (tombstone or null)")
     if len(raw) > max_bytes:
@@ -82,6 +88,8 @@ def decode(
         obj = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         return Rejection("json", f"record is not valid JSON: {exc.msg} at position {exc.pos}")
+    if redactor is not None and may_hide_secret(raw):
+        obj, _ = redactor.redact_json(obj)
     if not isinstance(obj, dict):
         return Rejection("not_object", f"record must be a JSON object, got {type(obj).__name__}")
     try:

@@ -1,7 +1,7 @@
 """How keywatch authenticates to Kafka: one place turns the settings into what faust and aiokafka expect.
 
-TLS uses an `ssl.SSLContext` we build ourselves (faust's `SSLCredentials(cafile=...)` raises TypeError, see
-../shared/notes/faust-pitfalls.md); SASL (PLAIN or SCRAM) carries the user name and the password, which stays a
+TLS uses an `ssl.SSLContext` we build ourselves (faust 0.15.3's `SSLCredentials(cafile=...)` raises
+TypeError); SASL (PLAIN or SCRAM) carries the user name and the password, which stays a
 `SecretStr` until the moment a client needs it.
 """
 

@@ -10,8 +10,10 @@ emit means state was lost; a missing one means records were lost.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -32,6 +34,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from keywatch.config import Settings
 from keywatch.contract.alerts import Alert
+from keywatch.kafka_admin import ensure_topics
 from keywatch.pipeline.processor import Processor, Topics, record_tags
 from keywatch.redact import Redactor
 from keywatch.runtime import make_engine
@@ -161,17 +164,33 @@ async def wait_until(
         await asyncio.sleep(poll_s)
 
 
+# Below Linux's ephemeral range (32768-60999): a port the kernel hands to client sockets (what binding port 0
+# returns) can be taken by an outgoing connection before a broker started on it binds it.
+TEST_PORTS = (20000, 32000)
+
+
+def port_range() -> tuple[int, int]:
+    """The ports tests pick from: $KEYWATCH_TEST_PORTS ("low-high", e.g. for machines shared by several runs), else
+    TEST_PORTS."""
+    given = os.environ.get("KEYWATCH_TEST_PORTS")
+    if not given:
+        return TEST_PORTS
+    low, sep, high = given.partition("-")
+    if not (sep and low.isdigit() and high.isdigit() and 1024 <= int(low) <= int(high) < 32768):
+        raise ValueError(f"KEYWATCH_TEST_PORTS must be low-high within 1024-32767, got {given!r}")
+    return int(low), int(high)
+
+
 def free_port(consecutive: int = 1) -> int:
-    """A TCP port on 127.0.0.1 that is free now (and the next `consecutive - 1` ports too)."""
+    """A TCP port on 127.0.0.1 in `port_range()` that is free now (and the next `consecutive - 1` ports too)."""
+    low, high = port_range()
+    if high - low + 1 < consecutive:
+        raise ValueError(f"ports {low}-{high} hold fewer than {consecutive} consecutive ports")
     for _ in range(200):
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = int(sock.getsockname()[1])
-        if port + consecutive > 65535:
-            continue
-        if all(_port_free(port + i) for i in range(1, consecutive)):
+        port = low + secrets.randbelow(high - low - consecutive + 2)
+        if all(_port_free(port + i) for i in range(consecutive)):
             return port
-    raise RuntimeError("no free port found")
+    raise RuntimeError(f"no {consecutive} free consecutive ports found in {low}-{high}")
 
 
 def _port_free(port: int) -> bool:
@@ -199,6 +218,25 @@ def http_get(port: int, path: str, timeout_s: float = 2.0) -> tuple[int, Any]:
         return status, body.decode(errors="replace")
 
 
+def kafka_local(
+    home: Path, args: list[str], env: Mapping[str, str], timeout_s: float = 180.0
+) -> subprocess.CompletedProcess[str]:
+    """Run scripts/kafka-local with KAFKA_HOME `home` (its jars linked from the main broker's, so no Maven run)."""
+    shared = Path(os.environ.get("KAFKA_HOME_SHARED", ROOT / ".kafka")) / "libs"
+    libs = home / "libs"
+    if shared.is_dir() and not libs.exists():
+        home.mkdir(parents=True, exist_ok=True)
+        libs.symlink_to(shared)
+    return subprocess.run(
+        [str(ROOT / "scripts" / "kafka-local"), *args],
+        env={**os.environ, "KAFKA_HOME": str(home), "KAFKA_HEAP": "384m", "PYTHON": sys.executable, **env},
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
+    )
+
+
 @dataclass
 class PrivateBroker:
     """A broker of its own (scripts/kafka-local with its own KAFKA_HOME and ports) that a test may stop.
@@ -216,28 +254,8 @@ class PrivateBroker:
         return f"127.0.0.1:{self.port}"
 
     def _run(self, command: str, timeout_s: float = 180.0) -> subprocess.CompletedProcess[str]:
-        shared = Path(os.environ.get("KAFKA_HOME_SHARED", ROOT / ".kafka")) / "libs"
-        libs = self.home / "libs"
-        if shared.is_dir() and not libs.exists():
-            self.home.mkdir(parents=True, exist_ok=True)
-            libs.symlink_to(shared)
-        env = {
-            **os.environ,
-            "KAFKA_HOME": str(self.home),
-            "KAFKA_PORT": str(self.port),
-            "KAFKA_CONTROLLER_PORT": str(self.port + 1),
-            "KAFKA_HEAP": "384m",
-            "PYTHON": sys.executable,
-            **self.extra_env,
-        }
-        return subprocess.run(
-            [str(ROOT / "scripts" / "kafka-local"), command],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=timeout_s,
-            check=False,
-        )
+        env = {"KAFKA_PORT": str(self.port), "KAFKA_CONTROLLER_PORT": str(self.port + 1), **self.extra_env}
+        return kafka_local(self.home, [command], env, timeout_s)
 
     def start(self) -> None:
         """Start it and wait until it answers metadata requests."""
@@ -258,6 +276,61 @@ class PrivateBroker:
 
 
 @dataclass
+class KafkaCluster:
+    """A cluster of a test's own (scripts/kafka-local --nodes N: every node broker+controller, its own ports and
+    data under `home`) whose nodes a test may SIGKILL and start again. Node n is broker id n."""
+
+    home: Path
+    nodes: int = 3
+    port: int = 0  # node 1's client port; node n uses port + 2(n-1) and the controller port above it; 0 = pick
+
+    def __post_init__(self) -> None:
+        if not self.port:
+            self.port = free_port(consecutive=2 * self.nodes)
+
+    def node_bootstrap(self, node: int) -> str:
+        """The PLAINTEXT address of node `node` (1..nodes)."""
+        return f"127.0.0.1:{self.port + 2 * (node - 1)}"
+
+    @property
+    def bootstrap(self) -> str:
+        """Every node's address, comma separated."""
+        return ",".join(self.node_bootstrap(n) for n in range(1, self.nodes + 1))
+
+    def _run(self, *args: str, timeout_s: float = 300.0) -> subprocess.CompletedProcess[str]:
+        # three JVMs starting at once on a small CI machine: more than the single broker's 90 s may be needed
+        env = {"KAFKA_NODES": str(self.nodes), "KAFKA_PORT": str(self.port), "KAFKA_START_TIMEOUT": "240"}
+        return kafka_local(self.home, list(args), env, timeout_s)
+
+    def _check(self, *args: str) -> str:
+        done = self._run(*args)
+        if done.returncode != 0:
+            raise AssertionError(f"kafka-local {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}")
+        return done.stdout
+
+    def start(self, node: int | None = None) -> None:
+        """Start every node (or one) and wait until each answers with every running node in its metadata."""
+        self._check("start", *([str(node)] if node else []))
+
+    def pid(self, node: int) -> int:
+        """The process id of node `node`'s JVM."""
+        return int(self._check("pid", str(node)))
+
+    def kill(self, node: int) -> None:
+        """SIGKILL node `node` (no controlled shutdown) and wait until its process is gone."""
+        self._check("kill", str(node))
+
+    def stop(self) -> None:
+        """Stop every node (SIGTERM, then SIGKILL after the script's timeout)."""
+        self._check("stop")
+
+    def cleanup(self) -> None:
+        """Stop every node and delete their data."""
+        self.stop()
+        shutil.rmtree(self.home, ignore_errors=True)
+
+
+@dataclass
 class WorkerProcess:
     """A `keywatch worker` subprocess with its own group, topics and data directory.
 
@@ -272,6 +345,8 @@ class WorkerProcess:
     proc: subprocess.Popen[bytes] | None = None
     name: str | None = None
     metrics_port: int | None = None  # None or 0: no HTTP endpoints (never the default 9464 another process may hold)
+    create_inputs: bool = True  # keywatch never creates its input topics: the test does, as producers would
+    client_security: dict[str, Any] | None = None  # aiokafka arguments of the test's own clients (topic creation)
     _log_start: int = field(default=0, init=False, repr=False)
 
     @property
@@ -312,8 +387,27 @@ class WorkerProcess:
             **self.extra_env,
         }
 
+    def create_input_topics(self, deadline_s: float = 60.0) -> None:
+        """Create this worker's input topics (if missing) and wait until every partition has a leader."""
+        names = [self.topics["requests"], self.topics["lifecycle"]]
+        # start() is called from async tests and from plain code alike: a loop of its own, in a thread of its own.
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            pool.submit(
+                asyncio.run,
+                ensure_topics(
+                    [self.bootstrap],
+                    names,
+                    self.partitions,
+                    security=self.client_security,
+                    visible_within_s=deadline_s,
+                ),
+            ).result(timeout=deadline_s + 30)
+
     def start(self) -> None:
-        """Start the worker process (does not wait)."""
+        """Create the input topics (unless `create_inputs` is off), then start the worker process (does not
+        wait for it)."""
+        if self.create_inputs:
+            self.create_input_topics()
         self._log_start = self.log_path.stat().st_size if self.log_path.exists() else 0
         with self.log_path.open("ab") as log:  # the child keeps its own copy of the descriptor
             self.proc = subprocess.Popen(

@@ -4,6 +4,7 @@ and a flood of distinct keys against the key cap. Each compares what came out wi
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import time
 from collections.abc import Callable
@@ -150,7 +151,9 @@ async def test_failover_and_rebalance_match_a_clean_run(worker_factory: Callable
 async def test_broker_down_at_start_and_lost_mid_stream(tmp_path: Path) -> None:
     """Broker down at start: endpoints up, not ready, backoff; broker lost mid-stream: no record or state lost."""
     broker = PrivateBroker(tmp_path / "kafka")
-    worker = WorkerProcess(bootstrap=broker.bootstrap, workdir=tmp_path, metrics_port=free_port(), extra_env=FAST)
+    worker = WorkerProcess(
+        bootstrap=broker.bootstrap, workdir=tmp_path, metrics_port=free_port(), extra_env=FAST, create_inputs=False
+    )
     phases = build(KEYS)
     expected = await expected_alerts(phases)
     try:
@@ -165,6 +168,7 @@ async def test_broker_down_at_start_and_lost_mid_stream(tmp_path: Path) -> None:
         assert worker.http("/readyz")[0] == 503
 
         broker.start()
+        await asyncio.to_thread(worker.create_input_topics)  # the producers' job, once there is a broker
         await worker.wait_ready(deadline_s=120)
         await wait_until(lambda: worker.http("/readyz")[0] == 200, deadline_s=30, what="/readyz 200")
         assert worker.http("/readyz")[1]["checks"]["connected"] is True

@@ -10,13 +10,15 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 
 from keywatch.config import Settings
 from keywatch.security import aiokafka_kwargs
@@ -31,6 +33,7 @@ from tests.integration.kafka_helpers import (
     wait_caught_up,
     wait_until,
 )
+from tests.readers import recoverable
 
 USER, PASSWORD = "keywatch", "kw-scram-pass-7"
 
@@ -132,7 +135,13 @@ def sasl_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SaslBroker
 
 
 def _sasl_worker(sasl: SaslBroker, workdir: Path, **env: str) -> WorkerProcess:
-    return WorkerProcess(bootstrap=sasl.sasl_bootstrap, workdir=workdir, metrics_port=0, extra_env=sasl.env(**env))
+    return WorkerProcess(
+        bootstrap=sasl.sasl_bootstrap,
+        workdir=workdir,
+        metrics_port=0,
+        extra_env=sasl.env(**env),
+        client_security=sasl.client_security(),
+    )
 
 
 async def test_worker_over_sasl_scram_and_tls(sasl_broker: SaslBroker, tmp_path: Path) -> None:
@@ -250,3 +259,128 @@ async def test_no_secret_reaches_any_output(worker_factory: Callable[..., Worker
     assert "dead letter" in log
     for secret in SECRETS:
         assert secret.decode() not in log, "a secret reached the worker log"
+
+
+# Secrets behind escapes: each (the part that must never come out, how it is written in the record's JSON).
+ESCAPED = {
+    "go_query": ("atok4plant9f8e7d6c5b4a3", r"/v1/x?a=1\u0026access_token=atok4plant9f8e7d6c5b4a3"),
+    "name": ("Pq7Rr8Ss9Tt0Uu1Vv2Ww", r"ci sk_live_abc\u0050q7Rr8Ss9Tt0Uu1Vv2Ww"),
+    "status": ("4eC39HqLyjWDarjtT1zdp7dX", r"sk\u005flive_4eC39HqLyjWDarjtT1zdp7dX"),
+    "agent": ("AbCdEf0123456789xyzQ", r"curl\/8 \ud83d\ude00Bearer \u0041bCdEf0123456789xyzQ\ud83d\ude00"),
+    "double": ("s3cr3tvalue99zz", r"/v1/y?API_KEY=%2573%2533cr3tvalue99zz"),
+    "key_id": ("Zx9Yw8Vu7Ts6Rq5Po4Nm", r"sk%5Flive_Zx9Yw8Vu7Ts6Rq5Po4Nm"),
+    "entropy": ("Q7xK2mP9vR4tY8wZ3nB6cF1hJ5lD0sGaE", r"\u0051\u0037xK2mP9vR4tY8wZ3nB6cF1hJ5lD0s%47aE"),
+}
+
+
+def _escaped_json(fields: dict[str, Any], raw: dict[str, str]) -> bytes:
+    """A record as JSON with the `raw` fields written exactly as given (their escapes kept)."""
+    body = orjson.dumps({k: v for k, v in fields.items() if k not in raw})[:-1]
+    return body + b"".join(b',"' + k.encode() + b'":"' + v.encode() + b'"' for k, v in raw.items()) + b"}"
+
+
+@pytest.fixture
+async def alert_receiver() -> AsyncIterator[tuple[str, list[bytes]]]:
+    """A real local HTTP server standing in for Alertmanager's v2 API: keeps every body posted to it."""
+    bodies: list[bytes] = []
+
+    async def alerts(request: web.Request) -> web.Response:
+        bodies.append(await request.read())
+        return web.Response(status=200)
+
+    app = web.Application()
+    app.router.add_post("/api/v2/alerts", alerts)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        yield str(server.make_url("")).rstrip("/"), bodies
+    finally:
+        await server.close()
+
+
+async def test_no_escaped_secret_reaches_any_output(
+    worker_factory: Callable[..., WorkerProcess], alert_receiver: tuple[str, list[bytes]]
+) -> None:
+    """Secrets behind JSON escapes, percent-encoding (double too) and surrogate pairs, in fields, object keys and
+    Kafka keys, cannot be read back from the alert, DLQ, keyed or changelog topics, Alertmanager or the DEBUG log."""
+    url, posted = alert_receiver
+    worker = worker_factory(
+        metrics_port=0,
+        extra_env={
+            "KEYWATCH_REDACTION_KEY": "r" * 24,
+            "KEYWATCH_LOG_LEVEL": "DEBUG",
+            "KEYWATCH_ALERTMANAGER_URL": url,
+            "KEYWATCH_ALERTMANAGER_FLUSH_SECONDS": "0.2",
+        },
+    )
+    worker.start()
+    await worker.wait_ready()
+    e = {name: raw for name, (_, raw) in ESCAPED.items()}
+    lifecycle = [
+        (
+            rb"sk\u005flive_" + b"Zx9Yw8Vu7Ts6Rq5Po4Nm",
+            _escaped_json(lifecycle_dict(ts="2025-12-30T09:00:00Z"), {"name": e["name"], "key_id": e["key_id"]}),
+        ),
+        (
+            b'"' + e["status"].encode() + b'"',
+            _escaped_json(lifecycle_dict(type="apiKey.revoked", ts="2026-01-08T10:00:00Z"), {"key_id": e["key_id"]}),
+        ),
+    ]
+    requests = [
+        (
+            None,
+            _escaped_json(
+                request_dict(ts="2025-12-30T10:00:00Z", ip="192.0.2.10"),
+                {"key_id": e["key_id"], "path": e["go_query"], "user_agent": e["agent"]},
+            ),
+        ),
+        # nine days on, past the longest learning period: a new network (usedFromNewIp, its evidence has the path)
+        (
+            e["double"].encode(),
+            _escaped_json(
+                request_dict(ts="2026-01-08T09:00:00Z", ip="203.0.113.9"),
+                {"key_id": e["key_id"], "path": e["go_query"]},
+            ),
+        ),
+        # after the revocation: usedAfterRevoke, whose evidence has the path and user agent
+        (
+            None,
+            _escaped_json(
+                request_dict(ts="2026-01-08T11:00:00Z", ip="203.0.113.9"),
+                {"key_id": e["key_id"], "path": e["double"], "user_agent": e["entropy"]},
+            ),
+        ),
+    ]
+    bad = [
+        (None, _escaped_json(request_dict(status=None), {"status": e["status"]})),  # schema: the reason shows it
+        (e["agent"].encode(), _escaped_json(request_dict(), {"user_agent": e["agent"]})[:-1]),  # not JSON
+        (None, _escaped_json(request_dict(ip="300.1.1.1"), {e["status"]: "1", "note": e["go_query"]}) + b"\xff"),
+        (None, _escaped_json(request_dict(ip="300.1.1.1"), {e["entropy"]: e["double"]})),  # an object key
+    ]  # fmt: skip
+    await produce(worker.bootstrap, worker.topics["lifecycle"], lifecycle)
+    await produce(worker.bootstrap, worker.topics["requests"], requests + bad)
+
+    alerts = await collect(worker.bootstrap, worker.topics["alerts"], until=lambda m: len(m) >= 4)
+    dlq = await collect(worker.bootstrap, worker.topics["dlq"], until=lambda m: len(m) >= len(bad))
+    await wait_caught_up(worker.bootstrap, worker.app_id, worker.topics["keyed"])
+    await wait_until(lambda: sum(len(orjson.loads(b)) for b in posted) >= len(alerts), deadline_s=30,
+                     what="every alert posted to the Alertmanager receiver")  # fmt: skip
+    outputs: dict[str, list[bytes]] = {
+        "alerts": [], "dlq": [], "keyed": [], "changelog": [], "alertmanager": posted,
+    }  # fmt: skip
+    topics = {"alerts": worker.topics["alerts"], "dlq": worker.topics["dlq"], "keyed": worker.topics["keyed"],
+              "changelog": f"{worker.app_id}-keys-changelog"}  # fmt: skip
+    for name, topic in topics.items():
+        messages = await read_all(worker.bootstrap, topic)
+        outputs[name] = [part or b"" for pair in messages for part in pair]
+    letters = [orjson.loads(v) for v in outputs["dlq"][1::2]]
+    outputs["dlq payloads"] = [base64.b64decode(d[f]) for d in letters for f in ("payload_b64", "key_b64") if d[f]]
+    outputs["log"] = [worker.log_text().encode()]
+    assert recoverable([core for core, _ in ESCAPED.values()], outputs) == []
+    assert all(outputs[name] for name in topics)
+    assert any(b"redacted:" in blob for blob in outputs["dlq payloads"])
+    assert any("redacted:" in d["reason"] for d in letters)
+    assert "dead letter" in worker.log_text()
+    types = {orjson.loads(v)["type"] for _, v in alerts}
+    assert types >= {"apiKey.created", "apiKey.usedFromNewIp", "apiKey.revoked", "apiKey.usedAfterRevoke"}
+    assert len(dlq) == len(bad)

@@ -82,7 +82,7 @@ async def _batched(records: list[Input], size: int, max_keys: int = 0) -> tuple[
     cap = KeyCap(1, PARTITIONS)
     for start in range(0, len(records), size):
         out = processor.pack_batch(records[start : start + size], cap.partition_of)
-        sink.messages["dlq"].extend(out.dead_letters)
+        sink.messages["dlq"].extend((letter.key, letter.value) for letter in out.dead_letters)
         for partition, values in sorted(out.keyed.items()):
             for value in values:
                 assert value[:1] == TAG_PACKED
@@ -184,7 +184,8 @@ def test_pack_batch_dead_letters_bad_records_and_splits_large_partitions() -> No
     out = processor.pack_batch([*good, bad], lambda subject: 3)
     assert out.accepted == 300
     assert len(out.dead_letters) == 1
-    letter = orjson.loads(out.dead_letters[0][1])
+    letter = orjson.loads(out.dead_letters[0].value)
+    assert (out.dead_letters[0].source, out.dead_letters[0].offset) == (("requests", 2), 77)
     assert (letter["source_topic"], letter["partition"], letter["offset"], letter["reason_code"]) == (
         "requests",
         2,
@@ -196,6 +197,11 @@ def test_pack_batch_dead_letters_bad_records_and_splits_large_partitions() -> No
     assert all(len(v) <= PACKED_MAX_BYTES + 1 for v in out.keyed[3])
     tags = [t for v in out.keyed[3] for t in record_tags(v)]
     assert tags == [b"R"] * 300
+    # each packed message says where its records start on their input partition (what a failed send rewinds)
+    firsts = [carries[("requests", 1)] for carries in out.keyed_from[3]]
+    assert firsts[0] == 0
+    assert firsts == sorted(firsts)
+    assert len(set(firsts)) == len(out.keyed[3])
     assert (
         processor.metrics.registry.get_sample_value(
             "keywatch_records_total", {"topic": "requests", "outcome": "accepted"}

@@ -64,3 +64,35 @@ def test_missing_or_broken_file(tmp_path: Path) -> None:
     broken.write_text("[worker\n")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_settings(broken)
+
+
+def test_progress_settings_have_sane_defaults() -> None:
+    """Input topics are waited for, a stall counts after two minutes, the watchdog trips after ten."""
+    settings = load_settings()
+    assert settings.missing_input_topics == "wait"
+    assert (settings.stall_seconds, settings.watchdog_seconds) == (120.0, 600.0)
+
+
+@pytest.mark.parametrize(
+    ("env", "fragment"),
+    [
+        ({"KEYWATCH_MISSING_INPUT_TOPICS": "create"}, "KEYWATCH_MISSING_INPUT_TOPICS"),
+        ({"KEYWATCH_STALL_SECONDS": "0"}, "KEYWATCH_STALL_SECONDS"),
+        ({"KEYWATCH_WATCHDOG_SECONDS": "-1"}, "KEYWATCH_WATCHDOG_SECONDS"),
+        ({"KEYWATCH_STALL_SECONDS": "300", "KEYWATCH_WATCHDOG_SECONDS": "60"}, "at least stall_seconds"),
+    ],
+)
+def test_bad_progress_settings_are_named(monkeypatch: pytest.MonkeyPatch, env: dict[str, str], fragment: str) -> None:
+    """An unknown missing-topic policy, a non-positive stall time or a watchdog shorter than the stall is refused."""
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError) as err:
+        load_settings()
+    assert fragment in str(err.value)
+
+
+def test_watchdog_can_be_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    """KEYWATCH_WATCHDOG_SECONDS=0 turns the watchdog off whatever the stall time."""
+    monkeypatch.setenv("KEYWATCH_STALL_SECONDS", "300")
+    monkeypatch.setenv("KEYWATCH_WATCHDOG_SECONDS", "0")
+    assert load_settings().watchdog_seconds == 0

@@ -67,6 +67,8 @@ def exposition_names() -> set[str]:
     metrics.processed_records.labels("ingest").inc()
     metrics.observe_event_time("api.requests", now)
     metrics.rebalances.inc()
+    metrics.consumer_lag.labels("keywatch-ingest", "api.requests").set(0)
+    metrics.partition_stalled.labels("keywatch-ingest", "api.requests", "0").set(0)
     return {sample.name for family in metrics.registry.collect() for sample in family.samples}
 
 

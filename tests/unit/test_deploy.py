@@ -192,6 +192,7 @@ def test_k8s_settings_load(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     assert settings.store == "rocksdb://"
     assert settings.alert_source == "/keywatch/prod"
     assert settings.security_protocol == "SASL_SSL"
+    assert settings.replication_factor == 3  # a production cluster: one broker may be lost
     detection = load_detection_config(path)
     assert detection.for_env("sandbox").rate.min_per_minute == 600
 

@@ -50,6 +50,9 @@ def _say(message: str) -> None:
 @click.option("--rate", type=click.FloatRange(min=1), default=None, help="Kafka: at most N records/s.")
 @click.option("--topic-requests", default=_DEFAULT_REQUESTS_TOPIC, show_default=True)
 @click.option("--topic-lifecycle", default=_DEFAULT_LIFECYCLE_TOPIC, show_default=True)
+@click.option("--partitions", type=click.IntRange(1, 1024), default=4, show_default=True,
+              help="Kafka: partitions of the two topics when they do not exist yet (the simulator creates them, "
+              "as the producers of the inputs; the worker never does).")  # fmt: skip
 @click.option(
     "--lead",
     type=click.FloatRange(min=0),
@@ -75,6 +78,7 @@ def command(
     rate: float | None,
     topic_requests: str,
     topic_lifecycle: str,
+    partitions: int,
     realtime: bool,
     lead: float | None,
     duration: float | None,
@@ -84,7 +88,8 @@ def command(
 
     With --out-dir: requests.jsonl, lifecycle.jsonl (each sorted by event time, in the contract's JSON form),
     labels.jsonl (one line per injected incident), networks.json (simulated address plan) and scenario.json.
-    With --kafka: the same records, interleaved in event-time order, keyed <tenant>/<key_id>.
+    With --kafka: the same records, interleaved in event-time order, keyed <tenant>/<key_id>; the two topics
+    are created first when missing.
     """
     if (out_dir is None) == (bootstrap is None):
         raise click.UsageError("give exactly one of --out-dir DIR or --kafka BOOTSTRAP")
@@ -137,8 +142,13 @@ def command(
                 sys.exit(1)
         return
     assert bootstrap is not None
+    from keywatch.kafka_admin import ensure_topics
     from keywatch.sim.kafka import produce, stderr_progress
 
+    servers = [s.strip() for s in bootstrap.split(",")]
+    created = asyncio.run(ensure_topics(servers, [topic_requests, topic_lifecycle], partitions))
+    if created:
+        _say(f"created topics {', '.join(created)} with {partitions} partitions")
     if realtime:
         _say("realtime: history up to the end of the learning period is sent now, the rest at wall-clock pace")
     result = asyncio.run(

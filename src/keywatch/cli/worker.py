@@ -2,7 +2,10 @@
 
 Start-up order: the HTTP endpoints first (so /healthz answers and /readyz says why the worker is not ready),
 then wait for Kafka with backoff (failing fast when the broker rejects our credentials or certificate), then
-create missing topics, then hand the same event loop to faust.
+check the replication factor against the cluster, create keywatch's own missing topics (output and
+internal, never the inputs), check that the DLQ and keyed topics take the largest messages keywatch sends
+them, then wait for the input topics to exist (or exit, KEYWATCH_MISSING_INPUT_TOPICS=exit), then hand the
+same event loop to faust.
 """
 
 from __future__ import annotations
@@ -47,8 +50,20 @@ def command(config_file: Path | None, bootstrap_servers: str | None, broker_time
     for name in ("aiokafka.conn", "aiokafka.consumer.fetcher", "aiokafka.producer"):
         logging.getLogger(name).setLevel(max(logging.INFO, logging.getLogger().getEffectiveLevel()))
     from keywatch.http import serve
-    from keywatch.kafka_admin import BrokerAuthError, ensure_topics, wait_for_broker
+    from keywatch.kafka_admin import (
+        BrokerAuthError,
+        ReplicationError,
+        TopicLimitError,
+        check_message_limits,
+        check_replication,
+        ensure_topics,
+        input_topics,
+        wait_for_broker,
+        wait_for_input_topics,
+    )
     from keywatch.security import aiokafka_kwargs, describe
+    from keywatch.stream.delivery import required_message_bytes
+    from keywatch.stream.kafka_internals import faust_internal_topics
 
     security = aiokafka_kwargs(settings)
     log.info("connecting to Kafka at %s (%s)", settings.bootstrap_servers, describe(settings))
@@ -56,7 +71,12 @@ def command(config_file: Path | None, bootstrap_servers: str | None, broker_time
     async def prepare() -> None:
         if settings.metrics_port:
             app.keywatch_http = await serve(
-                app.keywatch_metrics, app.keywatch_readiness, settings.metrics_host, settings.metrics_port
+                app.keywatch_metrics,
+                app.keywatch_readiness,
+                settings.metrics_host,
+                settings.metrics_port,
+                app.keywatch_readiness_details,
+                app.keywatch_liveness,
             )
         await wait_for_broker(
             settings.bootstrap_list,
@@ -64,17 +84,34 @@ def command(config_file: Path | None, bootstrap_servers: str | None, broker_time
             security=security,
             on_attempt=app.keywatch_health.set_reachable,
         )
+        own = [
+            settings.topic_alerts,
+            settings.topic_dlq,
+            app.keywatch_ingest.keyed_topic,  # faust's group leader must see it at its first assignment
+        ]
+        internal = faust_internal_topics(app)
+        await check_replication(
+            settings.bootstrap_list,
+            [*input_topics(settings), *own, *internal],
+            settings.replication_factor,
+            creates=[*own, *internal],
+            security=security,
+        )
         await ensure_topics(
             settings.bootstrap_list,
-            [
-                settings.topic_requests,
-                settings.topic_lifecycle,
-                settings.topic_alerts,
-                settings.topic_dlq,
-                app.keywatch_ingest.keyed_topic,  # faust's group leader must see it at its first assignment
-            ],
+            own,
             settings.partitions,
+            settings.replication_factor,
             security=security,
+        )
+        needs = required_message_bytes(app.keywatch_ingest.keyed_topic, settings.topic_dlq)
+        await check_message_limits(settings.bootstrap_list, needs, security=security)
+        await wait_for_input_topics(
+            settings.bootstrap_list,
+            input_topics(settings),
+            exit_if_missing=settings.missing_input_topics == "exit",
+            security=security,
+            on_check=app.keywatch_health.set_missing_topics,
         )
 
     # One loop for the wait and for faust: the HTTP server started here keeps serving once faust runs.
@@ -86,7 +123,7 @@ def command(config_file: Path | None, bootstrap_servers: str | None, broker_time
     failure: BaseException | None = None
     try:
         loop.run_until_complete(task)
-    except (asyncio.CancelledError, ConnectionError) as exc:
+    except (asyncio.CancelledError, ConnectionError, ReplicationError, TopicLimitError) as exc:
         failure = exc
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):

@@ -14,7 +14,7 @@ steps (single `R`/`L` messages, still understood by detect).
 
 from __future__ import annotations
 
-import base64
+import contextlib
 import functools
 import heapq
 import logging
@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 import orjson
 from aiokafka.partitioner import murmur2
 
-from keywatch.contract.deadletter import DeadLetter
+from keywatch.contract.deadletter import letter_key, make_letter
 from keywatch.contract.events import LifecycleEvent, RequestRecord
 from keywatch.core.codec import decode_state, encode_state, peek
 from keywatch.core.engine import Engine, Forward, Outcome, ts_ms
@@ -36,7 +36,7 @@ from keywatch.metrics import Metrics
 from keywatch.parsing import Rejection, decode
 from keywatch.pipeline.ticks import TickIndex
 from keywatch.redact import Redactor
-from keywatch.sinks.base import Sink
+from keywatch.sinks.base import Sink, Undeliverable
 
 log = logging.getLogger(__name__)
 
@@ -133,12 +133,32 @@ class Rejected:
     rejection: Rejection
 
 
+Source = tuple[str, int]  # an input (topic, partition)
+
+
+@dataclass(frozen=True, slots=True)
+class Letter:
+    """A dead letter ready to send: its (bounded) Kafka key and value, its reason code (counted once the broker
+    has it) and the input record it stands for."""
+
+    key: bytes | None
+    value: bytes
+    reason_code: str
+    source: Source
+    offset: int
+
+
 @dataclass
 class IngestBatch:
-    """What one batch of input records becomes: packed keyed messages per partition, and dead letters."""
+    """What one batch of input records becomes: packed keyed messages per partition, and dead letters.
+
+    `keyed_from[p][i]` says which input records `keyed[p][i]` carries: the smallest offset per input partition
+    (if it is not acknowledged, that input partition is read again from there).
+    """
 
     keyed: dict[int, list[bytes]] = field(default_factory=dict)
-    dead_letters: list[tuple[bytes | None, bytes]] = field(default_factory=list)
+    keyed_from: dict[int, list[dict[Source, int]]] = field(default_factory=dict)
+    dead_letters: list[Letter] = field(default_factory=list)
     accepted: int = 0
 
 
@@ -180,12 +200,10 @@ class Processor:
     def route(self, topic: str, key: bytes | None, value: bytes | None) -> Accepted | Rejected:
         """Redact and validate one raw input record: where it goes. Pure: no metrics, no sends.
 
-        Secrets are replaced first, so nothing downstream (state, alerts, dead letters, logs) ever holds one.
+        Secrets are replaced in the decoded record before validation (`decode` with the redactor), so nothing
+        downstream (state, alerts, rejection reasons, logs) ever holds one; a rejected record's key and value are
+        redacted with `Redactor.redact_payload`, which is safe for any bytes (dead letters included).
         """
-        if value is not None:
-            value = self.redactor.redact(value)
-        if key is not None:
-            key = self.redactor.redact(key)
         if topic == self.topics.requests:
             model: type[RequestRecord] | type[LifecycleEvent] = RequestRecord
             tag = TAG_REQUEST
@@ -199,10 +217,22 @@ class Processor:
             max_bytes=self.max_record_bytes,
             now=self._clock(),
             max_future_skew=self.max_future_skew,
+            redactor=self.redactor,
         )
         if isinstance(result, Rejection):
-            return Rejected(key, value, result)
+            return Rejected(self._redacted(key), self._redacted(value), result)
         return Accepted(result, tag)
+
+    def _redacted(self, raw: bytes | None) -> bytes | None:
+        """`Redactor.redact_payload` of a rejected (or failed) record's key or value; should it ever fail, a
+        token of the whole, never the raw bytes."""
+        if raw is None:
+            return None
+        try:
+            return self.redactor.redact_payload(raw)
+        except Exception:  # a bug in redaction must not put the raw record in a dead letter
+            log.exception("redaction failed on a record: its dead letter holds a hash of it instead")
+            return self.redactor.token_for(raw)
 
     async def ingest(self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None) -> None:
         """Validate one raw input record: dead-letter it with a reason, or re-key it onto the keyed topic."""
@@ -229,6 +259,7 @@ class Processor:
         """
         out = IngestBatch()
         entries: dict[int, list[bytes]] = {}
+        origins: dict[int, dict[Source, int]] = {}
         sizes: dict[int, int] = {}
         counts: dict[tuple[str, str], int] = {}
         newest: dict[str, datetime] = {}
@@ -238,7 +269,9 @@ class Processor:
                 if isinstance(verdict, Rejected):
                     outcome = "rejected"
                     letter = self._letter(topic, partition, offset, verdict.key, verdict.value, verdict.rejection)
-                    out.dead_letters.append((verdict.key, letter))
+                    out.dead_letters.append(
+                        Letter(letter_key(verdict.key), letter, verdict.rejection.code, (topic, partition), offset)
+                    )
                 else:
                     outcome = "accepted"
                     record = verdict.record
@@ -246,8 +279,10 @@ class Processor:
                     target = partition_of(verdict.subject)
                     if sizes.get(target, 0) + len(entry) > PACKED_MAX_BYTES and entries.get(target):
                         out.keyed.setdefault(target, []).append(_pack(entries.pop(target)))
+                        out.keyed_from.setdefault(target, []).append(origins.pop(target))
                         sizes[target] = 0
                     entries.setdefault(target, []).append(entry)
+                    origins.setdefault(target, {}).setdefault((topic, partition), offset)
                     sizes[target] = sizes.get(target, 0) + len(entry) + 1
                     if topic not in newest or record.ts > newest[topic]:
                         newest[topic] = record.ts
@@ -255,11 +290,14 @@ class Processor:
             except Exception as exc:  # a bug must cost one record, never the batch
                 log.exception("ingest failed on %s[%d]@%d", topic, partition, offset)
                 outcome = "rejected"
-                letter = self._letter(topic, partition, offset, key, value, internal(exc))
-                out.dead_letters.append((key, letter))
+                key, value = self._redacted(key), self._redacted(value)
+                rejection = internal(exc)
+                letter = self._letter(topic, partition, offset, key, value, rejection)
+                out.dead_letters.append(Letter(letter_key(key), letter, rejection.code, (topic, partition), offset))
             counts[(topic, outcome)] = counts.get((topic, outcome), 0) + 1
         for target, pending in entries.items():
             out.keyed.setdefault(target, []).append(_pack(pending))
+            out.keyed_from.setdefault(target, []).append(origins[target])
         for (topic, outcome), n in counts.items():
             self.metrics.records.labels(topic, outcome).inc(n)
         for topic, ts in newest.items():
@@ -275,8 +313,13 @@ class Processor:
         value: bytes | None,
         rejection: Rejection,
     ) -> None:
-        """Send the untouched record and the reason to the dead-letter topic."""
-        await self.sink.send("dlq", key, self._letter(topic, partition, offset, key, value, rejection))
+        """Send the record (a bounded prefix of it past a size) and the reason to the dead-letter topic; counted
+        once the sink has delivered it (a sink raises `Undeliverable` for a letter that can never be sent)."""
+        try:
+            await self.sink.send("dlq", letter_key(key), self._letter(topic, partition, offset, key, value, rejection))
+        except Undeliverable:
+            return
+        self.metrics.dead_letters.labels(rejection.code).inc()
 
     def _letter(
         self,
@@ -287,21 +330,18 @@ class Processor:
         value: bytes | None,
         rejection: Rejection,
     ) -> bytes:
-        """The dead letter of one record (logged and counted)."""
-        raw = value or b""
-        letter = DeadLetter(
+        """The dead letter of one record, bounded (`make_letter`), logged; counted by whoever sends it, once sent."""
+        letter = make_letter(
             source_topic=topic,
             partition=partition,
             offset=offset,
             reason_code=rejection.code,
             reason=rejection.reason,
             rejected_at=self._clock(),
-            key_b64=base64.b64encode(key).decode() if key is not None else None,
-            payload_b64=base64.b64encode(raw).decode(),
-            payload_size=len(raw),
+            key=key,
+            value=value or b"",
         )
-        log.info("dead letter %s[%d]@%d: %s", topic, partition, offset, rejection.reason)
-        self.metrics.dead_letters.labels(rejection.code).inc()
+        log.info("dead letter %s[%d]@%d: %s", topic, partition, offset, letter.reason)
         return letter.model_dump_json().encode()
 
     async def detect(
@@ -464,10 +504,16 @@ class Processor:
 
     async def _emit(self, outcome: Outcome) -> None:
         # Forwards first: once an alert is visible, the hand-off it implies is already on its way.
+        # A message the sink can never deliver has been logged and counted there (keywatch_send_failures_total);
+        # it costs that message only, not the record's other outputs.
         for fwd in outcome.forwards:
-            await self.sink.send("keyed", fwd.subject.encode(), TAG_FORWARD + orjson.dumps(_forward_dict(fwd)))
+            with contextlib.suppress(Undeliverable):
+                await self.sink.send("keyed", fwd.subject.encode(), TAG_FORWARD + orjson.dumps(_forward_dict(fwd)))
         for alert in outcome.alerts:
-            await self.sink.send("alerts", alert.subject.encode(), alert.model_dump_json().encode())
+            try:
+                await self.sink.send("alerts", alert.subject.encode(), alert.model_dump_json().encode())
+            except Undeliverable:
+                continue
             self.metrics.observe_alert(
                 alert.type, alert.data.severity, alert.data.status, alert.time, tenant=alert.data.tenant
             )

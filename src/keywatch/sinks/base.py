@@ -8,11 +8,17 @@ from typing import Literal, Protocol
 Channel = Literal["keyed", "alerts", "dlq"]
 
 
+class Undeliverable(Exception):
+    """A message that can never be delivered (too large, refused by the broker): the sink has logged and counted
+    it, and dropped it; the caller goes on without it."""
+
+
 class Sink(Protocol):
     """Sends one message to a channel: the keyed internal topic, the alert topic or the dead-letter topic."""
 
     async def send(self, channel: Channel, key: bytes | None, value: bytes) -> None:
-        """Send (or buffer) one message; ordering per (channel, key) is preserved."""
+        """Send (or buffer) one message; ordering per (channel, key) is preserved. Raises `Undeliverable` for a
+        message that can never be delivered."""
         ...
 
 

@@ -4,49 +4,115 @@ Ingest reads the input topics with a plain aiokafka consumer in batches (faust's
 packs each batch into one keyed message per keyed-topic partition; it runs as a task of this app, in the same
 event loop, and stops (sent and committed) before faust's producer is flushed at shutdown.
 
-Per ../shared/notes/faust-pitfalls.md: the agent runs with concurrency=1 (parallelism comes from partitions and
-workers), values are raw bytes we decode ourselves (so bad input reaches the DLQ instead of faust's decoder),
-and state is a plain table of compact per-key values, not a windowed table. Table writes go to the changelog
-partition of the keyed message being processed; every key of a packed message hashes to that partition.
+The agent runs with concurrency=1 (faust 0.15.3 can commit past a message still in flight with more; parallelism
+comes from partitions and workers), values are raw bytes we decode ourselves (so bad input reaches the DLQ instead
+of faust's decoder), and state is a plain table of compact per-key values, not a windowed table. Table writes go to
+the changelog partition of the keyed message being processed; every key of a packed message hashes to that
+partition.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable, MutableMapping
 from typing import Any, cast
 
 import faust
-from aiokafka.errors import KafkaError
+from aiokafka.errors import MessageSizeTooLargeError
 from faust.types import TP
 
 from keywatch.config import Settings
+from keywatch.contract.deadletter import PRODUCER_MAX_REQUEST_BYTES
 from keywatch.core.engine import Engine
 from keywatch.http import serve
+from keywatch.kafka_admin import describe_missing, input_topics
 from keywatch.logs import REPEAT_INTERVAL_S, report_repeats
 from keywatch.memory import release_free_memory
 from keywatch.metrics import Metrics
 from keywatch.pipeline.processor import KeyCap, Processor, Topics, internal
+from keywatch.progress import ProgressTracker, RecoveryClock
 from keywatch.redact import Redactor
 from keywatch.security import faust_kwargs
 from keywatch.sinks.alertmanager import AlertmanagerSink, TeeSink
-from keywatch.sinks.base import Channel, Sink
+from keywatch.sinks.base import Channel, Sink, Undeliverable
+from keywatch.stream.delivery import Backoff, classify
 from keywatch.stream.ingest import IngestStage
+from keywatch.stream.kafka_internals import consumer_connected
+from keywatch.stream.lag import MEASURE_TIMEOUT_S, GroupOffsets, Offsets, measure
 
 log = logging.getLogger(__name__)
 
 
 class FaustSink:
-    """Sends through faust's producer, so sends are flushed before offsets are committed."""
+    """Sends through faust's producer; `settle()` waits until what was sent is acknowledged.
 
-    def __init__(self, keyed: Any, alerts: Any, dlq: Any) -> None:
+    A message Kafka can never take (too large, refused: `stream/delivery.py`) is dropped, logged and counted in
+    keywatch_send_failures_total, and `send` raises `Undeliverable` when it knows at once; a retriable failure
+    is sent again after an exponential, capped backoff (the agent waits: the backpressure a broker outage should
+    cause). Dead letters are awaited in `send`, so keywatch_dead_letters_total counts only acknowledged ones.
+    faust alone would log a warning for a failed acknowledgement and lose the message.
+    """
+
+    def __init__(self, keyed: Any, alerts: Any, dlq: Any, metrics: Metrics, backoff: Backoff | None = None) -> None:
         self._topics = {"keyed": keyed, "alerts": alerts, "dlq": dlq}
+        self._metrics = metrics
+        self._backoff = backoff or Backoff()
+        self._pending: list[tuple[Channel, bytes | None, bytes, asyncio.Future[Any]]] = []
 
     async def send(self, channel: Channel, key: bytes | None, value: bytes) -> None:
-        """Buffer one message on the channel's topic."""
-        await self._topics[channel].send(key=key, value=value)
+        """Buffer one message on the channel's topic (a dead letter: send it and wait for the acknowledgement)."""
+        while True:
+            try:
+                future = await self._topics[channel].send(key=key, value=value)
+            except Exception as exc:
+                await self._failed(channel, value, exc)  # raises Undeliverable when it can never be sent
+                continue
+            if channel != "dlq":
+                self._pending.append((channel, key, value, future))
+                return
+            try:
+                await future
+            except Exception as exc:
+                await self._failed(channel, value, exc)
+                continue
+            self._backoff.reset()
+            return
+
+    async def settle(self) -> None:
+        """Wait for the acknowledgement of every message buffered since the last call; send failed ones again
+        (retriable) or drop them (never deliverable)."""
+        while self._pending:
+            pending, self._pending = self._pending, []
+            for channel, key, value, future in pending:
+                try:
+                    await future
+                except Exception as exc:
+                    with contextlib.suppress(Undeliverable):  # dropped: logged and counted in _failed
+                        await self._failed(channel, value, exc)
+                        await self.send(channel, key, value)
+        self._backoff.reset()
+
+    async def _failed(self, channel: Channel, value: bytes, exc: BaseException) -> None:
+        """Count and log a failed send; back off if it is worth retrying, else raise Undeliverable."""
+        verdict = classify(exc)
+        self._metrics.send_failures.labels(channel, verdict.reason, "retried" if verdict.retry else "dropped").inc()
+        topic = self._topics[channel].get_topic_name()
+        if not verdict.retry:
+            log.error(
+                "a %d-byte message for %s can never be sent (%s: %s): dropped", len(value), topic, _name(exc), exc
+            )
+            raise Undeliverable(topic) from exc
+        delay = self._backoff.next()
+        log.warning("a message for %s was not sent (%s: %s): retrying in %.1fs", topic, _name(exc), exc, delay)
+        await asyncio.sleep(delay)
+
+
+def _name(exc: BaseException) -> str:
+    """The name of the error that counts (faust wraps aiokafka's in ProducerSendError)."""
+    return type(exc.__cause__ or exc).__name__
 
 
 class TableView:
@@ -64,9 +130,10 @@ class TableView:
     in memory after 300,000 records over 100,000 keys (1.9 GB resident; `bench/run`).
     """
 
-    def __init__(self, table: Any, producer: Callable[[], Any]) -> None:
+    def __init__(self, table: Any, producer: Callable[[], Any], metrics: Metrics | None = None) -> None:
         self._table = table
         self._producer = producer
+        self._metrics = metrics or Metrics()
         self._pending: dict[bytes, bytes | None] = {}
 
     def get(self, key: bytes, default: bytes | None = None) -> bytes | None:
@@ -103,33 +170,70 @@ class TableView:
         """Send the pending writes to changelog `partition` and wait for the acknowledgement; the number sent.
 
         Every key written since the last flush belongs to `partition` (the keyed message's: its keys, their
-        forwards and evictions all hash there). A failed send is retried until it succeeds or the worker stops:
-        the agent waits, which is the backpressure a broker outage should cause.
+        forwards and evictions all hash there). A retriable failure is retried after an exponential, capped
+        backoff until it succeeds or the worker stops: the agent waits, which is the backpressure a broker outage
+        should cause. A failure that can never succeed (`stream/delivery.py`) is not retried: the writes are
+        sent one by one and only those Kafka refuses are dropped (logged, counted; the state stays in the local
+        store, but a worker that recovers this partition from the changelog will not have it).
         """
         if not self._pending:
             return 0
         producer = self._producer()
         topic = self._table.changelog_topic.get_topic_name()
-        delay = 0.5
+        backoff = Backoff()
         while True:
             try:
-                last = await _send_batches(producer, topic, partition, self._pending)
+                last: int | None = await _send_batches(producer, topic, partition, self._pending)
                 break
-            except KafkaError as exc:
+            except Exception as exc:
+                verdict = classify(exc)
+                if not verdict.retry:
+                    last = await self._send_one_by_one(producer, topic, partition)
+                    break
+                self._metrics.send_failures.labels("changelog", verdict.reason, "retried").inc()
+                delay = backoff.next()
                 log.warning(
-                    "changelog %s[%d]: %d writes not acknowledged (%s); retrying in %.1fs",
+                    "changelog %s[%d]: %d writes not acknowledged (%s: %s); retrying in %.1fs",
                     topic,
                     partition,
                     len(self._pending),
+                    _name(exc),
                     exc,
                     delay,
                 )
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
-        self._table.data.set_persisted_offset(TP(topic, partition), last)
+        if last is not None:
+            self._table.data.set_persisted_offset(TP(topic, partition), last)
         sent = len(self._pending)
         self._pending = {}
         return sent
+
+    async def _send_one_by_one(self, producer: Any, topic: str, partition: int) -> int | None:
+        """Send each pending write on its own, dropping those Kafka can never take; the last offset written."""
+        last: int | None = None
+        backoff = Backoff()
+        for key, value in self._pending.items():
+            while True:
+                try:
+                    last = await _send_batches(producer, topic, partition, {key: value})
+                    break
+                except Exception as exc:
+                    verdict = classify(exc)
+                    action = "retried" if verdict.retry else "dropped"
+                    self._metrics.send_failures.labels("changelog", verdict.reason, action).inc()
+                    if not verdict.retry:
+                        log.error(
+                            "changelog %s[%d]: the %d-byte state of %r can never be written (%s: %s): dropped",
+                            topic,
+                            partition,
+                            len(value or b""),
+                            key,
+                            _name(exc),
+                            exc,
+                        )
+                        break
+                    await asyncio.sleep(backoff.next())
+        return last
 
 
 async def _send_batches(producer: Any, topic: str, partition: int, writes: dict[bytes, bytes | None]) -> int:
@@ -140,7 +244,9 @@ async def _send_batches(producer: Any, topic: str, partition: int, writes: dict[
     for key, value in writes.items():
         while batch.append(key=key, value=value, timestamp=None) is None:  # full: send it, start the next one
             if count == 0:  # aiokafka always takes a batch's first record; any producer that would not must not loop
-                raise ValueError(f"a state of {len(value or b'')} bytes does not fit in a changelog batch")
+                raise MessageSizeTooLargeError(
+                    f"a state of {len(value or b'')} bytes does not fit in a changelog batch"
+                )
             sent.append((await producer.send_batch(batch, topic, partition=partition), count))
             batch, count = producer.create_batch(), 0
         count += 1
@@ -156,32 +262,21 @@ class Health:
         self.broker_reachable = False
         self.faust_started = False
         self.assigned = False
+        self.missing_topics: dict[str, str] = {}
+        self.inputs_checked = False
 
     def set_reachable(self, reachable: bool) -> None:
         """The outcome of the latest attempt to reach the cluster (before faust starts)."""
         self.broker_reachable = reachable
 
+    def set_missing_topics(self, missing: dict[str, str]) -> None:
+        """The outcome of the latest check of the input topics (topic -> the setting naming it)."""
+        self.missing_topics = dict(missing)
+        self.inputs_checked = True
 
-def consumer_connected(app: Any) -> bool:
-    """Whether faust's consumer has a live connection to its group coordinator.
-
-    Read from aiokafka's internals (faust exposes nothing): the group coordinator's node id is cleared when a
-    request to it fails (`coordinator_dead`), and its connection reports `connected()` False as soon as the
-    socket closes; heartbeats every few seconds keep both current while the broker is up.
-    """
-    try:
-        from aiokafka.client import ConnectionGroup
-
-        consumer = app.consumer._thread._consumer
-        if consumer is None:
-            return False
-        node = consumer._coordinator.coordinator_id
-        if node is None:
-            return False
-        conn = consumer._client._conns.get((node, ConnectionGroup.COORDINATION))
-        return conn is not None and bool(conn.connected())
-    except AttributeError:
-        return False
+    def input_topics_present(self) -> bool:
+        """Every input topic was there at the latest check (False before the first one)."""
+        return self.inputs_checked and not self.missing_topics
 
 
 def create_app(settings: Settings, engine: Engine, metrics: Metrics | None = None) -> faust.App:
@@ -192,11 +287,13 @@ def create_app(settings: Settings, engine: Engine, metrics: Metrics | None = Non
         store=settings.store,
         datadir=str(settings.data_dir),
         topic_partitions=settings.partitions,
+        topic_replication_factor=settings.replication_factor,  # the changelog and faust's leader topic
         key_serializer="raw",
         value_serializer="raw",
         web_enabled=False,
         table_cleanup_interval=60.0,
         producer_max_batch_size=512 * 1024,  # a keyed message's changelog writes in one batch (TableView.flush)
+        producer_max_request_size=PRODUCER_MAX_REQUEST_BYTES,  # what a dead letter is bounded for
         producer_acks=-1,
         consumer_auto_offset_reset="earliest",
         broker_session_timeout=settings.session_timeout_seconds,
@@ -220,7 +317,8 @@ def create_app(settings: Settings, engine: Engine, metrics: Metrics | None = Non
         redactor = Redactor(settings.redaction_key.get_secret_value().encode())
     key_cap = KeyCap(settings.max_keys, settings.partitions) if settings.max_keys else None
     metrics.keys_max.set(settings.max_keys)
-    sink: Sink = FaustSink(keyed, alerts, dlq)
+    kafka_sink = FaustSink(keyed, alerts, dlq, metrics)
+    sink: Sink = kafka_sink
     if settings.alertmanager_url:
         alertmanager = AlertmanagerSink(settings.alertmanager_url, batch_size=settings.alertmanager_batch_size)
         sink = TeeSink(sink, alertmanager)
@@ -249,7 +347,7 @@ def create_app(settings: Settings, engine: Engine, metrics: Metrics | None = Non
         key_cap=key_cap,
     )
     # faust's own aiokafka producer: started before the agents, stopped after them (and after the last commit)
-    view = TableView(table, lambda: cast(Any, app.producer)._ensure_producer())
+    view = TableView(table, lambda: cast(Any, app.producer)._ensure_producer(), metrics)
     store = cast("MutableMapping[bytes, bytes]", view)
     detect_seconds = metrics.processing.labels("detect")
     detect_records = metrics.processed_records.labels("detect")
@@ -272,18 +370,56 @@ def create_app(settings: Settings, engine: Engine, metrics: Metrics | None = Non
         # seek is done (a fetch that returns meanwhile is dropped and faust seeks back to the committed offsets).
         app.consumer.stop_flow()
 
+    progress = ProgressTracker(settings.stall_seconds, settings.watchdog_seconds)
+    recovery = RecoveryClock()
+    probe = GroupOffsets(settings)
+    keyed_name = keyed.get_topic_name()
+    inputs = input_topics(settings)
+    stalls_logged: set[tuple[str, str, int]] = set()
+
     def readiness() -> dict[str, bool]:
         if not health.faust_started:
-            return {"broker_reachable": health.broker_reachable, "connected": False, "assigned": False}
+            return {
+                "broker_reachable": health.broker_reachable,
+                "input_topics": health.input_topics_present(),
+                "connected": False,
+                "assigned": False,
+            }
         connected = consumer_connected(app)
         metrics.broker_connected.set(1 if connected else 0)
         return {
             "broker_reachable": health.broker_reachable,
+            "input_topics": health.input_topics_present(),
             "connected": connected,
             "assigned": health.assigned,
             "not_rebalancing": not app.rebalancing,
             "recovered": not app.in_recovery,
+            "progressing": not progress.stalled(),
         }
+
+    def readiness_details() -> dict[str, Any]:
+        details: dict[str, Any] = {}
+        if health.missing_topics:
+            details["missing_topics"] = [
+                {"topic": topic, "setting": setting} for topic, setting in health.missing_topics.items()
+            ]
+        stalled = progress.stalled()
+        if stalled:
+            details["stalled"] = [p.as_json() for p in stalled]
+        return details
+
+    def liveness() -> dict[str, Any]:
+        # A measured stall (lag, no progress) trips it: an unreachable broker, a rebalance or a recovery makes the
+        # offsets unknown, and unknown is never a stall (keywatch.progress). A recovery that outlasts the
+        # watchdog trips it too (RecoveryClock).
+        problems: dict[str, Any] = {}
+        tripped = progress.watchdog_tripped()
+        if tripped:
+            problems["watchdog"] = [p.as_json() for p in tripped]
+        recovering_s = recovery.seconds(time.monotonic())
+        if settings.watchdog_seconds and recovering_s >= settings.watchdog_seconds:
+            problems["recovering_seconds"] = round(recovering_s, 1)
+        return problems
 
     @app.task  # type: ignore[untyped-decorator]
     async def _started() -> None:
@@ -291,7 +427,7 @@ def create_app(settings: Settings, engine: Engine, metrics: Metrics | None = Non
         health.broker_reachable = True  # faust only starts once `keywatch worker` has reached the cluster
         if settings.metrics_port and getattr(app, "keywatch_http", None) is None:
             app.keywatch_http = await serve(  # type: ignore[attr-defined]
-                metrics, readiness, settings.metrics_host, settings.metrics_port
+                metrics, readiness, settings.metrics_host, settings.metrics_port, readiness_details, liveness
             )
 
     @app.timer(interval=15.0)  # type: ignore[untyped-decorator]
@@ -306,6 +442,54 @@ def create_app(settings: Settings, engine: Engine, metrics: Metrics | None = Non
             size += len(value)
         metrics.keys_tracked.set(count)
         metrics.state_bytes.set(size)
+
+    async def detect_offsets() -> Offsets | None:
+        if not health.assigned or app.rebalancing or app.in_recovery:
+            return None  # nothing is processed while faust recovers or rebalances: not a stall
+        try:
+            assigned = [tp for tp in app.consumer.assignment() if tp.topic == keyed_name]  # not the changelog
+        except Exception:  # faust's consumer not started (yet, or any more)
+            return None
+        return await measure(settings.app_id, assigned, probe)
+
+    async def check_inputs() -> None:
+        # After start-up too: an input topic deleted under a running worker is named by /readyz (ingest's pattern
+        # subscription takes it up again once it exists, at its next metadata refresh).
+        try:
+            existing = await asyncio.wait_for(probe.topics(), MEASURE_TIMEOUT_S)
+        except Exception:  # unknown: keep the last answer (the `connected` check covers an absent broker)
+            return
+        missing = {topic: name for topic, name in inputs.items() if topic not in existing}
+        if missing.keys() - health.missing_topics.keys():
+            log.warning("input topic %s does not exist (any more): not ready until it does", describe_missing(missing))
+        health.set_missing_topics(missing)
+
+    @app.timer(interval=max(1.0, min(5.0, settings.stall_seconds / 2)))  # type: ignore[untyped-decorator]
+    async def _measure_progress() -> None:
+        await check_inputs()
+        now = time.monotonic()
+        recovery.observe(bool(app.in_recovery), now)
+        ingest_offsets, keyed_offsets = await asyncio.gather(ingest.offsets(probe), detect_offsets())
+        progress.observe(ingest.group, ingest_offsets, now)
+        progress.observe(settings.app_id, keyed_offsets, now)
+        metrics.export_progress(progress)
+        stalled = {(p.group, p.topic, p.partition): p for p in progress.stalled()}
+        for key in stalled.keys() - stalls_logged:  # once per stall, not once per measurement
+            p = stalled[key]
+            log.warning(
+                "%s %s[%d] is stalled: %d records behind and no progress for %.0fs (KEYWATCH_STALL_SECONDS)",
+                p.group,
+                p.topic,
+                p.partition,
+                p.lag,
+                p.stalled_seconds,
+            )
+        stalls_logged.clear()
+        stalls_logged.update(stalled)
+
+    @app.on_before_shutdown.connect  # type: ignore[arg-type]
+    async def _probe_close(app: Any, **_: Any) -> None:
+        await probe.close()
 
     @app.timer(interval=60.0)  # type: ignore[untyped-decorator]
     async def _release_memory() -> None:
@@ -338,6 +522,8 @@ def create_app(settings: Settings, engine: Engine, metrics: Metrics | None = Non
                 n = 1
                 log.exception("detect failed on %s[%d]@%d", msg.topic, msg.partition, msg.offset)
                 await processor.dead_letter(msg.topic, msg.partition, msg.offset, msg.key, msg.value, internal(exc))
+            # The message's alerts, forwards and state are acknowledged before it counts as processed.
+            await kafka_sink.settle()
             await view.flush(msg.partition)
             detect_seconds.observe(time.perf_counter() - started)
             detect_records.inc(n)
@@ -347,4 +533,7 @@ def create_app(settings: Settings, engine: Engine, metrics: Metrics | None = Non
     app.keywatch_metrics = metrics  # type: ignore[attr-defined]
     app.keywatch_health = health  # type: ignore[attr-defined]
     app.keywatch_readiness = readiness  # type: ignore[attr-defined]
+    app.keywatch_readiness_details = readiness_details  # type: ignore[attr-defined]
+    app.keywatch_liveness = liveness  # type: ignore[attr-defined]
+    app.keywatch_progress = progress  # type: ignore[attr-defined]
     return app
