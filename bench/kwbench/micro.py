@@ -35,6 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     """Print µs/record per step; write bench/results/micro.json."""
     from keywatch.config import Settings
     from keywatch.contract.events import RequestRecord
+    from keywatch.core.codec import decode_state, encode_state
     from keywatch.core.state import KeyState
     from keywatch.parsing import decode
     from keywatch.redact import Redactor
@@ -87,15 +88,10 @@ def main(argv: list[str] | None = None) -> int:
     blobs: dict[str, bytes] = {}
 
     def store(record: Any) -> None:
-        blobs[record.subject] = orjson.dumps(states[record.subject].to_dict())
+        blobs[record.subject] = encode_state(states[record.subject])
 
-    _timed("state save: orjson.dumps(state.to_dict())", records, store, us)
-    _timed(
-        "state load: KeyState.from_dict(orjson.loads)",
-        records,
-        lambda r: KeyState.from_dict(orjson.loads(blobs[r.subject])),
-        us,
-    )
+    _timed("state save: codec.encode_state", records, store, us)
+    _timed("state load: codec.decode_state", records, lambda r: decode_state(blobs[r.subject]), us)
     sizes = [len(b) for b in blobs.values()]
     per_record_today = sum(v for k, v in us.items() if not k.startswith("  ") and not k.startswith("orjson.loads (the"))
     result = {

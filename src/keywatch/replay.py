@@ -128,6 +128,9 @@ def _replay(
         key=lambda item: (item[0], item[1]),
     )
     pending: deque[Forward] = deque()
+    # Keys with a pending tick (tick time, subject); an entry is checked against the state when it comes due.
+    ticking: list[tuple[int, str]] = []
+    newest: int | None = None
 
     def apply(subject: str, outcome: Outcome) -> None:
         states[subject] = outcome.state
@@ -135,6 +138,8 @@ def _replay(
             summary.alerts[alert.type] += 1
             emit(alert)
         pending.extend(outcome.forwards)
+        if outcome.state.ticks:
+            heapq.heappush(ticking, (min(outcome.state.ticks.values()), subject))
 
     for _, kind, _, record in merged:
         subject = record.subject
@@ -149,6 +154,11 @@ def _replay(
         while pending:
             fwd = pending.popleft()
             apply(fwd.subject, engine.on_forward(states.get(fwd.subject), fwd))
+        when = int(record.ts.timestamp() * 1000)
+        if newest is None or when > newest:
+            newest = when
+        if ticking and ticking[0][0] <= engine.watermark(newest):
+            _run_due_ticks(engine, engine.watermark(newest), ticking, states, apply, pending)
         if progress is not None and summary.records % 4096 == 0:
             now = time.monotonic()
             if now - last >= progress_every:
@@ -157,6 +167,27 @@ def _replay(
                 progress(summary)
     summary.seconds, summary.keys = time.monotonic() - started, len(states)
     return summary
+
+
+def _run_due_ticks(
+    engine: Engine,
+    watermark: int,
+    ticking: list[tuple[int, str]],
+    states: dict[str, KeyState],
+    apply: Callable[[str, Outcome], None],
+    pending: deque[Forward],
+) -> None:
+    """Run the ticks due at `watermark` (the worker does the same per partition, pipeline/ticks.py)."""
+    while ticking and ticking[0][0] <= watermark:
+        _, subject = heapq.heappop(ticking)
+        state = states.get(subject)
+        due = state.next_tick() if state is not None else None
+        if state is None or due is None or due > watermark:
+            continue  # a stale entry: the tick ran with a record of the key, or moved (its own entry exists)
+        apply(subject, engine.on_tick(state, watermark))
+        while pending:
+            fwd = pending.popleft()
+            apply(fwd.subject, engine.on_forward(states.get(fwd.subject), fwd))
 
 
 def tenant_of(line: bytes) -> bytes:

@@ -12,6 +12,7 @@ import pytest
 
 from keywatch.config import Settings
 from keywatch.contract.events import LifecycleEvent, RequestRecord
+from keywatch.core.codec import decode_state
 from keywatch.core.engine import Engine
 from keywatch.metrics import Metrics
 from keywatch.pipeline.processor import (
@@ -240,5 +241,5 @@ def test_a_failing_record_costs_that_record_only() -> None:
     sink, store = asyncio.run(run(records))
     _, clean_store = asyncio.run(run(clean))
     assert store == clean_store
-    assert orjson.loads(store[b"acme/key_live_1"])["r"]["requests"] == 3
+    assert decode_state(store[b"acme/key_live_1"]).registry.requests == 3
     assert [orjson.loads(v)["reason_code"] for _, v in sink.messages["dlq"]] == ["internal"]

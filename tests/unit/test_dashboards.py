@@ -16,20 +16,13 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
+from keywatch.core import catalog
 from keywatch.metrics import Metrics
 
 ROOT = Path(__file__).resolve().parents[2]
 GRAFANA = ROOT / "grafana"
 DASHBOARDS = sorted((GRAFANA / "dashboards").glob("*.json"))
-ALERT_TYPES = (
-    "apiKey.created",
-    "apiKey.revoked",
-    "apiKey.scopeChanged",
-    "apiKey.usedFromNewIp",
-    "apiKey.4xxCluster",
-    "apiKey.requestSpike",
-    "apiKey.usedAfterRevoke",
-)
+ALERT_TYPES = catalog.alert_types()  # every registered detector's types
 # A duration no board uses: after substitution every rate()/increase() must carry exactly this range.
 RATE_INTERVAL_SENTINEL = "1111s"
 RANGE_FUNCTIONS = {"rate", "irate", "increase"}

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import msgspec
 import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from keywatch.core.state import KeyRegistryEntry
+from keywatch.core.codec import encode_state, peek
+from keywatch.core.state import KeyRegistryEntry, KeyState
 from keywatch.pipeline.processor import KeyCap, recency, registry_recency
 
 
@@ -68,7 +70,8 @@ def test_no_heap_below_the_cap() -> None:
 def test_registry_recency_reads_what_recency_reads_from_the_serialised_entry(
     times: list[int | None], requests: int
 ) -> None:
-    """detect computes recency from the decoded entry, a rebuild from the table's JSON: the same order."""
+    """detect computes recency from the decoded entry, a rebuild from the stored state (either format): the same
+    order."""
     last_seen, created, revoked, role_changed = times
     entry = KeyRegistryEntry(
         last_seen_ms=last_seen,
@@ -78,4 +81,7 @@ def test_registry_recency_reads_what_recency_reads_from_the_serialised_entry(
         first_seen_ms=2**46,  # not a recency field: must not count
         requests=requests,
     )
-    assert registry_recency(entry) == recency(orjson.loads(orjson.dumps(entry.to_dict())))
+    stored = encode_state(KeyState("acme", "key-1", entry))
+    assert registry_recency(entry) == registry_recency(peek(stored)[0])
+    first_format = {k: v for k, v in msgspec.structs.asdict(entry).items() if v is not None}
+    assert registry_recency(entry) == recency(orjson.loads(orjson.dumps(first_format)))

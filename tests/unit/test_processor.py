@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 import orjson
 import pytest
 
+from keywatch.core.codec import decode_state
 from keywatch.core.engine import Engine
 from keywatch.pipeline.processor import TAG_FORWARD, TAG_LIFECYCLE, TAG_REQUEST, Processor, Topics
 from keywatch.sinks.base import MemorySink
@@ -92,8 +93,7 @@ async def test_lifecycle_alerts_and_rotation_forward(
     assert [k for k, _ in sink.messages["alerts"]] == [b"acme/k_old", b"acme/k_new", b"acme/k_old"]
     assert alerts[1]["data"]["evidence"]["rotation"] == {"replaces_key_id": "k_old"}
     assert alerts[2]["data"]["evidence"]["rotation"]["replaced_by"] == "k_new"
-    old = orjson.loads(store[b"acme/k_old"])
-    assert old["r"]["status"] == "revoked"
+    assert decode_state(store[b"acme/k_old"]).registry.status == "revoked"
 
 
 async def test_reprocessing_gives_same_alert_ids(pipeline: tuple[Processor, MemorySink, dict[bytes, bytes]]) -> None:

@@ -138,8 +138,8 @@ async def _through(processor: Processor, records: list[tuple[str, bytes | None, 
         [(topic, 0, i, key, value) for i, (topic, key, value) in enumerate(records)], lambda _: 0
     )
     store: dict[bytes, bytes] = {}
-    for key, letter in batch.dead_letters:
-        await processor.sink.send("dlq", key, letter)
+    for letter in batch.dead_letters:
+        await processor.sink.send("dlq", letter.key, letter.value)
     for message in batch.keyed.get(0, []):
         await processor.sink.send("keyed", None, message)
         await processor.detect_message(None, message, store, 0)

@@ -241,8 +241,8 @@ async def run_pipeline(records: list[tuple[str, bytes | None, bytes]]) -> tuple[
         lambda subject: partition_of(subject, PARTITIONS),
     )
     assert batch.accepted + len(batch.dead_letters) == len(records)
-    for key, letter in batch.dead_letters:
-        await sink.send("dlq", key, letter)
+    for letter in batch.dead_letters:
+        await sink.send("dlq", letter.key, letter.value)
     for target, messages in batch.keyed.items():
         for message in messages:
             await sink.send("keyed", None, message)

@@ -38,14 +38,14 @@ def _build(settings: Settings, config_file: Path | None):  # type: ignore[no-unt
 def command(config_file: Path | None, bootstrap_servers: str | None, broker_timeout: float) -> None:
     """Run the keywatch worker: consume requests and lifecycle events, emit alerts and dead letters."""
     overrides = {"bootstrap_servers": bootstrap_servers} if bootstrap_servers else {}
+    from keywatch import logs
+
     try:
         settings = load_settings(config_file, **overrides)
+        logs.setup(settings.log_level)  # before the app is built: its warnings get the same format
         app = _build(settings, config_file)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
-    from keywatch import logs
-
-    logs.setup(settings.log_level)
     # aiokafka's DEBUG lines dump whole fetch responses: raw input records, before redaction. Never below INFO.
     for name in ("aiokafka.conn", "aiokafka.consumer.fetcher", "aiokafka.producer"):
         logging.getLogger(name).setLevel(max(logging.INFO, logging.getLogger().getEffectiveLevel()))

@@ -42,8 +42,8 @@ class AlertData(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     tenant: str
-    key_id: str
-    env: Env
+    key_id: str | None = Field(description="The key; null for a tenant alert (one about the tenant as a whole).")
+    env: Env | None = Field(description="The key's environment; null for a tenant alert.")
     severity: Severity
     summary: str = Field(description="One human sentence.")
     evidence: dict[str, Any] = Field(description="Baseline vs observed values, per alert type.")
@@ -64,9 +64,16 @@ class Alert(BaseModel):
     source: str = Field(min_length=1, description="URI-reference of the keywatch deployment.")
     type: str = Field(min_length=1, description="apiKey.created, apiKey.revoked, apiKey.usedFromNewIp, ...")
     time: EventTime = Field(description="Event time of the triggering event.")
-    subject: str = Field(description="<tenant>/<key_id>; also the Kafka message key.")
+    subject: str = Field(
+        description="<tenant>/<key_id> for a key alert, <tenant> (no '/') for a tenant alert; also the Kafka key."
+    )
     datacontenttype: Literal["application/json"] = "application/json"
     data: AlertData
+
+    @property
+    def is_tenant_alert(self) -> bool:
+        """Whether the alert is about a tenant as a whole (subject `<tenant>`, no key id) rather than a key."""
+        return self.data.key_id is None
 
     @property
     def severity(self) -> str:
@@ -82,22 +89,23 @@ class Alert(BaseModel):
         source: str,
         time: datetime,
         tenant: str,
-        key_id: str,
-        env: Env,
+        key_id: str | None,
+        env: Env | None,
         severity: Severity,
         summary: str,
         evidence: dict[str, Any],
         status: Literal["firing", "resolved"] = "firing",
         episode_id: str | None = None,
     ) -> Alert:
-        """Build an alert whose id is derived from its type, subject and `id_parts`."""
+        """Build an alert whose id is derived from its type, subject and `id_parts` (`key_id` None: a tenant
+        alert, subject `<tenant>`)."""
         anchor = type.split(".", 1)[-1].lower()
         return cls(
-            id=alert_id(type, tenant, key_id, *id_parts),
+            id=alert_id(type, tenant, key_id or "", *id_parts),
             source=source,
             type=type,
             time=time,
-            subject=f"{tenant}/{key_id}",
+            subject=tenant if key_id is None else f"{tenant}/{key_id}",
             data=AlertData(
                 tenant=tenant,
                 key_id=key_id,

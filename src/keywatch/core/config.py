@@ -1,59 +1,80 @@
-"""Detection settings: one validated, frozen `DetectionConfig`, loadable from the `[detection]` TOML section.
+"""Detection settings: one validated, frozen config, loadable from the `[detection]` TOML section.
 
     [detection.rate]
     min_per_minute = 100
     [detection.sandbox.rate]      # per-environment overrides, only the settings that differ
     enabled = false
 
-Every setting has a documented default (see docs/alerts.md); a bad one is reported by its full name,
-e.g. `detection.live.rate.min_ratio: Input should be greater than or equal to 1 (got 0.5)`.
+The model is built from the registered detector specs (`keywatch.core.catalog`): one section per detector,
+named like the detector, holding its settings model. Every setting has a documented default (see
+docs/alerts.md); a bad one is reported by its full name, e.g.
+`detection.live.rate.min_ratio: Input should be greater than or equal to 1 (got 0.5)`.
 """
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, TypeVar, cast
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
 
 from keywatch.config import ConfigError, read_table
 from keywatch.contract.events import Env
-from keywatch.core.error_burst import ErrorBurstConfig
-from keywatch.core.ip_baseline import IpBaselineConfig
-from keywatch.core.rate_baseline import RateBaselineConfig
-from keywatch.core.revoked_use import RevokedUseConfig
+from keywatch.core import catalog
+from keywatch.core.spec import DetectorSpec
 
-SECTIONS = ("ip", "rate", "errors", "revoked")
+ConfigT = TypeVar("ConfigT", bound=BaseModel)
+
+
+def sections() -> tuple[str, ...]:
+    """The `[detection.<name>]` sections of the registered detectors, in the order they run."""
+    return tuple(spec.name for spec in catalog.specs())
 
 
 class EnvOverrides(BaseModel):
-    """Settings that differ in one environment: per detector, only the fields to change."""
+    """Settings that differ in one environment: per detector, only the fields to change (one dict field per
+    detector, added by `config_model`)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+    specs: ClassVar[tuple[DetectorSpec[Any, Any], ...]] = ()
 
-    ip: dict[str, Any] = Field(default_factory=dict)
-    rate: dict[str, Any] = Field(default_factory=dict)
-    errors: dict[str, Any] = Field(default_factory=dict)
-    revoked: dict[str, Any] = Field(default_factory=dict)
     max_suppressions: int | None = Field(default=None, ge=1, le=4096)
+
+    def overrides(self, name: str) -> dict[str, Any]:
+        """The overridden settings of detector `name`."""
+        found: dict[str, Any] = getattr(self, name)
+        return found
 
     def is_empty(self) -> bool:
         """True when nothing is overridden."""
-        return not any(getattr(self, name) for name in SECTIONS) and self.max_suppressions is None
+        return not any(self.overrides(spec.name) for spec in self.specs) and self.max_suppressions is None
 
 
 class DetectionConfig(BaseModel):
-    """All detector settings, with optional per-environment overrides (`live`, `sandbox`)."""
+    """All detector settings (one section per registered detector, added by `config_model`), with optional
+    per-environment overrides (`live`, `sandbox`)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+    specs: ClassVar[tuple[DetectorSpec[Any, Any], ...]] = ()
 
-    ip: IpBaselineConfig = Field(default_factory=IpBaselineConfig, description="apiKey.usedFromNewIp")
-    rate: RateBaselineConfig = Field(default_factory=RateBaselineConfig, description="apiKey.requestSpike")
-    errors: ErrorBurstConfig = Field(default_factory=ErrorBurstConfig, description="apiKey.4xxCluster")
-    revoked: RevokedUseConfig = Field(default_factory=RevokedUseConfig, description="apiKey.usedAfterRevoke")
     max_suppressions: int = Field(default=64, ge=1, le=4096, description="Suppression entries kept per key.")
+    allowed_lateness_seconds: float = Field(
+        default=300.0,
+        ge=0,
+        le=86400,
+        description="Ticks (event-time timers) fire once the newest event time seen is this far past them.",
+    )
     live: EnvOverrides = Field(default_factory=EnvOverrides)
     sandbox: EnvOverrides = Field(default_factory=EnvOverrides)
+
+    def settings(self, spec: DetectorSpec[ConfigT, Any]) -> ConfigT:
+        """The settings of one detector."""
+        return cast(ConfigT, getattr(self, spec.name))
+
+    def section(self, name: str) -> BaseModel:
+        """The settings of the detector called `name`."""
+        return cast(BaseModel, getattr(self, name))
 
     @model_validator(mode="after")
     def _check_overrides(self) -> DetectionConfig:
@@ -68,14 +89,31 @@ class DetectionConfig(BaseModel):
     def for_env(self, env: Env) -> DetectionConfig:
         """The settings that apply to keys of `env`, overrides applied (without further overrides)."""
         overrides: EnvOverrides = getattr(self, env)
+        empty = type(overrides)()
         if overrides.is_empty():
-            return self.model_copy(update={"live": EnvOverrides(), "sandbox": EnvOverrides()})
+            return self.model_copy(update={"live": empty, "sandbox": empty})
         data: dict[str, Any] = {}
-        for name in SECTIONS:
-            section: BaseModel = getattr(self, name)
-            data[name] = {**section.model_dump(), **getattr(overrides, name)}
+        for spec in self.specs:
+            data[spec.name] = {**self.section(spec.name).model_dump(), **overrides.overrides(spec.name)}
         data["max_suppressions"] = overrides.max_suppressions or self.max_suppressions
-        return DetectionConfig.model_validate(data)
+        data["allowed_lateness_seconds"] = self.allowed_lateness_seconds
+        return type(self).model_validate(data)
+
+
+@functools.cache
+def config_model(specs: tuple[DetectorSpec[Any, Any], ...]) -> type[DetectionConfig]:
+    """The `[detection]` model for these detectors: a section per detector, overrides per environment."""
+    overrides_fields: dict[str, Any] = {spec.name: (dict[str, Any], Field(default_factory=dict)) for spec in specs}
+    overrides = create_model("EnvOverrides", __base__=EnvOverrides, **overrides_fields)
+    overrides.specs = specs
+    fields: dict[str, Any] = {
+        spec.name: (spec.config, Field(default_factory=spec.config, description=spec.summary)) for spec in specs
+    }
+    fields["live"] = (overrides, Field(default_factory=overrides))
+    fields["sandbox"] = (overrides, Field(default_factory=overrides))
+    model = create_model("DetectionConfig", __base__=DetectionConfig, **fields)
+    model.specs = specs
+    return model
 
 
 def _describe(exc: ValidationError, *, prefix: str = "") -> str:
@@ -94,18 +132,24 @@ def _describe(exc: ValidationError, *, prefix: str = "") -> str:
 
 
 def detection_config_from_mapping(data: dict[str, Any] | None) -> DetectionConfig:
-    """Validate the contents of a `[detection]` section; raise ConfigError naming each bad setting."""
+    """Validate the contents of a `[detection]` section (for the registered detectors); raise ConfigError
+    naming each bad setting."""
     try:
-        return DetectionConfig.model_validate(data or {})
+        return config_model(catalog.specs()).model_validate(data or {})
     except ValidationError as exc:
         detail = _describe(exc)
         raise ConfigError("; ".join(f"detection.{part}" for part in detail.split("; "))) from None
 
 
+def default_detection_config() -> DetectionConfig:
+    """Every setting at its default."""
+    return detection_config_from_mapping(None)
+
+
 def load_detection_config(path: str | Path | None) -> DetectionConfig:
     """Read the `[detection]` section of a TOML file (defaults for everything when absent or no file)."""
     if path is None:
-        return DetectionConfig()
+        return default_detection_config()
     path = Path(path)
     section = read_table(path, "detection")
     try:

@@ -2,22 +2,35 @@
 
 The engine is pure and event-time driven: the worker feeds it from Kafka with state from a faust table,
 `keywatch replay` feeds it from files with state in a dict. Both get the same alerts with the same ids.
+
+Detectors (`keywatch.core.spec`) return findings; the engine owns what is common to all of them:
+- the alert: its deterministic id (uuid5 of type, subject and the finding's id parts), the CloudEvents envelope,
+  the detector's default severity and the runbook link of the type;
+- suppression per (alert type, discriminator), expired by event time (`keywatch.core.suppression`);
+- episodes: an "open" finding fires with an `episode_id`, the matching "close" resolves with the same one;
+- ticks: a detector's event-time timer runs before any record of the key at or after its time, or once the
+  watermark (newest event time seen minus `allowed_lateness_seconds`) passes it (`on_tick`); its alert time and
+  id derive from the tick's time, never from when it happened to run.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from datetime import UTC, datetime
+from typing import Any
 
-from keywatch.contract.alerts import Alert
-from keywatch.contract.events import LifecycleEvent, RequestRecord
-from keywatch.core import registry
-from keywatch.core.state import KeyState
+from keywatch.contract.alerts import Alert, alert_id
+from keywatch.contract.events import Env, LifecycleEvent, RequestRecord
+from keywatch.core.spec import AlertSpec, BuildContext, Detector, DetectorSpec, Effects, Finding
+from keywatch.core.state import TENANT_KEY_ID, KeyState
+from keywatch.core.suppression import DEFAULT_MAX_ENTRIES, is_suppressed, suppress, suppression_key
 
 
 @dataclass(frozen=True, slots=True)
 class Forward:
-    """A message for another key's state (which may live on another partition), e.g. a rotation hand-off."""
+    """A message for another key's (or the tenant's) state, which may live on another partition, e.g. a
+    rotation hand-off. `key_id` empty (`TENANT_KEY_ID`): the tenant's state."""
 
     tenant: str
     key_id: str
@@ -27,8 +40,13 @@ class Forward:
 
     @property
     def subject(self) -> str:
-        """Where it goes: `<tenant>/<key_id>`."""
+        """Where it goes: `<tenant>/<key_id>` (`<tenant>/` for the tenant)."""
         return f"{self.tenant}/{self.key_id}"
+
+    @classmethod
+    def to_tenant(cls, tenant: str, kind: str, payload: dict[str, Any], ts_ms: int) -> Forward:
+        """A message for the tenant's own state."""
+        return cls(tenant, TENANT_KEY_ID, kind, payload, ts_ms)
 
 
 @dataclass(slots=True)
@@ -40,87 +58,252 @@ class Outcome:
     forwards: list[Forward] = field(default_factory=list)
 
 
-class RequestDetector(Protocol):
-    """A detector that looks at every request of a key."""
-
-    name: str
-
-    def on_request(self, state: KeyState, record: RequestRecord, ts_ms: int) -> list[Alert]:
-        """Update this detector's part of `state` and return the alerts the request calls for."""
-        ...
-
-
-@runtime_checkable
-class ForwardAware(Protocol):
-    """A detector that also takes part in hand-offs between keys (e.g. the IP baseline on rotation)."""
-
-    name: str
-
-    def on_forward(self, state: KeyState, kind: str, payload: dict[str, Any], ts_ms: int) -> list[Forward]:
-        """Apply a message addressed to this key; return messages for other keys."""
-        ...
-
-
-class EnvSwitch:
-    """One detector per environment under one name: live and sandbox keys can have different thresholds.
-
-    A key's environment is the `env` of its requests; for hand-offs it is the registry's (live if unknown).
-    """
-
-    def __init__(self, name: str, by_env: dict[str, RequestDetector]) -> None:
-        self.name = name
-        self.by_env = by_env
-
-    def on_request(self, state: KeyState, record: RequestRecord, ts_ms: int) -> list[Alert]:
-        """Run the detector configured for the request's environment."""
-        return self.by_env[record.env].on_request(state, record, ts_ms)
-
-    def on_forward(self, state: KeyState, kind: str, payload: dict[str, Any], ts_ms: int) -> list[Forward]:
-        """Hand the message to the detector configured for the key's environment."""
-        detector = self.by_env.get(state.registry.env or "live") or self.by_env["live"]
-        if isinstance(detector, ForwardAware):
-            return detector.on_forward(state, kind, payload, ts_ms)
-        return []
-
-
 def ts_ms(value: Any) -> int:
     """Epoch milliseconds of an aware datetime."""
     return int(value.timestamp() * 1000)
 
 
-class Engine:
-    """Routes events to the registry and the detectors."""
+def _time(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000.0, tz=UTC)
 
-    def __init__(self, *, source: str, detectors: list[RequestDetector] | None = None) -> None:
+
+def _overrides(detector: Detector[Any], hook: str) -> bool:
+    return getattr(type(detector), hook) is not getattr(Detector, hook)
+
+
+class DetectorSet:
+    """The configured detectors of one environment, with the hooks each one implements."""
+
+    def __init__(
+        self, detectors: Iterable[tuple[DetectorSpec[Any, Any], Detector[Any]]], max_suppressions: int
+    ) -> None:
+        pairs = list(detectors)
+        self.max_suppressions = max_suppressions
+        self.by_name: dict[str, Detector[Any]] = {}
+        for spec, detector in pairs:
+            detector.name = spec.name
+            self.by_name[spec.name] = detector
+        keyed = [d for s, d in pairs if s.scope == "key"]
+        tenant = [d for s, d in pairs if s.scope == "tenant"]
+        self.request = [d for d in keyed if _overrides(d, "on_request")]
+        self.lifecycle = [d for d in keyed if _overrides(d, "on_lifecycle")]
+        self.key_forward = [d for d in keyed if _overrides(d, "on_forward")]
+        self.tenant_forward = [d for d in tenant if _overrides(d, "on_forward")]
+
+
+class Engine:
+    """Routes events to the detectors and turns their findings into alerts."""
+
+    def __init__(
+        self,
+        *,
+        source: str,
+        specs: Iterable[DetectorSpec[Any, Any]] = (),
+        by_env: dict[str, DetectorSet] | None = None,
+        allowed_lateness_ms: int = 300_000,
+    ) -> None:
+        if by_env is None:  # the key registry alone (imported here: its module imports this one)
+            from keywatch.core import registry
+
+            spec = registry.SPEC
+            alone = DetectorSet([(spec, spec.build(spec.config(), BuildContext(source)))], DEFAULT_MAX_ENTRIES)
+            specs, by_env = (spec,), {"live": alone, "sandbox": alone}
         self.source = source
-        self.detectors = detectors or []
-        self._forward_aware = [d for d in self.detectors if isinstance(d, ForwardAware)]
+        self.specs = tuple(specs)
+        self.by_env = by_env
+        self.allowed_lateness_ms = allowed_lateness_ms
+        self._types: dict[str, AlertSpec] = {a.type: a for spec in self.specs for a in spec.alerts}
 
     @staticmethod
     def new_state(tenant: str, key_id: str) -> KeyState:
-        """State for a key never seen before."""
+        """State for a key (or, `key_id` empty, a tenant) never seen before."""
         return KeyState(tenant=tenant, key_id=key_id)
 
+    def _set_of(self, state: KeyState) -> DetectorSet:
+        return self.by_env.get(state.registry.env or "live") or self.by_env["live"]
+
+    # -- entry points ----------------------------------------------------------------------------------------
+
     def on_lifecycle(self, state: KeyState | None, event: LifecycleEvent) -> Outcome:
-        """Apply a lifecycle event: update the registry, emit the lifecycle alert, hand off on rotation."""
+        """Apply a lifecycle event: due ticks, then every detector's `on_lifecycle` (the key registry first)."""
         state = state or self.new_state(event.tenant, event.key_id)
-        alerts, forwards = registry.apply_lifecycle(state, event, source=self.source)
-        return Outcome(state, alerts, [Forward(**f) for f in forwards])
+        outcome = Outcome(state)
+        when = ts_ms(event.ts)
+        if state.ticks:
+            self._run_ticks(state, when, outcome)
+        detectors = self.by_env.get(event.env) or self.by_env["live"]
+        for detector in detectors.lifecycle:
+            effects = detector.on_lifecycle(state, event, when)
+            if effects:
+                self._apply(state, detector.name, effects, event.ts, when, event.env, detectors, outcome)
+        return outcome
 
     def on_request(self, state: KeyState | None, record: RequestRecord) -> Outcome:
-        """Apply one request: registry bookkeeping, then every detector."""
+        """Apply one request: due ticks, the key registry's bookkeeping, then every detector."""
         state = state or self.new_state(record.tenant, record.key_id)
+        outcome = Outcome(state)
         when = ts_ms(record.ts)
-        registry.touch(state, record, when)
-        alerts: list[Alert] = []
-        for detector in self.detectors:
-            alerts.extend(detector.on_request(state, record, when))
-        return Outcome(state, alerts)
+        if state.ticks:
+            self._run_ticks(state, when, outcome)
+        _touch(state, record, when)
+        detectors = self.by_env[record.env]
+        for detector in detectors.request:
+            effects = detector.on_request(state, record, when)
+            if effects:
+                self._apply(state, detector.name, effects, record.ts, when, record.env, detectors, outcome)
+        return outcome
+
+    def run_request(self, state: KeyState, record: RequestRecord, when: int) -> list[Alert]:
+        """Only the detectors' `on_request` hooks, at an explicit event time `when` (tests drive one detector
+        minute by minute with one record object)."""
+        outcome = Outcome(state)
+        detectors = self.by_env[record.env]
+        for detector in detectors.request:
+            effects = detector.on_request(state, record, when)
+            if effects:
+                self._apply(state, detector.name, effects, record.ts, when, record.env, detectors, outcome)
+        return outcome.alerts
 
     def on_forward(self, state: KeyState | None, forward: Forward) -> Outcome:
-        """Apply a message addressed to this key by another key's processing."""
+        """Apply a message addressed to this key (or tenant) by another key's processing."""
         state = state or self.new_state(forward.tenant, forward.key_id)
-        more = [Forward(**f) for f in registry.apply_forward(state, forward.kind, forward.payload, forward.ts_ms)]
-        for detector in self._forward_aware:
-            more.extend(detector.on_forward(state, forward.kind, forward.payload, forward.ts_ms))
-        return Outcome(state, [], more)
+        outcome = Outcome(state)
+        if state.ticks:
+            self._run_ticks(state, forward.ts_ms, outcome)
+        if state.is_tenant:
+            # A tenant is "seen" when a forward reaches it: the key cap evicts the least recently seen first.
+            reg = state.registry
+            if reg.last_seen_ms is None or forward.ts_ms > reg.last_seen_ms:
+                reg.last_seen_ms = forward.ts_ms
+        detectors = self._set_of(state)
+        env = self._env(state)
+        for detector in detectors.tenant_forward if state.is_tenant else detectors.key_forward:
+            effects = detector.on_forward(state, forward)
+            if effects:
+                self._apply(state, detector.name, effects, None, forward.ts_ms, env, detectors, outcome)
+        return outcome
+
+    def on_tick(self, state: KeyState, watermark_ms: int) -> Outcome:
+        """Run every tick of `state` due at or before `watermark_ms`, earliest first, each at its own time."""
+        outcome = Outcome(state)
+        self._run_ticks(state, watermark_ms, outcome)
+        return outcome
+
+    def watermark(self, newest_ms: int) -> int:
+        """The watermark once event time `newest_ms` has been seen: ticks at or before it are due."""
+        return newest_ms - self.allowed_lateness_ms
+
+    # -- mechanics -------------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _env(state: KeyState) -> Env | None:
+        if state.is_tenant:
+            return None
+        return "sandbox" if state.registry.env == "sandbox" else "live"
+
+    def _run_ticks(self, state: KeyState, upto_ms: int, outcome: Outcome) -> None:
+        ticks = state.ticks
+        detectors = self._set_of(state)
+        env = self._env(state)
+        while ticks:
+            name, at = min(ticks.items(), key=lambda item: (item[1], item[0]))
+            if at > upto_ms:
+                return
+            del ticks[name]
+            detector = detectors.by_name.get(name)
+            if detector is None:  # a detector no longer configured: its timer goes with it
+                continue
+            effects = detector.on_tick(state, at)
+            if effects:
+                self._apply(state, name, effects, None, at, env, detectors, outcome)
+
+    def _apply(
+        self,
+        state: KeyState,
+        detector: str,
+        effects: Effects,
+        at: datetime | None,
+        at_ms: int,
+        env: Env | None,
+        detectors: DetectorSet,
+        outcome: Outcome,
+    ) -> None:
+        """Turn a hook's findings into alerts (or drop them: suppressed, episode already open or not open)."""
+        for effect in effects or ():
+            if isinstance(effect, Forward):
+                outcome.forwards.append(effect)
+                continue
+            alert = self._alert(state, detector, effect, at, at_ms, env, detectors.max_suppressions)
+            if alert is not None:
+                outcome.alerts.append(alert)
+
+    def _alert(
+        self,
+        state: KeyState,
+        detector: str,
+        finding: Finding,
+        at: datetime | None,
+        at_ms: int,
+        env: Env | None,
+        max_suppressions: int = DEFAULT_MAX_ENTRIES,
+    ) -> Alert | None:
+        declared = self._types.get(finding.type)
+        if declared is None:
+            raise ValueError(f"detector {detector!r} found an undeclared alert type {finding.type!r}")
+        slot = suppression_key(finding.type, finding.discriminator)
+        if finding.suppress_for_ms > 0 or slot in state.suppressed:
+            if is_suppressed(state, slot, at_ms):
+                return None
+            if finding.suppress_for_ms > 0:
+                suppress(
+                    state,
+                    slot,
+                    now_ms=at_ms,
+                    until_ms=at_ms + finding.suppress_for_ms,
+                    max_entries=max_suppressions,
+                )
+        parts = finding.id_parts
+        key_id = None if state.is_tenant else state.key_id
+        status: Any = "firing"
+        episode_id = None
+        if finding.episode == "open":
+            if slot in state.episodes:
+                return None
+            state.episodes[slot] = list(parts)
+            parts = ("firing", *parts)
+        elif finding.episode == "close":
+            opened = state.episodes.pop(slot, None)
+            if opened is None:
+                return None
+            status, parts = "resolved", ("resolved", *opened)
+        if finding.episode is not None:
+            episode_id = alert_id(finding.type, state.tenant, key_id or "", "episode", *parts[1:])
+        time = at if at is not None else _time(at_ms)
+        if finding.time_ms is not None:
+            time = _time(finding.time_ms)
+        return Alert.build(
+            type=finding.type,
+            id_parts=parts,
+            source=self.source,
+            time=time,
+            tenant=state.tenant,
+            key_id=key_id,
+            env=env,
+            severity=finding.severity or declared.severity,
+            summary=finding.summary,
+            evidence=finding.evidence,
+            status=status,
+            episode_id=episode_id,
+        )
+
+
+def _touch(state: KeyState, record: RequestRecord, when: int) -> None:
+    """Key registry bookkeeping for one request: first/last seen and a count."""
+    reg = state.registry
+    reg.requests += 1
+    if reg.first_seen_ms is None or when < reg.first_seen_ms:
+        reg.first_seen_ms = when
+    if reg.last_seen_ms is None or when > reg.last_seen_ms:
+        reg.last_seen_ms = when
+    if reg.env is None:
+        reg.env = record.env

@@ -6,12 +6,7 @@ Counts are kept in one-minute buckets over a short rolling window; each kind ope
 The key's normal error ratio per kind (EWMA over minutes with traffic) is the baseline: a client that always
 gets 20% 404s does not alert at 25%.
 
-State (`KeyState.detectors["err"]`):
-    m: newest minute   b: window buckets [total, 401, 403, 404, 429, other, new_paths]   w: their sums
-    be: baseline errors per active minute by kind   bt: baseline requests per active minute   bn: active minutes
-    p: {path: [count, last_minute]}, i: {ip: [count, last_minute]}: 4xx paths (query dropped) and IPs, capped
-    ep: {kind: [start_minute, start_ms, peak, quiet_minutes, severity]} for open episodes
-    x: late requests dropped
+State: `ErrorBurstState`, under `errors`.
 """
 
 from __future__ import annotations
@@ -20,13 +15,15 @@ from datetime import UTC, datetime
 from operator import sub
 from typing import Any
 
+import msgspec
 from pydantic import BaseModel, ConfigDict, Field
 
-from keywatch.contract.alerts import Alert, Severity, alert_id
+from keywatch.contract.alerts import Severity
 from keywatch.contract.events import RequestRecord
+from keywatch.core.spec import AlertSpec, BuildContext, Detector, DetectorSpec, Effects, Finding
 from keywatch.core.state import KeyState
 
-NAME = "err"
+NAME = "errors"
 ALERT_TYPE = "apiKey.4xxCluster"
 MINUTE_MS = 60_000
 
@@ -43,6 +40,38 @@ KINDS: dict[int, tuple[str, str, Severity]] = {
     5: ("other_4xx", "other", "low"),
 }
 KIND_OF_CODE = {code: kind for kind, (code, _, _) in KINDS.items()}
+
+
+class Seen(msgspec.Struct, array_like=True):
+    """A 4xx path or client IP: how often, and the last minute it was seen."""
+
+    count: int
+    last_minute: int
+
+
+class ErrorEpisode(msgspec.Struct, array_like=True):
+    """An open cluster of one kind."""
+
+    start_minute: int
+    start_ms: int
+    peak: int
+    quiet_minutes: int
+    severity: Severity
+
+
+class ErrorBurstState(msgspec.Struct, array_like=True):
+    """A key's recent 4xx answers and its usual share of each kind."""
+
+    minute: int  # newest minute
+    buckets: list[list[int]]  # the window's minutes, oldest first, each [total, 401, 403, 404, 429, other, new paths]
+    window: list[int]  # their sums
+    usual_errors: list[float]  # baseline errors per active minute, by kind
+    usual_total: float  # baseline requests per active minute
+    active_minutes: int
+    paths: dict[str, Seen]  # 4xx paths (query dropped), capped
+    ips: dict[str, Seen]  # 4xx client IPs, capped
+    episodes: dict[str, ErrorEpisode] = {}  # open episodes by status code ("401", ..., "other_4xx")
+    late_dropped: int = 0
 
 
 class ErrorBurstConfig(BaseModel):
@@ -79,88 +108,85 @@ def _iso(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000.0, tz=UTC).isoformat().replace("+00:00", "Z")
 
 
-def _count(table: dict[str, list[int]], key: str, minute: int, cap: int) -> bool:
+def _count(table: dict[str, Seen], key: str, minute: int, cap: int) -> bool:
     """Count `key` seen at `minute`; evict the least recently seen beyond `cap`. True if it was new."""
     entry = table.get(key)
     if entry is not None:
-        entry[0] += 1
-        if minute > entry[1]:
-            entry[1] = minute
+        entry.count += 1
+        if minute > entry.last_minute:
+            entry.last_minute = minute
         return False
-    table[key] = [1, minute]
+    table[key] = Seen(1, minute)
     if len(table) > cap:
-        del table[min(table, key=lambda k: table[k][1])]
+        del table[min(table, key=lambda k: table[k].last_minute)]
     return True
 
 
-class ErrorBurst:
-    """Alerts on a window of 4xx answers of one kind far above the key's baseline, one episode per kind."""
+class ErrorBurst(Detector[ErrorBurstState]):
+    """Finds a window of 4xx answers of one kind far above the key's baseline, one episode per kind."""
 
-    name = NAME
-
-    def __init__(self, config: ErrorBurstConfig, *, source: str) -> None:
+    def __init__(self, config: ErrorBurstConfig) -> None:
         self.config = config
-        self.source = source
         self._alpha = 1.0 - 0.5 ** (1.0 / config.baseline_half_life_minutes)
         self._warm = int(1.0 / self._alpha)  # minutes with traffic before the EWMA replaces the plain mean
 
-    def on_request(self, state: KeyState, record: RequestRecord, ts_ms: int) -> list[Alert]:
+    def on_request(self, key: KeyState, record: RequestRecord, ts_ms: int) -> Effects:
         """Count the request in its minute; open an episode when a 4xx kind crosses the floors."""
         cfg = self.config
         if not cfg.enabled:
-            return []
+            return None
         minute = ts_ms // MINUTE_MS
-        st: dict[str, Any] | None = state.detectors.get(NAME)
+        st = self.state(key)
         if st is None:
-            st = state.detectors[NAME] = {
-                "m": minute,
-                "b": [[0] * 7 for _ in range(cfg.window_minutes)],
-                "w": [0] * 7,
-                "be": [0.0] * 5,
-                "bt": 0.0,
-                "bn": 0,
-                "p": {},
-                "i": {},
-            }
-        alerts: list[Alert] = []
-        if minute > st["m"]:
-            self._advance(st, minute, record, alerts)
-        idx = len(st["b"]) - 1 - (st["m"] - minute)
+            st = key.detectors[NAME] = ErrorBurstState(
+                minute=minute,
+                buckets=[[0] * 7 for _ in range(cfg.window_minutes)],
+                window=[0] * 7,
+                usual_errors=[0.0] * 5,
+                usual_total=0.0,
+                active_minutes=0,
+                paths={},
+                ips={},
+            )
+        findings: list[Any] = []
+        if minute > st.minute:
+            self._advance(st, minute, record, findings)
+        idx = len(st.buckets) - 1 - (st.minute - minute)
         if idx < 0:
-            st["x"] = st.get("x", 0) + 1
-            return alerts
-        bucket, window = st["b"][idx], st["w"]
+            st.late_dropped += 1
+            return findings
+        bucket, window = st.buckets[idx], st.window
         bucket[0] += 1
         window[0] += 1
         status = record.status
         if status < 400 or status >= 500:
-            return alerts
+            return findings
         kind = KIND_INDEX.get(status, OTHER)
         bucket[kind] += 1
         window[kind] += 1
         path = record.path.split("?", 1)[0][: cfg.max_path_chars]
-        if _count(st["p"], path, minute, cfg.max_paths):
+        if _count(st.paths, path, minute, cfg.max_paths):
             bucket[NEW_PATHS] += 1
             window[NEW_PATHS] += 1
-        _count(st["i"], record.ip, minute, cfg.max_ips)
-        episodes = st.get("ep")
+        _count(st.ips, record.ip, minute, cfg.max_ips)
+        episodes = st.episodes
         code = KINDS[kind][0]
-        if episodes is not None and code in episodes:
-            if window[kind] > episodes[code][2]:
-                episodes[code][2] = window[kind]
+        if code in episodes:
+            if window[kind] > episodes[code].peak:
+                episodes[code].peak = window[kind]
         elif window[kind] >= cfg.min_errors and self._bursting(st, kind):
-            alerts.append(self._start(st, record, ts_ms, minute, kind))
-        return alerts
+            findings.append(self._start(st, record, ts_ms, minute, kind))
+        return findings
 
-    def baseline_ratio(self, st: dict[str, Any], kind: int) -> float:
+    def baseline_ratio(self, st: ErrorBurstState, kind: int) -> float:
         """The key's usual share of requests answered with `kind` (0 until enough history)."""
-        if st["bn"] < self.config.baseline_min_minutes or st["bt"] <= 0:
+        if st.active_minutes < self.config.baseline_min_minutes or st.usual_total <= 0:
             return 0.0
-        return min(1.0, float(st["be"][kind - 1]) / float(st["bt"]))
+        return min(1.0, float(st.usual_errors[kind - 1]) / float(st.usual_total))
 
-    def _bursting(self, st: dict[str, Any], kind: int) -> bool:
+    def _bursting(self, st: ErrorBurstState, kind: int) -> bool:
         cfg = self.config
-        window: list[int] = st["w"]
+        window = st.window
         errors, total = window[kind], window[0]
         if errors < cfg.min_errors or total <= 0:
             return False
@@ -172,42 +198,42 @@ class ErrorBurst:
             and ratio - base >= cfg.min_ratio_above_baseline
         )
 
-    def _advance(self, st: dict[str, Any], minute: int, record: RequestRecord, alerts: list[Alert]) -> None:
+    def _advance(self, st: ErrorBurstState, minute: int, record: RequestRecord, findings: list[Any]) -> None:
         """Roll the window forward to `minute`, folding minutes that leave it and ending calm episodes."""
         cfg = self.config
         # After the window has emptied and every episode had time to resolve, more steps change nothing.
-        steps = min(minute - st["m"], cfg.window_minutes + cfg.resolve_minutes + 1)
+        steps = min(minute - st.minute, cfg.window_minutes + cfg.resolve_minutes + 1)
         # Minute by minute only while an episode is open (each closed minute may end it); the rest in one go.
-        while steps > 0 and st.get("ep"):
-            self._step(st, record, alerts)
+        while steps > 0 and st.episodes:
+            self._step(st, record, findings)
             steps -= 1
         if steps > 0:
             self._roll(st, steps)
-        st["m"] = minute
+        st.minute = minute
         horizon = minute - cfg.window_minutes + 1
-        for table in (st["p"], st["i"]):
+        for table in (st.paths, st.ips):
             if table:
-                for stale in [k for k, v in table.items() if v[1] < horizon]:
+                for stale in [k for k, v in table.items() if v.last_minute < horizon]:
                     del table[stale]
 
-    def _step(self, st: dict[str, Any], record: RequestRecord, alerts: list[Alert]) -> None:
+    def _step(self, st: ErrorBurstState, record: RequestRecord, findings: list[Any]) -> None:
         """Close one minute: it leaves the window (and shapes the baseline); open episodes may end."""
         self._roll(st, 1)
-        episodes: dict[str, list[Any]] = st.get("ep") or {}
+        episodes = st.episodes
         for code in list(episodes):
             kind = KIND_OF_CODE[code]
             episode = episodes[code]
-            episode[3] = 0 if self._bursting(st, kind) else episode[3] + 1
-            if episode[3] >= self.config.resolve_minutes:
-                alerts.append(self._end(st, record, kind))
+            episode.quiet_minutes = 0 if self._bursting(st, kind) else episode.quiet_minutes + 1
+            if episode.quiet_minutes >= self.config.resolve_minutes:
+                findings.append(self._end(st, record, kind))
 
-    def _roll(self, st: dict[str, Any], steps: int) -> None:
+    def _roll(self, st: ErrorBurstState, steps: int) -> None:
         """Close `steps` minutes without looking at episodes: what `steps` single-minute steps do to the
         window and the baseline. Only the minutes that were in the window matter (the ones after it are empty
         and empty minutes do not shape the baseline), oldest first."""
-        buckets: list[list[int]] = st["b"]
+        buckets = st.buckets
         leaving = min(steps, len(buckets))
-        window: list[int] = st["w"]
+        window = st.window
         for oldest in buckets[:leaving]:
             if oldest[0] > 0:  # only minutes with traffic shape the usual error share
                 window[:] = map(sub, window, oldest)
@@ -219,14 +245,14 @@ class ErrorBurst:
         if leaving < len(buckets):  # (when every bucket leaves, all are empty now: order does not matter)
             buckets.extend(buckets[:leaving])
             del buckets[:leaving]
-        st["m"] += steps
+        st.minute += steps
 
-    def _learn(self, st: dict[str, Any], minute: list[int]) -> None:
+    def _learn(self, st: ErrorBurstState, minute: list[int]) -> None:
         """Fold one closed minute with traffic into the usual error share (rounded, as stored)."""
-        n = st["bn"]
+        n = st.active_minutes
         a = self._alpha if n >= self._warm else 1.0 / (n + 1)
-        st["bt"] = round(st["bt"] + a * (minute[0] - st["bt"]), 4)
-        be = st["be"]
+        st.usual_total = round(st.usual_total + a * (minute[0] - st.usual_total), 4)
+        be = st.usual_errors
         # Bursts are learned too, slowly (half-life in the hours): a client that always errs like this
         # becomes its own baseline and its episode ends, while a short attack barely moves it.
         for i in range(5):
@@ -235,14 +261,14 @@ class ErrorBurst:
                 be[i] = 0.0  # what the update below gives for 0 and 0, without the (slow) round
             else:
                 be[i] = round(usual + a * (count - usual), 4)
-        st["bn"] = n + 1
+        st.active_minutes = n + 1
 
-    def _summary(self, st: dict[str, Any], kind: int) -> dict[str, Any]:
+    def _summary(self, st: ErrorBurstState, kind: int) -> dict[str, Any]:
         cfg = self.config
-        window = st["w"]
+        window = st.window
 
-        def top(table: dict[str, list[int]]) -> list[list[Any]]:
-            return [[k, v[0]] for k, v in sorted(table.items(), key=lambda kv: -kv[1][0])[: cfg.top]]
+        def top(table: dict[str, Seen]) -> list[list[Any]]:
+            return [[k, v.count] for k, v in sorted(table.items(), key=lambda kv: -kv[1].count)[: cfg.top]]
 
         code, kind_name, _ = KINDS[kind]
         return {
@@ -255,50 +281,53 @@ class ErrorBurst:
             "baseline_ratio": round(self.baseline_ratio(st, kind), 3),
             "window_seconds": cfg.window_minutes * 60,
             "distinct_paths": window[NEW_PATHS],
-            "top_paths": top(st["p"]),
-            "top_ips": top(st["i"]),
+            "top_paths": top(st.paths),
+            "top_ips": top(st.ips),
         }
 
-    def _episode_id(self, record: RequestRecord, code: str, start_minute: int) -> str:
-        return alert_id(ALERT_TYPE, record.tenant, record.key_id, "episode", code, str(start_minute))
-
-    def _start(self, st: dict[str, Any], record: RequestRecord, ts_ms: int, minute: int, kind: int) -> Alert:
+    def _start(self, st: ErrorBurstState, record: RequestRecord, ts_ms: int, minute: int, kind: int) -> Finding:
         code, kind_name, severity = KINDS[kind]
-        st.setdefault("ep", {})[code] = [minute, ts_ms, st["w"][kind], 0, severity]
+        st.episodes[code] = ErrorEpisode(minute, ts_ms, st.window[kind], 0, severity)
         evidence = self._summary(st, kind)
-        return Alert.about(
-            record,
+        return Finding(
             type=ALERT_TYPE,
-            id_parts=("firing", code, str(minute)),
-            source=self.source,
+            episode="open",
+            discriminator=code,
+            id_parts=(code, str(minute)),
             severity=severity,
             summary=(
                 f"Key {record.key_id} got {evidence['errors']} {code} answers out of {evidence['total']} requests "
                 f"in {self.config.window_minutes} min ({kind_name.replace('_', ' ')})."
             ),
             evidence=evidence,
-            status="firing",
-            episode_id=self._episode_id(record, code, minute),
         )
 
-    def _end(self, st: dict[str, Any], record: RequestRecord, kind: int) -> Alert:
+    def _end(self, st: ErrorBurstState, record: RequestRecord, kind: int) -> Finding:
         code = KINDS[kind][0]
-        episodes = st["ep"]
-        start_minute, start_ms, peak, _, severity = episodes.pop(code)
-        if not episodes:
-            del st["ep"]
-        end_ms = st["m"] * MINUTE_MS
+        episode = st.episodes.pop(code)
+        end_ms = st.minute * MINUTE_MS
         evidence = self._summary(st, kind)
-        evidence.update(peak_errors=peak, started=_iso(start_ms), ended=_iso(end_ms))
-        return Alert.about(
-            record,
+        evidence.update(peak_errors=episode.peak, started=_iso(episode.start_ms), ended=_iso(end_ms))
+        return Finding(
             type=ALERT_TYPE,
-            id_parts=("resolved", code, str(start_minute)),
-            source=self.source,
-            time=datetime.fromtimestamp(end_ms / 1000.0, tz=UTC),
-            severity=severity,
-            summary=f"Cluster of {code} answers for key {record.key_id} is over (peak {peak} in the window).",
+            episode="close",
+            discriminator=code,
+            time_ms=end_ms,
+            severity=episode.severity,
+            summary=f"Cluster of {code} answers for key {record.key_id} is over (peak {episode.peak} in the window).",
             evidence=evidence,
-            status="resolved",
-            episode_id=self._episode_id(record, code, start_minute),
         )
+
+
+def _build(config: ErrorBurstConfig, context: BuildContext) -> ErrorBurst:
+    return ErrorBurst(config)
+
+
+SPEC: DetectorSpec[ErrorBurstConfig, ErrorBurstState] = DetectorSpec(
+    name=NAME,
+    alerts=(AlertSpec(ALERT_TYPE, "medium"),),
+    config=ErrorBurstConfig,
+    state=ErrorBurstState,
+    build=_build,
+    summary=ALERT_TYPE,
+)

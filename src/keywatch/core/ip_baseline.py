@@ -1,12 +1,8 @@
 """IP baseline: which network ranges (and ASNs, countries) a key is used from; alerts on a new one.
 
-State (`KeyState.detectors["ip"]`), times in epoch seconds:
-    r: {range: [first_s, last_s, count, asn | null, country | null]}   at most `max_ranges`
-    a: {asn: [last_s, count, org | null]}                                at most `max_asns`
-    c: {country: [last_s, count]}                                        at most `max_countries`
-    L: 1 once the learning period is over (absent while learning)
-    g: when entries unused for `forget_after_seconds` were last swept out
-Every map evicts its least recently seen entry when full.
+State: `IpState`, under `ip` (times in epoch seconds): the ranges, ASNs and countries seen, at most
+`max_ranges` / `max_asns` / `max_countries`, each map evicting its least recently seen entry when full.
+Suppression is the engine's, per range.
 """
 
 from __future__ import annotations
@@ -14,14 +10,16 @@ from __future__ import annotations
 import socket
 from typing import Any
 
+import msgspec
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from keywatch.contract.alerts import Alert, Severity
+from keywatch.contract.alerts import Severity
 from keywatch.contract.events import RequestRecord
 from keywatch.core.engine import Forward
 from keywatch.core.registry import ROTATED
+from keywatch.core.spec import AlertSpec, BuildContext, Detector, DetectorSpec, Effects, Finding
 from keywatch.core.state import KeyState
-from keywatch.core.suppression import DEFAULT_MAX_ENTRIES, is_suppressed, suppress, suppression_key
+from keywatch.core.suppression import is_suppressed, suppression_key
 from keywatch.geo import UNKNOWN, GeoInfo, GeoLookup
 
 NAME = "ip"
@@ -29,6 +27,41 @@ ALERT_TYPE = "apiKey.usedFromNewIp"
 INHERIT = "inherit"  # forward kind: the replaced key's baseline, for the key that replaced it
 SWEEP_EVERY_S = 3600
 SUMMARY_TOP = 3
+
+
+class RangeSeen(msgspec.Struct, array_like=True):
+    """A network range the key was used from."""
+
+    first_s: int
+    last_s: int
+    count: int
+    asn: str | None
+    country: str | None
+
+
+class AsnSeen(msgspec.Struct, array_like=True):
+    """An autonomous system the key was used from."""
+
+    last_s: int
+    count: int
+    org: str | None
+
+
+class CountrySeen(msgspec.Struct, array_like=True):
+    """A country the key was used from."""
+
+    last_s: int
+    count: int
+
+
+class IpState(msgspec.Struct, array_like=True):
+    """A key's networks."""
+
+    ranges: dict[str, RangeSeen]
+    asns: dict[str, AsnSeen]
+    countries: dict[str, CountrySeen]
+    learned: bool = False  # the learning period is over
+    swept_s: int = 0  # when entries unused for `forget_after_seconds` were last swept out
 
 
 class IpBaselineConfig(BaseModel):
@@ -90,139 +123,123 @@ def range_of(ip: str, ipv4_prefix: int = 24, ipv6_prefix: int = 64) -> str:
     return f"{socket.inet_ntop(socket.AF_INET6, (value & mask).to_bytes(16, 'big'))}/{ipv6_prefix}"
 
 
-def _evict_lru(table: dict[str, list[Any]], cap: int, last_at: int) -> None:
-    """Drop the least recently seen entries (`last_at`: where an entry keeps its last-seen time) beyond `cap`."""
+def _evict_lru(table: dict[str, Any], cap: int) -> None:
+    """Drop the least recently seen entries beyond `cap`."""
     while len(table) > cap:
-        del table[min(table, key=lambda k: table[k][last_at])]
+        del table[min(table, key=lambda k: table[k].last_s)]
 
 
-class IpBaseline:
-    """Learns a key's ranges, ASNs and countries; alerts on the first request from a new range after learning."""
+class IpBaseline(Detector[IpState]):
+    """Learns a key's ranges, ASNs and countries; finds the first request from a new range after learning."""
 
-    name = NAME
-
-    def __init__(
-        self,
-        config: IpBaselineConfig,
-        *,
-        source: str,
-        geo: GeoLookup | None = None,
-        max_suppressions: int = DEFAULT_MAX_ENTRIES,
-    ) -> None:
+    def __init__(self, config: IpBaselineConfig, *, geo: GeoLookup | None = None) -> None:
         self.config = config
-        self.max_suppressions = max_suppressions
-        self.source = source
         self.geo = geo
 
     # -- state helpers -------------------------------------------------------------------------------------
 
-    @staticmethod
-    def _state(state: KeyState) -> dict[str, Any]:
-        st: dict[str, Any] | None = state.detectors.get(NAME)
+    def _state(self, key: KeyState) -> IpState:
+        st = self.state(key)
         if st is None:
-            st = state.detectors[NAME] = {"r": {}, "a": {}, "c": {}}
+            st = key.detectors[NAME] = IpState({}, {}, {})
         return st
 
-    def _learning_start_ms(self, state: KeyState, now_ms: int) -> int:
-        reg = state.registry
+    def _learning_start_ms(self, key: KeyState, now_ms: int) -> int:
+        reg = key.registry
         if reg.created_ms is not None:
             return reg.created_ms
         return reg.first_seen_ms if reg.first_seen_ms is not None else now_ms
 
-    def _still_learning(self, state: KeyState, st: dict[str, Any], now_ms: int) -> bool:
-        if st.get("L"):
+    def _still_learning(self, key: KeyState, st: IpState, now_ms: int) -> bool:
+        if st.learned:
             return False
         cfg = self.config
-        elapsed_s = (now_ms - self._learning_start_ms(state, now_ms)) / 1000.0
+        elapsed_s = (now_ms - self._learning_start_ms(key, now_ms)) / 1000.0
         done = elapsed_s >= cfg.learning_max_seconds or (
-            elapsed_s >= cfg.learning_seconds and state.registry.requests >= cfg.learning_requests
+            elapsed_s >= cfg.learning_seconds and key.registry.requests >= cfg.learning_requests
         )
         if done:
-            st["L"] = 1
+            st.learned = True
         return not done
 
-    def _touch_geo(self, st: dict[str, Any], asn: str | None, country: str | None, org: str | None, t: int) -> None:
+    def _touch_geo(self, st: IpState, asn: str | None, country: str | None, org: str | None, t: int) -> None:
         if asn is not None:
-            a = st["a"].get(asn)
+            a = st.asns.get(asn)
             if a is None:
-                st["a"][asn] = [t, 1, org]
-                _evict_lru(st["a"], self.config.max_asns, 0)
+                st.asns[asn] = AsnSeen(t, 1, org)
+                _evict_lru(st.asns, self.config.max_asns)
             else:
-                if t > a[0]:
-                    a[0] = t
-                a[1] += 1
+                if t > a.last_s:
+                    a.last_s = t
+                a.count += 1
         if country is not None:
-            c = st["c"].get(country)
+            c = st.countries.get(country)
             if c is None:
-                st["c"][country] = [t, 1]
-                _evict_lru(st["c"], self.config.max_countries, 0)
+                st.countries[country] = CountrySeen(t, 1)
+                _evict_lru(st.countries, self.config.max_countries)
             else:
-                if t > c[0]:
-                    c[0] = t
-                c[1] += 1
+                if t > c.last_s:
+                    c.last_s = t
+                c.count += 1
 
-    def _sweep(self, st: dict[str, Any], t: int) -> None:
-        if t - st.get("g", 0) < SWEEP_EVERY_S:
+    def _sweep(self, st: IpState, t: int) -> None:
+        if t - st.swept_s < SWEEP_EVERY_S:
             return
-        st["g"] = t
+        st.swept_s = t
         horizon = t - self.config.forget_after_seconds
-        for key, pos in (("r", 1), ("a", 0), ("c", 0)):
-            table = st[key]
+        tables: tuple[dict[str, Any], ...] = (st.ranges, st.asns, st.countries)
+        for table in tables:
             if table:
-                for stale in [k for k, v in table.items() if v[pos] < horizon]:
+                for stale in [k for k, v in table.items() if v.last_s < horizon]:
                     del table[stale]
 
     # -- detection -----------------------------------------------------------------------------------------
 
-    def on_request(self, state: KeyState, record: RequestRecord, ts_ms: int) -> list[Alert]:
-        """Learn the request's range; alert if it is new and the key is past learning."""
+    def on_request(self, key: KeyState, record: RequestRecord, ts_ms: int) -> Effects:
+        """Learn the request's range; find it if it is new and the key is past learning."""
         cfg = self.config
         if not cfg.enabled:
-            return []
-        st = self._state(state)
+            return None
+        st = self._state(key)
         t = ts_ms // 1000
         ip = record.ip
         rk = range_of(ip, cfg.ipv4_prefix, cfg.ipv6_prefix)
-        ranges: dict[str, list[Any]] = st["r"]
+        ranges = st.ranges
         entry = ranges.get(rk)
         self._sweep(st, t)
         if entry is not None:
-            if t > entry[1]:
-                entry[1] = t
-            elif t < entry[0]:
-                entry[0] = t
-            entry[2] += 1
-            if entry[3] is not None or entry[4] is not None:
-                self._touch_geo(st, entry[3], entry[4], None, t)
-            return []
+            if t > entry.last_s:
+                entry.last_s = t
+            elif t < entry.first_s:
+                entry.first_s = t
+            entry.count += 1
+            if entry.asn is not None or entry.country is not None:
+                self._touch_geo(st, entry.asn, entry.country, None, t)
+            return None
 
         geo = self.geo.lookup(ip, rk) if self.geo is not None else UNKNOWN
         asn = str(geo.asn) if geo.asn is not None else None
-        known_asn = asn is not None and asn in st["a"]
-        new_asn = asn is not None and not known_asn and bool(st["a"])
-        new_country = geo.country is not None and geo.country not in st["c"] and bool(st["c"])
+        known_asn = asn is not None and asn in st.asns
+        new_asn = asn is not None and not known_asn and bool(st.asns)
+        new_country = geo.country is not None and geo.country not in st.countries and bool(st.countries)
         # Whether this alerts does not depend on the maps: decided first, so the evidence of what was known
         # before is only gathered for an alert (most new ranges come while learning or suppressed).
-        skey = suppression_key("nip", rk)
-        quiet = self._still_learning(state, st, ts_ms) or not ranges or is_suppressed(state, skey, ts_ms)
+        quiet = (
+            self._still_learning(key, st, ts_ms)
+            or not ranges
+            or is_suppressed(key, suppression_key(ALERT_TYPE, rk), ts_ms)
+        )
         summary_before = None if quiet else self._summary(st)
-        ranges[rk] = [t, t, 1, asn, geo.country]
-        _evict_lru(ranges, cfg.max_ranges, 1)
+        ranges[rk] = RangeSeen(t, t, 1, asn, geo.country)
+        _evict_lru(ranges, cfg.max_ranges)
         self._touch_geo(st, asn, geo.country, geo.org, t)
         if summary_before is None:
-            return []
-        suppress(
-            state,
-            skey,
-            now_ms=ts_ms,
-            until_ms=ts_ms + cfg.suppress_seconds * 1000,
-            max_entries=self.max_suppressions,
-        )
-        return [self._alert(state, record, ts_ms, rk, geo, summary_before, new_asn, new_country, known_asn)]
+            return None
+        return [self._finding(key, record, ts_ms, rk, geo, summary_before, new_asn, new_country, known_asn)]
 
-    def _alert(
+    def _finding(
         self,
-        state: KeyState,
+        key: KeyState,
         record: RequestRecord,
         ts_ms: int,
         rk: str,
@@ -231,7 +248,7 @@ class IpBaseline:
         new_asn: bool,
         new_country: bool,
         known_asn: bool,
-    ) -> Alert:
+    ) -> Finding:
         severity: Severity
         if new_country:
             severity, what = "high", f"country ({geo.country})"
@@ -242,7 +259,7 @@ class IpBaseline:
             severity, what = "low", f"range in known network AS{geo.asn}"
         else:
             severity, what = self.config.severity_without_geo, "range"
-        start = self._learning_start_ms(state, ts_ms)
+        start = self._learning_start_ms(key, ts_ms)
         evidence = {
             "ip": record.ip,
             "range": rk,
@@ -254,73 +271,93 @@ class IpBaseline:
             "key_known_for_seconds": round(max(0, ts_ms - start) / 1000.0, 3),
             "path": record.path,
         }
-        return Alert.about(
-            record,
+        return Finding(
             type=ALERT_TYPE,
             id_parts=(rk, str(ts_ms)),
-            source=self.source,
+            discriminator=rk,
+            suppress_for_ms=self.config.suppress_seconds * 1000,
             severity=severity,
             summary=f"Key {record.key_id} was used from a new {what}: {record.ip} ({rk}).",
             evidence=evidence,
         )
 
     @staticmethod
-    def _summary(st: dict[str, Any]) -> dict[str, Any]:
+    def _summary(st: IpState) -> dict[str, Any]:
         """Top known ranges/ASNs/countries by use, with totals (for the alert's evidence)."""
 
-        def top(table: dict[str, list[Any]], count_at: int) -> list[list[Any]]:
-            best = sorted(table.items(), key=lambda kv: -kv[1][count_at])[:SUMMARY_TOP]
-            return [[k, v[count_at]] for k, v in best]
+        def top(table: dict[str, Any]) -> list[list[Any]]:
+            best = sorted(table.items(), key=lambda kv: -kv[1].count)[:SUMMARY_TOP]
+            return [[k, v.count] for k, v in best]
 
         return {
-            "ranges": len(st["r"]),
-            "top_ranges": top(st["r"], 2),
-            "asns": len(st["a"]),
-            "top_asns": [[a, n, st["a"][a][2]] for a, n in top(st["a"], 1)],
-            "countries": len(st["c"]),
-            "top_countries": top(st["c"], 1),
+            "ranges": len(st.ranges),
+            "top_ranges": top(st.ranges),
+            "asns": len(st.asns),
+            "top_asns": [[a, n, st.asns[a].org] for a, n in top(st.asns)],
+            "countries": len(st.countries),
+            "top_countries": top(st.countries),
         }
 
     # -- rotation hand-off ---------------------------------------------------------------------------------
 
-    def on_forward(self, state: KeyState, kind: str, payload: dict[str, Any], ts_ms: int) -> list[Forward]:
+    def on_forward(self, key: KeyState, forward: Forward) -> Effects:
         """On `rotated`, send this key's baseline to its successor; on `inherit`, merge it and stop learning."""
-        if kind == ROTATED:
-            st = state.detectors.get(NAME)
-            if not st or not st["r"]:
-                return []
-            snapshot = {key: {k: list(v) for k, v in st[key].items()} for key in ("r", "a", "c")}
+        if forward.kind == ROTATED:
+            st = self.state(key)
+            if not st or not st.ranges:
+                return None
+            tables: dict[str, dict[str, Any]] = {"r": st.ranges, "a": st.asns, "c": st.countries}
+            # The hand-off travels as JSON: each entry as the list of its fields.
+            snapshot = {name: {k: list(msgspec.structs.astuple(v)) for k, v in t.items()} for name, t in tables.items()}
             return [
                 Forward(
-                    tenant=state.tenant,
-                    key_id=str(payload["replaced_by"]),
+                    tenant=key.tenant,
+                    key_id=str(forward.payload["replaced_by"]),
                     kind=INHERIT,
-                    payload={"from": state.key_id, NAME: snapshot},
-                    ts_ms=ts_ms,
+                    payload={"from": key.key_id, NAME: snapshot},
+                    ts_ms=forward.ts_ms,
                 )
             ]
-        if kind == INHERIT:
-            inherited = payload.get(NAME)
+        if forward.kind == INHERIT:
+            inherited = forward.payload.get(NAME)
             if isinstance(inherited, dict) and inherited.get("r"):
-                self.merge(self._state(state), inherited)
-                self._state(state)["L"] = 1
-        return []
+                st = self._state(key)
+                self.merge(st, inherited)
+                st.learned = True
+        return None
 
-    def merge(self, st: dict[str, Any], other: dict[str, Any]) -> None:
-        """Merge another baseline into `st` (min first seen, max last seen, summed counts), then apply the caps."""
-        for key, last_at, count_at, cap in (
-            ("r", 1, 2, self.config.max_ranges),
-            ("a", 0, 1, self.config.max_asns),
-            ("c", 0, 1, self.config.max_countries),
+    def merge(self, st: IpState, other: dict[str, Any]) -> None:
+        """Merge a handed-off baseline into `st` (min first seen, max last seen, summed counts), then apply the
+        caps."""
+        cfg = self.config
+        for name, mine, make, cap in (
+            ("r", st.ranges, RangeSeen, cfg.max_ranges),
+            ("a", st.asns, AsnSeen, cfg.max_asns),
+            ("c", st.countries, CountrySeen, cfg.max_countries),
         ):
-            mine: dict[str, list[Any]] = st[key]
-            for k, theirs in other.get(key, {}).items():
-                cur = mine.get(k)
+            table: dict[str, Any] = mine
+            for k, values in other.get(name, {}).items():
+                theirs: Any = make(*values)
+                cur: Any = table.get(k)
                 if cur is None:
-                    mine[k] = list(theirs)
+                    table[k] = theirs
                     continue
-                if key == "r":
-                    cur[0] = min(cur[0], theirs[0])
-                cur[last_at] = max(cur[last_at], theirs[last_at])
-                cur[count_at] += theirs[count_at]
-            _evict_lru(mine, cap, last_at)
+                if name == "r":
+                    cur.first_s = min(cur.first_s, theirs.first_s)
+                cur.last_s = max(cur.last_s, theirs.last_s)
+                cur.count += theirs.count
+            _evict_lru(table, cap)
+
+
+def _build(config: IpBaselineConfig, context: BuildContext) -> IpBaseline:
+    return IpBaseline(config, geo=context.geo)
+
+
+SPEC: DetectorSpec[IpBaselineConfig, IpState] = DetectorSpec(
+    name=NAME,
+    alerts=(AlertSpec(ALERT_TYPE, "medium"),),
+    config=IpBaselineConfig,
+    state=IpState,
+    build=_build,
+    summary=ALERT_TYPE,
+)

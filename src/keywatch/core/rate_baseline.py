@@ -10,20 +10,14 @@ quiet and comes back has the gap folded in as zero minutes (in closed form, howe
 
 Detection runs on the current minute as requests arrive: once its count reaches the threshold computed when
 the minute opened, the episode starts (status firing). It ends (status resolved, same episode_id) after
-`resolve_minutes` consecutive closed minutes below the threshold. The core has no timers: a key that stops
-completely resolves on its next request.
+`resolve_minutes` consecutive closed minutes below the threshold. This detector asks for no ticks: a key that
+stops completely resolves on its next request.
 
 Late requests are counted into their minute while it is among the last `late_minutes` minutes; minutes are
 folded into the baseline only when they leave that window, so late and skewed producers are counted
 before the baseline sees the minute. Older requests are dropped from rate accounting (and counted).
 
-State (`KeyState.detectors["rate"]`):
-    m: newest minute (epoch minutes)     b: counts of minutes m-late_minutes .. m     o: first minute seen
-    l, d, n: level, spread, minutes of history      h, hd, hn: 24 hourly levels, spreads, update counts
-    e, s, t: expected, spread and threshold for minute m (t null until armed)
-    pk: the key's recent peak minute (decaying max of closed minutes below the threshold)
-    ep: [start_minute, start_ms, peak, quiet_minutes, threshold, severity] while an episode is open
-    x: late requests dropped from rate accounting
+State: `RateState`, under `rate`.
 """
 
 from __future__ import annotations
@@ -32,16 +26,51 @@ import math
 from datetime import UTC, datetime
 from typing import Any
 
+import msgspec
 from pydantic import BaseModel, ConfigDict, Field
 
-from keywatch.contract.alerts import Alert, Severity, alert_id
+from keywatch.contract.alerts import Severity
 from keywatch.contract.events import RequestRecord
+from keywatch.core.spec import AlertSpec, BuildContext, Detector, DetectorSpec, Effects, Finding
 from keywatch.core.state import KeyState
 
 NAME = "rate"
 ALERT_TYPE = "apiKey.requestSpike"
 MINUTE_MS = 60_000
 SIGMA_PER_MAD = 1.25  # mean absolute deviation -> standard deviation, for roughly normal counts
+
+
+class RateEpisode(msgspec.Struct, array_like=True):
+    """An open spike."""
+
+    start_minute: int
+    start_ms: int
+    peak: int
+    quiet_minutes: int
+    threshold: int
+    severity: Severity
+
+
+# Fields typed `int | float` hold an int while the baseline is a single count (the first minute, an hour's
+# first minute), as the arithmetic leaves it: the wire keeps which, so evidence reads the same after a reload.
+class RateState(msgspec.Struct, array_like=True):
+    """A key's per-minute counts and baseline."""
+
+    minute: int  # newest minute (epoch minutes)
+    first_minute: int  # first minute seen
+    counts: list[int]  # counts of minutes minute-late_minutes .. minute
+    level: int | float  # long-run level, spread and minutes of history
+    spread: int | float
+    minutes: int
+    hour_level: list[int | float]  # 24 hour-of-day levels, spreads, update counts
+    hour_spread: list[int | float]
+    hour_updates: list[int]
+    expected: int | float  # expected rate, spread and threshold for `minute` (threshold None until armed)
+    expected_spread: int | float
+    threshold: int | None
+    peak: int | float = 0.0  # recent peak minute (decaying max of closed minutes below the threshold)
+    episode: RateEpisode | None = None
+    late_dropped: int = 0  # late requests dropped from rate accounting
 
 
 class RateBaselineConfig(BaseModel):
@@ -142,14 +171,11 @@ def _iso_minute(minute: int) -> str:
     return datetime.fromtimestamp(minute * 60, tz=UTC).isoformat().replace("+00:00", "Z")
 
 
-class RateBaseline:
-    """Alerts while a key's request rate is far above its learned, time-of-day aware baseline."""
+class RateBaseline(Detector[RateState]):
+    """Finds spikes: a key's request rate far above its learned, time-of-day aware baseline."""
 
-    name = NAME
-
-    def __init__(self, config: RateBaselineConfig, *, source: str) -> None:
+    def __init__(self, config: RateBaselineConfig) -> None:
         self.config = config
-        self.source = source
         self._ring = config.late_minutes + 1
         self._alpha = _alpha(config.level_half_life_minutes)
         self._profile_alpha = _alpha(config.profile_half_life_days * 60)
@@ -164,66 +190,66 @@ class RateBaseline:
         self._profile_keep1 = (1.0 - self._profile_alpha) ** 1
         self._profile_gain1 = 1.0 - self._profile_keep1
 
-    def on_request(self, state: KeyState, record: RequestRecord, ts_ms: int) -> list[Alert]:
-        """Count the request in its minute; start an episode when the minute crosses the threshold."""
+    def on_request(self, key: KeyState, record: RequestRecord, ts_ms: int) -> Effects:
+        """Count the request in its minute; open an episode when the minute crosses the threshold."""
         if not self.config.enabled or 400 <= record.status < 500:
             # Client errors are the 4xx-cluster detector's: a credential-stuffing burst is one alert, not two.
-            return []
+            return None
         minute = ts_ms // MINUTE_MS
-        st: dict[str, Any] | None = state.detectors.get(NAME)
-        alerts: list[Alert] = []
+        st = self.state(key)
+        findings: list[Finding | Any] = []
         if st is None:
-            st = state.detectors[NAME] = self._new(minute)
-        m: int = st["m"]
-        b: list[int] = st["b"]
+            st = key.detectors[NAME] = self._new(minute)
+        m = st.minute
+        b = st.counts
         if minute == m:
             b[-1] += 1
             count = b[-1]
         elif minute > m:
-            self._advance(state, st, minute, record, alerts)
-            b = st["b"]
+            self._advance(st, minute, record, findings)
+            b = st.counts
             b[-1] = 1
             count = 1
         else:
             idx = len(b) - 1 - (m - minute)
             if idx < 0:
-                st["x"] = st.get("x", 0) + 1
-                return alerts
-            if minute < st["o"]:
-                st["o"] = minute
+                st.late_dropped += 1
+                return findings
+            if minute < st.first_minute:
+                st.first_minute = minute
             b[idx] += 1
             count = b[idx]
-        threshold = st["t"]
-        episode = st.get("ep")
+        threshold = st.threshold
+        episode = st.episode
         if episode is not None:
-            if count > episode[2]:
-                episode[2] = count
+            if count > episode.peak:
+                episode.peak = count
         elif threshold is not None and count >= threshold:
-            alerts.append(self._start(state, st, record, ts_ms, minute, count))
-        return alerts
+            findings.append(self._start(st, record, ts_ms, minute, count))
+        return findings
 
     # -- baseline ------------------------------------------------------------------------------------------
 
-    def _new(self, minute: int) -> dict[str, Any]:
-        return {
-            "m": minute,
-            "o": minute,
-            "b": [0] * self._ring,
-            "l": 0.0,
-            "d": 0.0,
-            "n": 0,
-            "h": [0.0] * 24,
-            "hd": [0.0] * 24,
-            "hn": [0] * 24,
-            "e": 0.0,
-            "s": 1.0,
-            "t": None,
-        }
+    def _new(self, minute: int) -> RateState:
+        return RateState(
+            minute=minute,
+            first_minute=minute,
+            counts=[0] * self._ring,
+            level=0.0,
+            spread=0.0,
+            minutes=0,
+            hour_level=[0.0] * 24,
+            hour_spread=[0.0] * 24,
+            hour_updates=[0] * 24,
+            expected=0.0,
+            expected_spread=1.0,
+            threshold=None,
+        )
 
-    def _fold_quiet(self, st: dict[str, Any], first_minute: int, k: int) -> None:
+    def _fold_quiet(self, st: RateState, first_minute: int, k: int) -> None:
         """Fold `k` > 1 minutes without requests from `first_minute` on: the level in closed form, then each hour."""
-        st["l"], st["d"], st["n"] = fold(st["l"], st["d"], st["n"], 0.0, k, self._alpha)
-        h, hd, hn = st["h"], st["hd"], st["hn"]
+        st.level, st.spread, st.minutes = fold(st.level, st.spread, st.minutes, 0.0, k, self._alpha)
+        h, hd, hn = st.hour_level, st.hour_spread, st.hour_updates
         # Rounded where they change (not all 48 on every minute): the state stays short on the changelog.
         for slot, j in hours_touched(first_minute, k).items():
             if hn[slot] == 0 or (h[slot] == 0 and hd[slot] == 0):
@@ -233,13 +259,13 @@ class RateBaseline:
             level, dev, hn[slot] = fold(h[slot], hd[slot], hn[slot], 0.0, j, self._profile_alpha)
             h[slot], hd[slot] = round(level, 3), round(dev, 3)
 
-    def _fold_each(self, st: dict[str, Any], first_minute: int, counts: list[float]) -> None:
+    def _fold_each(self, st: RateState, first_minute: int, counts: list[float]) -> None:
         """Fold consecutive minutes from `first_minute` one by one into the level and their hours: `fold` for
         k = 1 written out (same float operations, so the same bits), the hours rounded as stored."""
-        level, dev, n = st["l"], st["d"], st["n"]
-        h: list[float] = st["h"]
-        hd: list[float] = st["hd"]
-        hn: list[int] = st["hn"]
+        level, dev, n = st.level, st.spread, st.minutes
+        h = st.hour_level
+        hd = st.hour_spread
+        hn = st.hour_updates
         warm, keep, gain = self._warm, self._keep1, self._gain1
         hour_warm, hour_keep, hour_gain = self._profile_warm, self._profile_keep1, self._profile_gain1
         minute = first_minute
@@ -267,29 +293,27 @@ class RateBaseline:
                 else:
                     h[slot] = round(hour_keep * was + hour_gain * x, 3)
                     hd[slot] = round(hour_keep * hd[slot] + hour_gain * abs(x - was), 3)
-        st["l"], st["d"], st["n"] = level, dev, n
+        st.level, st.spread, st.minutes = level, dev, n
 
-    def _advance(
-        self, state: KeyState, st: dict[str, Any], minute: int, record: RequestRecord, alerts: list[Alert]
-    ) -> None:
+    def _advance(self, st: RateState, minute: int, record: RequestRecord, findings: list[Any]) -> None:
         """Close minutes up to `minute`: end an episode if calm long enough, fold minutes leaving the window."""
-        m: int = st["m"]
-        b: list[int] = st["b"]
-        episode = st.get("ep")
+        m = st.minute
+        b = st.counts
+        episode = st.episode
         if episode is not None:
-            threshold = st["t"] if st["t"] is not None else episode[4]
+            threshold = st.threshold if st.threshold is not None else episode.threshold
             for i in range(min(minute - m, self.config.resolve_minutes + 1)):
                 closed = b[-1] if i == 0 else 0
-                episode[3] = 0 if closed >= threshold else episode[3] + 1
-                if episode[3] >= self.config.resolve_minutes:
-                    alerts.append(self._end(state, st, record, end_minute=m + i + 1))
+                episode.quiet_minutes = 0 if closed >= threshold else episode.quiet_minutes + 1
+                if episode.quiet_minutes >= self.config.resolve_minutes:
+                    findings.append(self._end(st, record, end_minute=m + i + 1))
                     break
-        cap = st["t"]  # spike minutes enter the baseline clipped at the threshold, so an attack is not learned
+        cap = st.threshold  # spike minutes enter the baseline clipped at the threshold, so an attack is not learned
         ring = len(b)
         shift = minute - m
         leaving = min(shift, ring)
         first = m - ring + 1
-        start = min(max(0, st["o"] - first), leaving)  # minutes before the key's first request are not history
+        start = min(max(0, st.first_minute - first), leaving)  # minutes before the key's first request are not history
         closing = b[start:leaving]  # counts of the minutes that leave the ring, oldest first
         counts: list[float] = [c if cap is None or c <= cap else cap for c in closing]
         quiet = shift - ring  # minutes after the ring that closed without a request
@@ -299,7 +323,7 @@ class RateBaseline:
             self._fold_each(st, first + start, counts)
         if quiet > 1:
             self._fold_quiet(st, m + 1, quiet)
-        peak = st.get("pk", 0.0)
+        peak = st.peak
         keep = self._peak_keep
         for count in closing:
             # A recurring burst (an hourly batch job) is normal for this key; a minute at or over the
@@ -309,59 +333,55 @@ class RateBaseline:
                 peak = float(count)
         if quiet > 0:
             peak *= keep**quiet
-        st["pk"] = round(peak, 2)
+        st.peak = round(peak, 2)
         del b[:leaving]  # in place: a new list per roll-over would be garbage for the collector to chase
         b.extend([0] * leaving)
-        st["m"] = minute
+        st.minute = minute
         self._arm(st, minute)
 
-    def _arm(self, st: dict[str, Any], minute: int) -> None:
+    def _arm(self, st: RateState, minute: int) -> None:
         """Expected rate, spread and threshold for `minute`."""
         cfg = self.config
-        level, spread = st["l"], st["d"]
+        level, spread = st.level, st.spread
         expected = level
-        if st["n"] >= self._profile_min:
+        if st.minutes >= self._profile_min:
             slot = (minute // 60) % 24
-            h = st["h"]
+            h = st.hour_level
             # Neighbouring hours too: daily peaks drift by an hour with DST and with the clients' own clocks.
             expected = max(expected, h[slot - 1], h[slot], h[(slot + 1) % 24])
             # The long-run spread includes the daily swing itself; the hour's own spread is the noise.
-            hd = st["hd"]
+            hd = st.hour_spread
             spread = max(hd[slot - 1], hd[slot], hd[(slot + 1) % 24])
         spread = max(spread * SIGMA_PER_MAD, math.sqrt(expected), 1.0)
         rounded = round(level, 3)
-        st["l"], st["d"] = rounded, round(st["d"], 3)
-        st["e"] = rounded if expected is level else round(expected, 3)  # one round fewer when it is the level
-        st["s"] = round(spread, 3)
-        if st["n"] < cfg.min_history_minutes:
-            st["t"] = None
+        st.level, st.spread = rounded, round(st.spread, 3)
+        st.expected = rounded if expected is level else round(expected, 3)  # one round fewer when it is the level
+        st.expected_spread = round(spread, 3)
+        if st.minutes < cfg.min_history_minutes:
+            st.threshold = None
             return
-        st["t"] = math.ceil(
+        st.threshold = math.ceil(
             max(
                 cfg.min_per_minute,
                 cfg.min_ratio * expected,
                 expected + cfg.min_score * spread,
-                cfg.peak_ratio * st.get("pk", 0.0),
+                cfg.peak_ratio * st.peak,
             )
         )
 
     # -- episodes ------------------------------------------------------------------------------------------
 
-    def _episode_id(self, record: RequestRecord, start_minute: int) -> str:
-        return alert_id(ALERT_TYPE, record.tenant, record.key_id, "episode", str(start_minute))
-
-    def _start(
-        self, state: KeyState, st: dict[str, Any], record: RequestRecord, ts_ms: int, minute: int, count: int
-    ) -> Alert:
-        expected, spread = st["e"], st["s"]
+    def _start(self, st: RateState, record: RequestRecord, ts_ms: int, minute: int, count: int) -> Finding:
+        expected, spread = st.expected, st.expected_spread
         ratio = round(count / expected, 2) if expected > 0 else None
         severity: Severity = "high" if ratio is None or ratio >= self.config.high_ratio else "medium"
-        st["ep"] = [minute, ts_ms, count, 0, st["t"], severity]
-        return Alert.about(
-            record,
+        threshold = st.threshold
+        assert threshold is not None  # only an armed minute starts an episode
+        st.episode = RateEpisode(minute, ts_ms, count, 0, threshold, severity)
+        return Finding(
             type=ALERT_TYPE,
-            id_parts=("firing", str(minute)),
-            source=self.source,
+            episode="open",
+            id_parts=(str(minute),),
             severity=severity,
             summary=(
                 f"Key {record.key_id} made {count} requests in the minute from {_iso_minute(minute)}, "
@@ -372,39 +392,49 @@ class RateBaseline:
                 "expected_per_minute": expected,
                 "ratio": ratio,
                 "score": round((count - expected) / spread, 2),
-                "threshold_per_minute": st["t"],
-                "recent_peak_per_minute": st.get("pk", 0.0),
-                "baseline_minutes": st["n"],
-                "hour_profile_used": st["n"] >= self._profile_min,
+                "threshold_per_minute": threshold,
+                "recent_peak_per_minute": st.peak,
+                "baseline_minutes": st.minutes,
+                "hour_profile_used": st.minutes >= self._profile_min,
                 "minute": _iso_minute(minute),
             },
-            status="firing",
-            episode_id=self._episode_id(record, minute),
         )
 
-    def _end(self, state: KeyState, st: dict[str, Any], record: RequestRecord, *, end_minute: int) -> Alert:
-        start_minute, start_ms, peak, _, threshold, severity = st.pop("ep")
+    def _end(self, st: RateState, record: RequestRecord, *, end_minute: int) -> Finding:
+        episode = st.episode
+        assert episode is not None
+        st.episode = None
         end_ms = end_minute * MINUTE_MS
-        return Alert.about(
-            record,
+        return Finding(
             type=ALERT_TYPE,
-            id_parts=("resolved", str(start_minute)),
-            source=self.source,
-            time=datetime.fromtimestamp(end_ms / 1000.0, tz=UTC),
-            severity=severity,
+            episode="close",
+            time_ms=end_ms,
+            severity=episode.severity,
             summary=(
-                f"Request spike of key {record.key_id} is over: the rate has been below {threshold}/min "
-                f"for {self.config.resolve_minutes} minutes (peak {peak}/min)."
+                f"Request spike of key {record.key_id} is over: the rate has been below {episode.threshold}/min "
+                f"for {self.config.resolve_minutes} minutes (peak {episode.peak}/min)."
             ),
             evidence={
-                "peak_per_minute": peak,
-                "expected_per_minute": st["e"],
-                "threshold_per_minute": threshold,
-                "started": datetime.fromtimestamp(start_ms / 1000.0, tz=UTC).isoformat().replace("+00:00", "Z"),
+                "peak_per_minute": episode.peak,
+                "expected_per_minute": st.expected,
+                "threshold_per_minute": episode.threshold,
+                "started": datetime.fromtimestamp(episode.start_ms / 1000.0, tz=UTC).isoformat().replace("+00:00", "Z"),
                 "ended": _iso_minute(end_minute),
-                "duration_seconds": round((end_ms - start_ms) / 1000.0, 3),
-                "baseline_minutes": st["n"],
+                "duration_seconds": round((end_ms - episode.start_ms) / 1000.0, 3),
+                "baseline_minutes": st.minutes,
             },
-            status="resolved",
-            episode_id=self._episode_id(record, start_minute),
         )
+
+
+def _build(config: RateBaselineConfig, context: BuildContext) -> RateBaseline:
+    return RateBaseline(config)
+
+
+SPEC: DetectorSpec[RateBaselineConfig, RateState] = DetectorSpec(
+    name=NAME,
+    alerts=(AlertSpec(ALERT_TYPE, "medium"),),
+    config=RateBaselineConfig,
+    state=RateState,
+    build=_build,
+    summary=ALERT_TYPE,
+)

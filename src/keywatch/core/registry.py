@@ -1,16 +1,24 @@
-"""The key registry: what the portal says about each key, kept from lifecycle events.
+"""The key registry: what the portal says about each key, kept from lifecycle events; the `lifecycle` detector
+emits one alert per lifecycle event.
 
 Lifecycle events can arrive late or out of order; everything here is decided by event time, so a late
-`apiKey.created` never re-activates a key whose revocation was already seen.
+`apiKey.created` never re-activates a key whose revocation was already seen. The registry itself lives in
+`KeyState.registry` (every detector reads it); this detector keeps no state of its own.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from keywatch.contract.alerts import Alert, Severity
-from keywatch.contract.events import LifecycleEvent, RequestRecord
+from pydantic import BaseModel, ConfigDict
+
+from keywatch.contract.alerts import Severity
+from keywatch.contract.events import LifecycleEvent
+from keywatch.core.engine import Forward
+from keywatch.core.spec import AlertSpec, BuildContext, Detector, DetectorSpec, Effects, Finding
 from keywatch.core.state import KeyState
+
+NAME = "lifecycle"
 
 # Forward kinds
 ROTATED = "rotated"  # to the replaced key: "you were replaced by <key_id>"
@@ -25,15 +33,15 @@ def _age(state: KeyState, now_ms: int) -> float | None:
     return None if created is None else round(max(0, now_ms - created) / 1000.0, 3)
 
 
-def apply_lifecycle(state: KeyState, event: LifecycleEvent, *, source: str) -> tuple[list[Alert], list[dict[str, Any]]]:
-    """Update `state` from a lifecycle event; return its alert and any forwards to other keys.
+def apply_lifecycle(state: KeyState, event: LifecycleEvent) -> tuple[Finding, list[Forward]]:
+    """Update `state` from a lifecycle event; return its alert's finding and any forwards to other keys.
 
     The alert is emitted every time the event is processed: its id is derived from the event, so a
     re-processed event after a crash yields a duplicate with the same id, never a different alert.
     """
     reg = state.registry
     when = _ms(event)
-    forwards: list[dict[str, Any]] = []
+    forwards: list[Forward] = []
     evidence: dict[str, Any] = {
         "actor": event.actor,
         "actor_ip": event.ip,
@@ -51,15 +59,7 @@ def apply_lifecycle(state: KeyState, event: LifecycleEvent, *, source: str) -> t
             reg.status = "active"
         if event.replaces_key_id:
             reg.replaces = event.replaces_key_id
-            forwards.append(
-                {
-                    "tenant": event.tenant,
-                    "key_id": event.replaces_key_id,
-                    "kind": ROTATED,
-                    "payload": {"replaced_by": event.key_id},
-                    "ts_ms": when,
-                }
-            )
+            forwards.append(Forward(event.tenant, event.replaces_key_id, ROTATED, {"replaced_by": event.key_id}, when))
         evidence["rotation"] = {"replaces_key_id": event.replaces_key_id} if event.replaces_key_id else None
         severity = "low" if event.env == "live" else "info"
         what = f"as a rotation of {event.replaces_key_id}" if event.replaces_key_id else f"with role {event.role}"
@@ -92,32 +92,50 @@ def apply_lifecycle(state: KeyState, event: LifecycleEvent, *, source: str) -> t
             f"Role of {event.env} key {event.key_id} ({event.name!r}) was changed "
             f"from {previous or 'unknown'} to {event.role} by {event.actor}."
         )
-    alert = Alert.about(
-        event,
+    finding = Finding(
         type=event.type,
         id_parts=(str(when), event.actor),
-        source=source,
         severity=severity,
         summary=summary,
         evidence=evidence,
     )
-    return [alert], forwards
+    return finding, forwards
 
 
-def touch(state: KeyState, record: RequestRecord, when: int) -> None:
-    """Registry bookkeeping for one request: first/last seen and a count."""
-    reg = state.registry
-    reg.requests += 1
-    if reg.first_seen_ms is None or when < reg.first_seen_ms:
-        reg.first_seen_ms = when
-    if reg.last_seen_ms is None or when > reg.last_seen_ms:
-        reg.last_seen_ms = when
-    if reg.env is None:
-        reg.env = record.env
+class LifecycleConfig(BaseModel):
+    """The lifecycle alerts have no settings (`[detection.lifecycle]` exists, empty)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-def apply_forward(state: KeyState, kind: str, payload: dict[str, Any], when: int) -> list[dict[str, Any]]:
-    """Apply a message from another key's processing; return further forwards."""
-    if kind == ROTATED:
-        state.registry.replaced_by = str(payload["replaced_by"])
-    return []
+class KeyRegistry(Detector[None]):
+    """Keeps the key registry from lifecycle events and hand-offs; one alert per lifecycle event."""
+
+    def on_lifecycle(self, key: KeyState, event: LifecycleEvent, ts_ms: int) -> Effects:
+        """Update the registry; the event's alert and, on rotation, a hand-off to the replaced key."""
+        finding, forwards = apply_lifecycle(key, event)
+        return [finding, *forwards]
+
+    def on_forward(self, key: KeyState, forward: Forward) -> Effects:
+        """`rotated`: remember which key replaced this one."""
+        if forward.kind == ROTATED:
+            key.registry.replaced_by = str(forward.payload["replaced_by"])
+        return None
+
+
+def _build(config: LifecycleConfig, context: BuildContext) -> KeyRegistry:
+    return KeyRegistry()
+
+
+SPEC: DetectorSpec[LifecycleConfig, None] = DetectorSpec(
+    name=NAME,
+    alerts=(
+        AlertSpec("apiKey.created", "low"),
+        AlertSpec("apiKey.scopeChanged", "low"),
+        AlertSpec("apiKey.revoked", "low"),
+    ),
+    config=LifecycleConfig,
+    state=None,
+    build=_build,
+    summary="apiKey.created, apiKey.scopeChanged, apiKey.revoked",
+)

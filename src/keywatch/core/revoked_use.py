@@ -1,22 +1,33 @@
 """Revoked key still in use: a request for a key the portal revoked, after a grace period for propagation.
 
-State (`KeyState.detectors["rev"]`): n: uses after revocation (past the grace period), q: uses suppressed since
-the last alert, f / l: event times (ms) of the first and last such use.
+State: `RevokedUseState`, under `revoked`. One alert per suppression period (the engine's suppression, no
+discriminator: per key); uses while suppressed are counted and reported in the next alert.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import msgspec
 from pydantic import BaseModel, ConfigDict, Field
 
-from keywatch.contract.alerts import Alert, Severity
+from keywatch.contract.alerts import Severity
 from keywatch.contract.events import RequestRecord
+from keywatch.core.spec import AlertSpec, BuildContext, Detector, DetectorSpec, Effects, Finding
 from keywatch.core.state import KeyState
-from keywatch.core.suppression import DEFAULT_MAX_ENTRIES, is_suppressed, suppress, suppression_key
+from keywatch.core.suppression import is_suppressed, suppression_key
 
-NAME = "rev"
+NAME = "revoked"
 ALERT_TYPE = "apiKey.usedAfterRevoke"
+
+
+class RevokedUseState(msgspec.Struct, array_like=True):
+    """Uses of a revoked key past the grace period."""
+
+    uses: int  # all uses past the grace period
+    suppressed_uses: int  # uses while suppressed, since the last alert
+    first_ms: int  # event time of the first such use
+    last_ms: int  # ... and of the last
 
 
 class RevokedUseConfig(BaseModel):
@@ -41,49 +52,36 @@ def _iso(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000.0, tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-class RevokedUse:
+class RevokedUse(Detector[RevokedUseState]):
     """Alerts when a revoked key keeps being used after the grace period."""
 
-    name = NAME
-
-    def __init__(self, config: RevokedUseConfig, *, source: str, max_suppressions: int = DEFAULT_MAX_ENTRIES) -> None:
+    def __init__(self, config: RevokedUseConfig) -> None:
         self.config = config
-        self.max_suppressions = max_suppressions
-        self.source = source
         self._grace_ms = int(config.grace_seconds * 1000)
 
-    def on_request(self, state: KeyState, record: RequestRecord, ts_ms: int) -> list[Alert]:
-        """Alert (once per suppression period) on a use of a revoked key past the grace period."""
-        reg = state.registry
+    def on_request(self, key: KeyState, record: RequestRecord, ts_ms: int) -> Effects:
+        """Find (once per suppression period) a use of a revoked key past the grace period."""
+        reg = key.registry
         if reg.status != "revoked" or reg.revoked_ms is None or not self.config.enabled:
-            return []
+            return None
         if ts_ms - reg.revoked_ms <= self._grace_ms:
-            return []
-        st = state.detectors.get(NAME)
+            return None
+        st = self.state(key)
         if st is None:
-            st = state.detectors[NAME] = {"n": 0, "q": 0, "f": ts_ms, "l": ts_ms}
-        st["n"] += 1
-        st["f"], st["l"] = min(st["f"], ts_ms), max(st["l"], ts_ms)
-        key = suppression_key("rev")
-        if is_suppressed(state, key, ts_ms):
-            st["q"] += 1
-            return []
-        suppressed, st["q"] = st["q"], 0
-        suppress(
-            state,
-            key,
-            now_ms=ts_ms,
-            until_ms=ts_ms + self.config.suppress_seconds * 1000,
-            max_entries=self.max_suppressions,
-        )
+            st = key.detectors[NAME] = RevokedUseState(0, 0, ts_ms, ts_ms)
+        st.uses += 1
+        st.first_ms, st.last_ms = min(st.first_ms, ts_ms), max(st.last_ms, ts_ms)
+        if is_suppressed(key, suppression_key(ALERT_TYPE), ts_ms):
+            st.suppressed_uses += 1
+            return None
+        suppressed, st.suppressed_uses = st.suppressed_uses, 0
         accepted = record.status < 400
         since = round((ts_ms - reg.revoked_ms) / 1000.0, 3)
         return [
-            Alert.about(
-                record,
+            Finding(
                 type=ALERT_TYPE,
                 id_parts=(str(reg.revoked_ms), str(ts_ms), record.ip),
-                source=self.source,
+                suppress_for_ms=self.config.suppress_seconds * 1000,
                 severity=self.config.accepted_severity if accepted else self.config.severity,
                 summary=(
                     f"Revoked key {record.key_id} was used {since:.0f} s after its revocation from {record.ip}"
@@ -98,10 +96,24 @@ class RevokedUse:
                     "path": record.path.split("?", 1)[0],
                     "status": record.status,
                     "accepted": accepted,
-                    "uses_after_revoke": st["n"],
+                    "uses_after_revoke": st.uses,
                     "suppressed_since_last_alert": suppressed,
-                    "first_use_after_revoke": _iso(st["f"]),
+                    "first_use_after_revoke": _iso(st.first_ms),
                     "replaced_by": reg.replaced_by,
                 },
             )
         ]
+
+
+def _build(config: RevokedUseConfig, context: BuildContext) -> RevokedUse:
+    return RevokedUse(config)
+
+
+SPEC: DetectorSpec[RevokedUseConfig, RevokedUseState] = DetectorSpec(
+    name=NAME,
+    alerts=(AlertSpec(ALERT_TYPE, "high"),),
+    config=RevokedUseConfig,
+    state=RevokedUseState,
+    build=_build,
+    summary=ALERT_TYPE,
+)

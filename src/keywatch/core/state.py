@@ -1,15 +1,20 @@
-"""What keywatch remembers about one key: compact, bounded, serialisable to a small dict."""
+"""What keywatch remembers about one key (or one tenant): compact, bounded, typed; encoded by `core.codec`."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
+
+import msgspec
 
 KeyStatus = Literal["active", "revoked", "unknown"]
 
+# The table key of a tenant's own state is `<tenant>/` (an empty key id): identifiers are never empty, so it
+# cannot collide with a key's `<tenant>/<key_id>`, and it is partitioned by that key like any other.
+TENANT_KEY_ID = ""
 
-@dataclass(slots=True)
-class KeyRegistryEntry:
+
+class KeyRegistryEntry(msgspec.Struct, array_like=True):
     """The key as the portal described it, plus when keywatch last saw it used."""
 
     status: KeyStatus = "unknown"  # unknown: used, but its creation was never seen
@@ -28,94 +33,58 @@ class KeyRegistryEntry:
     last_seen_ms: int | None = None
     requests: int = 0
 
-    def to_dict(self) -> dict[str, Any]:
-        """Compact dict: fields at their default value are left out (in field order)."""
-        # Written out rather than looped over `fields()`: this runs for every state written to the changelog.
-        # tests/unit/core/test_state.py checks it against the generic form, field by field.
-        out: dict[str, Any] = {}
-        if self.status != "unknown":
-            out["status"] = self.status
-        if self.env is not None:
-            out["env"] = self.env
-        if self.role is not None:
-            out["role"] = self.role
-        if self.name is not None:
-            out["name"] = self.name
-        if self.created_ms is not None:
-            out["created_ms"] = self.created_ms
-        if self.created_by is not None:
-            out["created_by"] = self.created_by
-        if self.revoked_ms is not None:
-            out["revoked_ms"] = self.revoked_ms
-        if self.revoked_by is not None:
-            out["revoked_by"] = self.revoked_by
-        if self.role_changed_ms is not None:
-            out["role_changed_ms"] = self.role_changed_ms
-        if self.previous_role is not None:
-            out["previous_role"] = self.previous_role
-        if self.replaces is not None:
-            out["replaces"] = self.replaces
-        if self.replaced_by is not None:
-            out["replaced_by"] = self.replaced_by
-        if self.first_seen_ms is not None:
-            out["first_seen_ms"] = self.first_seen_ms
-        if self.last_seen_ms is not None:
-            out["last_seen_ms"] = self.last_seen_ms
-        if self.requests != 0:
-            out["requests"] = self.requests
-        return out
-
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> KeyRegistryEntry:
-        """Inverse of `to_dict`; unknown fields (from a newer version) are ignored."""
-        if _REGISTRY_FIELDS.issuperset(data):
-            return cls(**data)
+        """From the dict form of the first state format; unknown fields are ignored."""
         return cls(**{k: v for k, v in data.items() if k in _REGISTRY_FIELDS})
 
 
-_REGISTRY_FIELDS = frozenset(f.name for f in fields(KeyRegistryEntry))
+_REGISTRY_FIELDS = frozenset(KeyRegistryEntry.__struct_fields__)
 
 
 @dataclass(slots=True)
 class KeyState:
-    """Everything kept per `<tenant>/<key_id>`. Detectors keep their own sub-state in `detectors`."""
+    """Everything kept per `<tenant>/<key_id>` (or per tenant, `key_id` empty).
+
+    The engine owns `registry`, `suppressed`, `episodes` and `ticks`; each detector owns its slot of
+    `detectors` (its typed state, under its name).
+    """
 
     tenant: str
     key_id: str
     registry: KeyRegistryEntry = field(default_factory=KeyRegistryEntry)
-    # detector name -> that detector's own compact state (plain JSON-able values)
+    # detector name -> that detector's typed state
     detectors: dict[str, Any] = field(default_factory=dict)
-    # suppression key -> event time (ms) until which that alert stays quiet
+    # "<detector>|<discriminator>" -> event time (ms) until which that detector's findings stay quiet
     suppressed: dict[str, int] = field(default_factory=dict)
+    # "<detector>|<discriminator>" -> id parts of the open episode
+    episodes: dict[str, list[str]] = field(default_factory=dict)
+    # detector name -> event time (ms) of the tick it asked for
+    ticks: dict[str, int] = field(default_factory=dict)
 
     @property
     def subject(self) -> str:
-        """`<tenant>/<key_id>`."""
+        """`<tenant>/<key_id>` (`<tenant>/` for the tenant's state): the table and Kafka key."""
         return f"{self.tenant}/{self.key_id}"
 
-    def to_dict(self) -> dict[str, Any]:
-        """Serialisable form, small enough to write to a changelog per event."""
-        out: dict[str, Any] = {"t": self.tenant, "k": self.key_id, "r": self.registry.to_dict()}
-        if self.detectors:
-            out["d"] = self.detectors
-        if self.suppressed:
-            out["s"] = self.suppressed
-        return out
+    @property
+    def is_tenant(self) -> bool:
+        """Whether this is a tenant's state rather than a key's."""
+        return self.key_id == TENANT_KEY_ID
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> KeyState:
-        """Inverse of `to_dict`. Takes ownership of `data`'s containers (a freshly decoded dict): no copies."""
-        registry = data.get("r")
-        detectors = data.get("d")
-        suppressed = data.get("s")
-        return cls(
-            data["t"],
-            data["k"],
-            KeyRegistryEntry.from_dict(registry) if registry else KeyRegistryEntry(),
-            detectors if type(detectors) is dict else dict(detectors or {}),
-            suppressed if type(suppressed) is dict else dict(suppressed or {}),
-        )
+    def ask_tick(self, detector: str, at_ms: int) -> None:
+        """Have `detector`'s `on_tick` called at event time `at_ms` (the earlier one if it already asked)."""
+        current = self.ticks.get(detector)
+        if current is None or at_ms < current:
+            self.ticks[detector] = at_ms
+
+    def next_tick(self) -> int | None:
+        """When the earliest tick of this state is due (None without ticks)."""
+        return min(self.ticks.values()) if self.ticks else None
 
     def as_plain(self) -> dict[str, Any]:
         """A readable dict, for debugging and tests."""
-        return asdict(self)
+        plain = asdict(self)
+        plain["registry"] = msgspec.structs.asdict(self.registry)
+        plain["detectors"] = msgspec.to_builtins(self.detectors)
+        return plain

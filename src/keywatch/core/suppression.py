@@ -1,8 +1,9 @@
 """Alert suppression per (key, alert type, discriminator), kept in `KeyState.suppressed` and expired by event time.
 
-Entries are `"<type code>|<discriminator>" -> until_ms`. The table is bounded: expired entries are dropped
-whenever one is added (alerts are rare, so this stays off the per-request path), and past the cap the entry
-that expires soonest goes first.
+Entries are `"<type slot>|<discriminator>" -> until_ms`, the type slot being the type's runbook anchor
+(`usedfromnewip`); open episodes (`KeyState.episodes`) are keyed the same way. The table is bounded: expired
+entries are dropped whenever one is added (alerts are rare, so this stays off the per-request path), and past
+the cap the entry that expires soonest goes first.
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ from keywatch.core.state import KeyState
 DEFAULT_MAX_ENTRIES = 64
 
 
-def suppression_key(code: str, discriminator: str = "") -> str:
-    """The table key for an alert type code and what distinguishes one incident of it from another."""
+def suppression_key(alert_type: str, discriminator: str = "") -> str:
+    """The table key for an alert type and what distinguishes one incident of it from another."""
+    code = alert_type.split(".", 1)[-1].lower()
     return f"{code}|{discriminator}" if discriminator else code
 
 

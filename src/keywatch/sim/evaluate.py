@@ -41,7 +41,7 @@ class ScoredAlert:
     @classmethod
     def of(cls, alert: Alert) -> ScoredAlert:
         """From a contract alert."""
-        return cls(alert.id, alert.type, alert.data.tenant, alert.data.key_id, alert.time, alert.data.summary)
+        return cls(alert.id, alert.type, alert.data.tenant, alert.data.key_id or "", alert.time, alert.data.summary)
 
 
 class AlertFileError(ValueError):

@@ -16,16 +16,19 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from keywatch.core import error_burst, ip_baseline, rate_baseline, revoked_use
+
 MINUTE_MS = 60_000
 HOUR_MS = 60 * MINUTE_MS
 DAY_MS = 24 * HOUR_MS
 
 DEFAULT_START = datetime(2026, 1, 5, tzinfo=UTC)  # a Monday
 
-NEW_IP = "apiKey.usedFromNewIp"
-ERROR_CLUSTER = "apiKey.4xxCluster"
-SPIKE = "apiKey.requestSpike"
-AFTER_REVOKE = "apiKey.usedAfterRevoke"
+# The incident types, as their detectors declare them (keywatch.core.catalog lists every detector).
+NEW_IP = ip_baseline.SPEC.alerts[0].type
+ERROR_CLUSTER = error_burst.SPEC.alerts[0].type
+SPIKE = rate_baseline.SPEC.alerts[0].type
+AFTER_REVOKE = revoked_use.SPEC.alerts[0].type
 INCIDENT_TYPES: tuple[str, ...] = (NEW_IP, ERROR_CLUSTER, SPIKE, AFTER_REVOKE)
 
 # Honesty floors the injected incidents are built to clear (see the module docstring of keywatch.sim).

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from keywatch.contract.events import LifecycleEvent, RequestRecord
-from keywatch.core.config import DetectionConfig
+from keywatch.core.config import DetectionConfig, detection_config_from_mapping
 from keywatch.core.engine import Engine
 from keywatch.core.wiring import build_engine
 from keywatch.geo import GeoLookup
@@ -70,7 +70,7 @@ def config_factory() -> Callable[..., DetectionConfig]:
     """Build a DetectionConfig from nested overrides, e.g. `config_factory(ip={"learning_requests": 0})`."""
 
     def make(**sections: Any) -> DetectionConfig:
-        return DetectionConfig.model_validate(sections)
+        return detection_config_from_mapping(sections)
 
     return make
 

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
+from typing import Any
 
 import orjson
 
 from keywatch.contract.alerts import Alert
 from keywatch.contract.events import LifecycleEvent, RequestRecord
-from keywatch.core.engine import Engine, Forward
+from keywatch.core.codec import decode_state, encode_state
+from keywatch.core.engine import DetectorSet, Engine, Forward
+from keywatch.core.spec import Detector, DetectorSpec
 from keywatch.core.state import KeyState
+from keywatch.core.suppression import DEFAULT_MAX_ENTRIES
 
 MINUTE = 60_000
 HOUR = 60 * MINUTE
@@ -55,10 +60,31 @@ class Cluster:
 
     @staticmethod
     def _roundtrip(state: KeyState) -> KeyState:
-        # The changelog stores state as orjson bytes: every test goes through that round trip.
-        return KeyState.from_dict(orjson.loads(orjson.dumps(state.to_dict())))
+        # The changelog stores state encoded: every test goes through that round trip.
+        return decode_state(encode_state(state))
 
 
 def state_bytes(state: KeyState) -> int:
     """Size of the state as written to the changelog."""
-    return len(orjson.dumps(state.to_dict()))
+    return len(encode_state(state))
+
+
+def solo(spec: DetectorSpec[Any, Any], detector: Detector[Any]) -> Engine:
+    """An engine running only `detector` (declared by `spec`), for tests that drive one detector."""
+    detectors = DetectorSet([(spec, detector)], DEFAULT_MAX_ENTRIES)
+    return Engine(source="/keywatch/test", specs=[spec], by_env={"live": detectors, "sandbox": detectors})
+
+
+def docs_problems(spec: DetectorSpec[Any, Any], doc: str) -> list[str]:
+    """What a page of alert docs lacks for `spec`: a level-2 section per alert type at its runbook anchor that
+    names the type, and the detector's `[detection.<name>]` section when it has settings."""
+    headings = {h.strip().lower() for h in re.findall(r"^## (.+)$", doc, re.MULTILINE)}
+    problems = []
+    for alert in spec.alerts:
+        if alert.anchor not in headings:
+            problems.append(f"{alert.type}: no '## {alert.anchor}' section")
+        if f"`{alert.type}`" not in doc:
+            problems.append(f"{alert.type}: not named")
+    if spec.config.model_fields and f"[detection.{spec.name}]" not in doc:
+        problems.append(f"{spec.name}: its settings section [detection.{spec.name}] is not documented")
+    return problems

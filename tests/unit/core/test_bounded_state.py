@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from keywatch.contract.events import LifecycleEvent, RequestRecord
-from keywatch.core.config import DetectionConfig
+from keywatch.core.config import detection_config_from_mapping
 from keywatch.core.wiring import build_engine
 from keywatch.geo import GeoInfo
 
@@ -29,7 +29,7 @@ class FloodGeo:
 
 def engine_cluster() -> Cluster:
     """A cluster whose key has finished learning almost at once, with geo on."""
-    config = DetectionConfig.model_validate({"ip": {"learning_seconds": 0, "learning_requests": 0}})
+    config = detection_config_from_mapping({"ip": {"learning_seconds": 0, "learning_requests": 0}})
     return Cluster(build_engine(config, "/keywatch/test", FloodGeo()))
 
 
@@ -113,9 +113,9 @@ def test_flood_of_distinct_ips_paths_and_errors_is_bounded() -> None:
         )
     cluster.feed(records)
     state = cluster.states["acme/key-1"]
-    ip_state, err_state = state.detectors["ip"], state.detectors["err"]
-    assert (len(ip_state["r"]), len(ip_state["a"]), len(ip_state["c"])) == (64, 16, 16)
-    assert len(err_state["p"]) <= 16
-    assert len(err_state["i"]) <= 16
+    ip_state, err_state = state.detectors["ip"], state.detectors["errors"]
+    assert (len(ip_state.ranges), len(ip_state.asns), len(ip_state.countries)) == (64, 16, 16)
+    assert len(err_state.paths) <= 16
+    assert len(err_state.ips) <= 16
     assert len(state.suppressed) <= 64
     assert state_bytes(state) < MAX_STATE_BYTES

@@ -11,13 +11,13 @@ from coretest import MINUTE, T0
 
 from keywatch.config import ConfigError
 from keywatch.contract.events import RequestRecord
-from keywatch.core.config import DetectionConfig, detection_config_from_mapping, load_detection_config
+from keywatch.core.config import default_detection_config, detection_config_from_mapping, load_detection_config
 from keywatch.core.engine import Engine
 
 
 def test_defaults_are_documented_values() -> None:
     """The defaults are the ones docs/alerts.md states."""
-    config = DetectionConfig()
+    config = default_detection_config()
     assert (config.ip.learning_seconds, config.ip.learning_requests, config.ip.forget_after_seconds) == (
         86400,
         50,
@@ -75,7 +75,7 @@ def test_missing_section_gives_defaults(tmp_path: Path) -> None:
     """A file without [detection], or no file at all, means the defaults."""
     path = tmp_path / "keywatch.toml"
     path.write_text("[other]\nx = 1\n", encoding="utf-8")
-    assert load_detection_config(path) == DetectionConfig() == load_detection_config(None)
+    assert load_detection_config(path) == default_detection_config() == load_detection_config(None)
 
 
 def test_build_engine_uses_env_specific_settings(

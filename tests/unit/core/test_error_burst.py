@@ -5,14 +5,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import orjson
 import pytest
-from coretest import MINUTE, T0
+from coretest import MINUTE, T0, solo
 from hypothesis import HealthCheck, given, settings, strategies
 
 from keywatch.contract.alerts import Alert
 from keywatch.contract.events import RequestRecord
-from keywatch.core.error_burst import KIND_OF_CODE, ErrorBurst, ErrorBurstConfig
+from keywatch.core.codec import encode_state
+from keywatch.core.error_burst import KIND_OF_CODE, SPEC, ErrorBurst, ErrorBurstConfig, ErrorBurstState
 from keywatch.core.state import KeyState
 
 
@@ -20,7 +20,8 @@ class Feeder:
     """Drives one ErrorBurst detector."""
 
     def __init__(self, request_factory: Callable[..., RequestRecord], **config: Any) -> None:
-        self.detector = ErrorBurst(ErrorBurstConfig(**config), source="/keywatch/test")
+        self.detector = ErrorBurst(ErrorBurstConfig(**config))
+        self.engine = solo(SPEC, self.detector)
         self.state = KeyState(tenant="acme", key_id="key-1")
         self.make = request_factory
         self.alerts: list[Alert] = []
@@ -30,10 +31,10 @@ class Feeder:
         out: list[Alert] = []
         good = self.make(ts=start_ms)
         for i in range(ok):
-            out += self.detector.on_request(self.state, good, start_ms + i)
+            out += self.engine.run_request(self.state, good, start_ms + i)
         for i in range(errors):
             bad = self.make(ts=start_ms + ok + i, status=status, **{k: v(i) for k, v in fields.items()})
-            out += self.detector.on_request(self.state, bad, start_ms + ok + i)
+            out += self.engine.run_request(self.state, bad, start_ms + ok + i)
         self.alerts += out
         return out
 
@@ -112,7 +113,7 @@ def test_key_that_always_errs_is_judged_against_its_baseline(feeder: Callable[..
         f.minute(T0 + m * MINUTE, 16, 24, status=404)
     assert [a.data.status for a in f.alerts] in ([], ["firing", "resolved"])
     assert f.minute(T0 + 120 * MINUTE, 12, 28, status=404) == []
-    assert f.detector.baseline_ratio(f.state.detectors["err"], 3) == pytest.approx(0.6, abs=0.01)
+    assert f.detector.baseline_ratio(f.state.detectors["errors"], 3) == pytest.approx(0.6, abs=0.01)
 
 
 def test_episode_per_kind_and_resolution(feeder: Callable[..., Feeder]) -> None:
@@ -129,7 +130,7 @@ def test_episode_per_kind_and_resolution(feeder: Callable[..., Feeder]) -> None:
     resolved = [a for a in f.alerts if a.data.status == "resolved"]
     assert {a.data.episode_id for a in resolved} == {a.data.episode_id for a in firing}
     assert {a.id for a in resolved}.isdisjoint({a.id for a in firing})
-    assert "ep" not in f.state.detectors["err"]
+    assert (f.state.detectors["errors"].episodes, f.state.episodes) == ({}, {})
 
 
 def test_late_errors_within_window_count_and_older_are_dropped(feeder: Callable[..., Feeder]) -> None:
@@ -138,8 +139,8 @@ def test_late_errors_within_window_count_and_older_are_dropped(feeder: Callable[
     f.minute(T0 + 10 * MINUTE, 1)
     f.minute(T0 + 8 * MINUTE, 0, 1, status=401)
     f.minute(T0 + 2 * MINUTE, 0, 1, status=401)
-    st = f.state.detectors["err"]
-    assert (st["w"][0], st["w"][1], st["x"]) == (2, 1, 1)
+    st = f.state.detectors["errors"]
+    assert (st.window[0], st.window[1], st.late_dropped) == (2, 1, 1)
 
 
 def test_same_input_twice_gives_same_ids(feeder: Callable[..., Feeder]) -> None:
@@ -162,37 +163,37 @@ def test_same_input_twice_gives_same_ids(feeder: Callable[..., Feeder]) -> None:
 class SteppingErrorBurst(ErrorBurst):
     """The roll-over as first written, one step per elapsed minute: the reference for the closed form."""
 
-    def _advance(self, st: dict[str, Any], minute: int, record: RequestRecord, alerts: list[Alert]) -> None:
+    def _advance(self, st: ErrorBurstState, minute: int, record: RequestRecord, findings: list[Any]) -> None:
         cfg = self.config
-        for _ in range(min(minute - st["m"], cfg.window_minutes + cfg.resolve_minutes + 1)):
-            self._reference_step(st, record, alerts)
-        st["m"] = minute
+        for _ in range(min(minute - st.minute, cfg.window_minutes + cfg.resolve_minutes + 1)):
+            self._reference_step(st, record, findings)
+        st.minute = minute
         horizon = minute - cfg.window_minutes + 1
-        for table in (st["p"], st["i"]):
-            for stale in [k for k, v in table.items() if v[1] < horizon]:
+        for table in (st.paths, st.ips):
+            for stale in [k for k, v in table.items() if v.last_minute < horizon]:
                 del table[stale]
 
-    def _reference_step(self, st: dict[str, Any], record: RequestRecord, alerts: list[Alert]) -> None:
-        oldest = st["b"].pop(0)
-        st["b"].append([0] * 7)
-        st["m"] += 1
-        window = st["w"]
+    def _reference_step(self, st: ErrorBurstState, record: RequestRecord, findings: list[Any]) -> None:
+        oldest = st.buckets.pop(0)
+        st.buckets.append([0] * 7)
+        st.minute += 1
+        window = st.window
         for j in range(7):
             window[j] -= oldest[j]
-        episodes: dict[str, list[Any]] = st.get("ep") or {}
+        episodes = st.episodes
         if oldest[0] > 0:
-            a = self._alpha if st["bn"] >= int(1.0 / self._alpha) else 1.0 / (st["bn"] + 1)
-            st["bt"] = round(st["bt"] + a * (oldest[0] - st["bt"]), 4)
-            be = st["be"]
+            a = self._alpha if st.active_minutes >= int(1.0 / self._alpha) else 1.0 / (st.active_minutes + 1)
+            st.usual_total = round(st.usual_total + a * (oldest[0] - st.usual_total), 4)
+            be = st.usual_errors
             for kind in range(1, 6):
                 be[kind - 1] = round(be[kind - 1] + a * (oldest[kind] - be[kind - 1]), 4)
-            st["bn"] += 1
+            st.active_minutes += 1
         for code in list(episodes):
             kind = KIND_OF_CODE[code]
             episode = episodes[code]
-            episode[3] = 0 if self._bursting(st, kind) else episode[3] + 1
-            if episode[3] >= self.config.resolve_minutes:
-                alerts.append(self._end(st, record, kind))
+            episode.quiet_minutes = 0 if self._bursting(st, kind) else episode.quiet_minutes + 1
+            if episode.quiet_minutes >= self.config.resolve_minutes:
+                findings.append(self._end(st, record, kind))
 
 
 def _record(ts: int, status: int, path: str = "/v1/orders", ip: str = "192.0.2.10") -> RequestRecord:
@@ -204,14 +205,14 @@ def _record(ts: int, status: int, path: str = "/v1/orders", ip: str = "192.0.2.1
 
 def run_both(config: ErrorBurstConfig, records: list[RequestRecord]) -> tuple[list[Alert], KeyState]:
     """Feed both implementations; after every request their serialised states and alerts must be identical."""
-    fast, slow = ErrorBurst(config, source="/keywatch/test"), SteppingErrorBurst(config, source="/keywatch/test")
+    fast, slow = solo(SPEC, ErrorBurst(config)), solo(SPEC, SteppingErrorBurst(config))
     fast_state, slow_state = KeyState(tenant="acme", key_id="key-1"), KeyState(tenant="acme", key_id="key-1")
     alerts: list[Alert] = []
     for i, record in enumerate(records):
         ts = int(record.ts.timestamp() * 1000)
-        got, want = fast.on_request(fast_state, record, ts), slow.on_request(slow_state, record, ts)
+        got, want = fast.run_request(fast_state, record, ts), slow.run_request(slow_state, record, ts)
         assert [a.model_dump_json() for a in got] == [a.model_dump_json() for a in want], f"request {i}"
-        assert orjson.dumps(fast_state.to_dict()) == orjson.dumps(slow_state.to_dict()), f"request {i}"
+        assert encode_state(fast_state) == encode_state(slow_state), f"request {i}"
         alerts += got
     return alerts, fast_state
 
@@ -231,10 +232,10 @@ def test_long_gap_without_episode_folds_every_busy_minute_once() -> None:
     config = ErrorBurstConfig(min_errors=50)
     records = [*_burst(T0, 3, 4, 404), _record(T0 + 3 * MINUTE + 5, 200), _record(T0 + 24 * 60 * MINUTE, 200)]
     _, state = run_both(config, records)
-    err = state.detectors["err"]
-    assert err["bn"] == 4
-    assert err["w"] == [1, 0, 0, 0, 0, 0, 0]
-    assert err["p"] == {}
+    err = state.detectors["errors"]
+    assert err.active_minutes == 4
+    assert err.window == [1, 0, 0, 0, 0, 0, 0]
+    assert err.paths == {}
 
 
 @pytest.mark.parametrize("window", [1, 5])
@@ -251,7 +252,7 @@ def test_gaps_at_the_window_and_resolve_boundaries_match_stepping(window: int, r
         assert alerts[0].data.status == "firing"
         if gap > window + resolve:  # long enough for the episode to end on this request
             assert alerts[-1].data.status == "resolved", gap
-            assert "ep" not in state.detectors["err"]
+            assert (state.detectors["errors"].episodes, state.episodes) == ({}, {})
 
 
 def test_two_open_episodes_resolve_in_one_gap_like_stepping() -> None:

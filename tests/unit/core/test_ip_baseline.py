@@ -172,7 +172,7 @@ def test_re_seen_range_after_eviction_is_suppressed_then_alerts_again(
     first = new_ip(cluster.feed([request_factory(ts=t, ip="203.0.113.5")]))
     # Two more ranges push 203.0.113.0/24 out (least recently seen).
     cluster.feed([request_factory(ts=t + MINUTE, ip="198.51.100.5"), request_factory(ts=t + 2 * MINUTE, ip="10.0.0.1")])
-    assert "203.0.113.0/24" not in cluster.states["acme/key-1"].detectors["ip"]["r"]
+    assert "203.0.113.0/24" not in cluster.states["acme/key-1"].detectors["ip"].ranges
     assert new_ip(cluster.feed([request_factory(ts=t + HOUR, ip="203.0.113.5")])) == []
     cluster.feed([request_factory(ts=t + 2 * HOUR, ip="198.51.100.5"), request_factory(ts=t + 3 * HOUR, ip="10.0.0.1")])
     again = new_ip(cluster.feed([request_factory(ts=t + 25 * HOUR, ip="203.0.113.5")]))
@@ -253,7 +253,7 @@ def test_rotation_inherits_baseline_across_partitions(
     cluster.feed(old)
     cluster.feed(new)
     successor = cluster.states["acme/key-new"]
-    assert set(successor.detectors["ip"]["r"]) == {"192.0.2.0/24", "198.51.100.0/24"}
+    assert set(successor.detectors["ip"].ranges) == {"192.0.2.0/24", "198.51.100.0/24"}
     assert cluster.states["acme/key-old"].registry.replaced_by == "key-new"
     same_hosts = [
         request_factory(key_id="key-new", ts=T0 + MINUTE + i, ip=ip)
@@ -277,8 +277,8 @@ def test_rotation_hand_off_arriving_late_is_merged(
     early = [request_factory(key_id="key-new", ts=T0 + i * MINUTE, ip="192.0.2.50") for i in range(3)]
     assert new_ip(cluster.feed(early, deliver=False)) == []
     cluster.deliver()
-    entry = cluster.states["acme/key-new"].detectors["ip"]["r"]["192.0.2.0/24"]
-    assert entry[2] == 43  # 3 own + 40 inherited
+    entry = cluster.states["acme/key-new"].detectors["ip"].ranges["192.0.2.0/24"]
+    assert entry.count == 43  # 3 own + 40 inherited
 
 
 def test_rotation_of_unused_key_keeps_normal_learning(
@@ -299,8 +299,8 @@ def test_late_request_does_not_move_last_seen_back(
     """An out-of-order request from a known range updates first seen and count, never last seen backwards."""
     cluster = learned()
     cluster.feed([request_factory(ts=T0 - HOUR)])
-    first, last, count, *_ = cluster.states["acme/key-1"].detectors["ip"]["r"]["192.0.2.0/24"]
-    assert (first, last, count) == ((T0 - HOUR) // 1000, (T0 + 70 * MINUTE) // 1000, 9)
+    entry = cluster.states["acme/key-1"].detectors["ip"].ranges["192.0.2.0/24"]
+    assert (entry.first_s, entry.last_s, entry.count) == ((T0 - HOUR) // 1000, (T0 + 70 * MINUTE) // 1000, 9)
 
 
 def test_same_input_twice_gives_same_alert_ids(

@@ -7,16 +7,19 @@ import random
 from collections.abc import Callable, Iterable
 from typing import Any
 
-import orjson
+import msgspec
 import pytest
-from coretest import DAY, HOUR, MINUTE, T0
+from coretest import DAY, HOUR, MINUTE, T0, solo
 from hypothesis import HealthCheck, given, settings, strategies
 
 from keywatch.contract.alerts import Alert
 from keywatch.contract.events import RequestRecord
+from keywatch.core.codec import encode_state
 from keywatch.core.rate_baseline import (
+    SPEC,
     RateBaseline,
     RateBaselineConfig,
+    RateState,
     fold,
     hours_touched,
     minutes_per_hour,
@@ -30,7 +33,8 @@ class Feeder:
     """Drives one RateBaseline with per-minute counts, one record object per minute (cheap enough for days)."""
 
     def __init__(self, request_factory: Callable[..., RequestRecord], **config: Any) -> None:
-        self.detector = RateBaseline(RateBaselineConfig(**config), source="/keywatch/test")
+        self.detector = RateBaseline(RateBaselineConfig(**config))
+        self.engine = solo(SPEC, self.detector)
         self.state = KeyState(tenant="acme", key_id="key-1")
         self.make = request_factory
         self.alerts: list[Alert] = []
@@ -44,7 +48,7 @@ class Feeder:
         record = self.make(ts=start_ms + skew_ms)
         step = max(1, MINUTE // count)
         for i in range(count):
-            new = self.detector.on_request(self.state, record, start_ms + skew_ms + min(i * step, MINUTE - 1))
+            new = self.engine.run_request(self.state, record, start_ms + skew_ms + min(i * step, MINUTE - 1))
             if new:
                 self.detect_index.extend([i] * len(new))
                 out.extend(new)
@@ -80,7 +84,7 @@ def test_steady_busy_key_does_not_spike(feeder: Callable[..., Feeder]) -> None:
     rng = random.Random(1)
     f = feeder()
     assert f.run(T0, (noisy(rng, 2000) for _ in range(6 * 60))) == []
-    assert f.state.detectors["rate"]["t"] > 2000 * 2
+    assert f.state.detectors["rate"].threshold > 2000 * 2
 
 
 def test_spike_fires_within_the_minute_and_resolves(feeder: Callable[..., Feeder]) -> None:
@@ -88,7 +92,7 @@ def test_spike_fires_within_the_minute_and_resolves(feeder: Callable[..., Feeder
     rng = random.Random(2)
     f = feeder()
     f.run(T0, (noisy(rng, 100) for _ in range(120)))
-    threshold = f.state.detectors["rate"]["t"]
+    threshold = f.state.detectors["rate"].threshold
     [start] = f.run(T0 + 120 * MINUTE, [1500, 1500, 1500])
     assert (start.type, start.data.status) == (SPIKE, "firing")
     assert f.detect_index == [threshold - 1]  # the threshold-th request of the first spike minute
@@ -110,7 +114,7 @@ def test_quiet_key_with_zero_variance_needs_the_floor(feeder: Callable[..., Feed
     """A key doing exactly 2/min does not alert on 40 requests in a minute, but does on 200."""
     f = feeder()
     f.run(T0, [2] * 180)
-    assert f.state.detectors["rate"]["d"] == 0
+    assert f.state.detectors["rate"].spread == 0
     assert f.run(T0 + 180 * MINUTE, [40, 2, 2]) == []
     [alert] = f.run(T0 + 183 * MINUTE, [200])
     assert alert.severity == "high"  # 100x the usual rate
@@ -120,7 +124,7 @@ def test_new_key_is_not_armed_before_history(feeder: Callable[..., Feeder]) -> N
     """A key busy from its first minute is its own baseline: nothing before min_history_minutes."""
     f = feeder()
     assert f.run(T0, [500] * 50) == []
-    assert f.state.detectors["rate"]["t"] is None
+    assert f.state.detectors["rate"].threshold is None
 
 
 def test_daily_peak_is_expected_but_night_spike_is_not(feeder: Callable[..., Feeder]) -> None:
@@ -128,7 +132,7 @@ def test_daily_peak_is_expected_but_night_spike_is_not(feeder: Callable[..., Fee
     rng = random.Random(3)
     f = feeder()
     assert f.run(T0, (noisy(rng, daily(m % 1440)) for m in range(4 * 1440))) == []
-    assert f.state.detectors["rate"]["n"] >= 3 * 1440
+    assert f.state.detectors["rate"].minutes >= 3 * 1440
     # Day 5 from 00:00 to 16:00 (through the peak) as usual.
     assert f.run(T0 + 4 * DAY, (noisy(rng, daily(m)) for m in range(16 * 60))) == []
     # Day 6, 03:00: the peak-hour rate arrives in the middle of the night.
@@ -148,11 +152,11 @@ def test_gap_of_zero_minutes_is_accounted_for(feeder: Callable[..., Feeder]) -> 
     rng = random.Random(5)
     f = feeder()
     f.run(T0, (noisy(rng, 100) for _ in range(1440)))
-    before = dict(f.state.detectors["rate"])
+    before = msgspec.structs.replace(f.state.detectors["rate"])
     assert f.run(T0 + 4 * DAY, (noisy(rng, 100) for _ in range(30))) == []
     after = f.state.detectors["rate"]
-    assert after["n"] >= before["n"] + 3 * 1440
-    assert after["l"] < before["l"] / 2
+    assert after.minutes >= before.minutes + 3 * 1440
+    assert after.level < before.level / 2
 
 
 def test_late_requests_are_counted_in_their_minute_or_dropped(
@@ -162,12 +166,12 @@ def test_late_requests_are_counted_in_their_minute_or_dropped(
     f = feeder(late_minutes=5)
     f.run(T0, [10] * 10)
     st = f.state.detectors["rate"]
-    buckets = list(st["b"])
-    f.detector.on_request(f.state, request_factory(ts=T0 + 7 * MINUTE), T0 + 7 * MINUTE)
-    assert st["b"][-3] == buckets[-3] + 1
-    level = st["l"]
-    f.detector.on_request(f.state, request_factory(ts=T0), T0)
-    assert (st["x"], st["l"], st["m"]) == (1, level, (T0 + 9 * MINUTE) // MINUTE)
+    buckets = list(st.counts)
+    f.engine.run_request(f.state, request_factory(ts=T0 + 7 * MINUTE), T0 + 7 * MINUTE)
+    assert st.counts[-3] == buckets[-3] + 1
+    level = st.level
+    f.engine.run_request(f.state, request_factory(ts=T0), T0)
+    assert (st.late_dropped, st.level, st.minute) == (1, level, (T0 + 9 * MINUTE) // MINUTE)
 
 
 def test_clock_skew_between_producers_does_not_spike(feeder: Callable[..., Feeder]) -> None:
@@ -178,7 +182,7 @@ def test_clock_skew_between_producers_does_not_spike(feeder: Callable[..., Feede
         f.minute(T0 + m * MINUTE, noisy(rng, 50))
         f.minute(T0 + m * MINUTE, noisy(rng, 50), skew_ms=-3 * MINUTE)
     assert f.alerts == []
-    assert f.state.detectors["rate"].get("x", 0) == 0
+    assert f.state.detectors["rate"].late_dropped == 0
 
 
 def test_same_input_twice_gives_same_ids(feeder: Callable[..., Feeder]) -> None:
@@ -254,7 +258,7 @@ def test_recurring_hourly_batch_job_is_learned(feeder: Callable[..., Feeder]) ->
     rng = random.Random(7)
     f = feeder()
     assert f.run(T0, _hourly_batch(rng, 48, 80)) == []
-    assert f.state.detectors["rate"]["pk"] >= 70
+    assert f.state.detectors["rate"].peak >= 70
 
 
 def test_spike_on_a_batch_job_key_still_fires(feeder: Callable[..., Feeder]) -> None:
@@ -281,7 +285,7 @@ def test_spike_minutes_do_not_raise_the_peak(feeder: Callable[..., Feeder]) -> N
     f.run(T0, (noisy(rng, 20) for _ in range(120)))
     f.run(T0 + 120 * MINUTE, [900] * 5)
     f.run(T0 + 125 * MINUTE, (noisy(rng, 20) for _ in range(20)))
-    assert f.state.detectors["rate"]["pk"] < 60
+    assert f.state.detectors["rate"].peak < 60
 
 
 def test_client_errors_are_not_counted_as_a_spike(
@@ -305,7 +309,7 @@ def test_first_working_morning_is_learned_by_default(request_factory: Callable[.
     quiet_night = [noisy(rng, 1) for _ in range(11 * 60)]
     working_day = [noisy(rng, 75) for _ in range(11 * 60)]
     assert f.run(T0, quiet_night + working_day) == []
-    assert f.state.detectors["rate"]["t"] is None
+    assert f.state.detectors["rate"].threshold is None
 
 
 # -- minute roll-over: the optimised fold against the original minute-by-minute `fold` ---------------------------
@@ -315,28 +319,26 @@ class SteppingRateBaseline(RateBaseline):
     """The roll-over as first written (`fold` per closed minute, gaps through `minutes_per_hour`, every value
     rounded in `_arm`): the reference for the written-out and closed forms."""
 
-    def _advance(
-        self, state: KeyState, st: dict[str, Any], minute: int, record: RequestRecord, alerts: list[Alert]
-    ) -> None:
-        m: int = st["m"]
-        b: list[int] = st["b"]
-        episode = st.get("ep")
+    def _advance(self, st: RateState, minute: int, record: RequestRecord, findings: list[Any]) -> None:
+        m: int = st.minute
+        b: list[int] = st.counts
+        episode = st.episode
         if episode is not None:
-            threshold = st["t"] if st["t"] is not None else episode[4]
+            threshold = st.threshold if st.threshold is not None else episode.threshold
             for i in range(min(minute - m, self.config.resolve_minutes + 1)):
                 closed = b[-1] if i == 0 else 0
-                episode[3] = 0 if closed >= threshold else episode[3] + 1
-                if episode[3] >= self.config.resolve_minutes:
-                    alerts.append(self._end(state, st, record, end_minute=m + i + 1))
+                episode.quiet_minutes = 0 if closed >= threshold else episode.quiet_minutes + 1
+                if episode.quiet_minutes >= self.config.resolve_minutes:
+                    findings.append(self._end(st, record, end_minute=m + i + 1))
                     break
-        cap = st["t"]
+        cap = st.threshold
         ring = len(b)
         shift = minute - m
         leaving = min(shift, ring)
         first = m - ring + 1
-        peak = st.get("pk", 0.0)
+        peak = st.peak
         for i in range(leaving):
-            if first + i >= st["o"]:
+            if first + i >= st.first_minute:
                 value = b[i] if cap is None else min(b[i], cap)
                 self._reference_fold(st, first + i, value, 1)
                 peak *= self._peak_keep
@@ -345,39 +347,39 @@ class SteppingRateBaseline(RateBaseline):
         if shift > ring:
             self._reference_fold(st, m + 1, 0.0, shift - ring)
             peak *= self._peak_keep ** (shift - ring)
-        st["pk"] = round(peak, 2)
-        st["b"] = b[leaving:] + [0] * leaving
-        st["m"] = minute
+        st.peak = round(peak, 2)
+        st.counts = b[leaving:] + [0] * leaving
+        st.minute = minute
         self._arm(st, minute)
 
-    def _reference_fold(self, st: dict[str, Any], first_minute: int, x: float, k: int) -> None:
-        st["l"], st["d"], st["n"] = fold(st["l"], st["d"], st["n"], x, k, self._alpha)
-        h, hd, hn = st["h"], st["hd"], st["hn"]
+    def _reference_fold(self, st: RateState, first_minute: int, x: float, k: int) -> None:
+        st.level, st.spread, st.minutes = fold(st.level, st.spread, st.minutes, x, k, self._alpha)
+        h, hd, hn = st.hour_level, st.hour_spread, st.hour_updates
         for slot, j in enumerate(minutes_per_hour(first_minute, k)):
             if j:
                 level, dev, hn[slot] = fold(h[slot], hd[slot], hn[slot], x, j, self._profile_alpha)
                 h[slot], hd[slot] = round(level, 3), round(dev, 3)
 
-    def _arm(self, st: dict[str, Any], minute: int) -> None:
+    def _arm(self, st: RateState, minute: int) -> None:
         cfg = self.config
-        expected, spread = st["l"], st["d"]
-        if st["n"] >= self._profile_min:
+        expected, spread = st.level, st.spread
+        if st.minutes >= self._profile_min:
             slot = (minute // 60) % 24
-            h, hd = st["h"], st["hd"]
+            h, hd = st.hour_level, st.hour_spread
             expected = max(expected, h[slot - 1], h[slot], h[(slot + 1) % 24])
             spread = max(hd[slot - 1], hd[slot], hd[(slot + 1) % 24])
         spread = max(spread * 1.25, math.sqrt(expected), 1.0)
-        st["l"], st["d"] = round(st["l"], 3), round(st["d"], 3)
-        st["e"], st["s"] = round(expected, 3), round(spread, 3)
-        if st["n"] < cfg.min_history_minutes:
-            st["t"] = None
+        st.level, st.spread = round(st.level, 3), round(st.spread, 3)
+        st.expected, st.expected_spread = round(expected, 3), round(spread, 3)
+        if st.minutes < cfg.min_history_minutes:
+            st.threshold = None
             return
-        st["t"] = math.ceil(
+        st.threshold = math.ceil(
             max(
                 cfg.min_per_minute,
                 cfg.min_ratio * expected,
                 expected + cfg.min_score * spread,
-                cfg.peak_ratio * st.get("pk", 0.0),
+                cfg.peak_ratio * st.peak,
             )
         )
 
@@ -392,14 +394,14 @@ def _record(ts: int, status: int = 200) -> RequestRecord:
 def run_both(config: RateBaselineConfig, requests: Iterable[tuple[int, int]]) -> tuple[list[Alert], KeyState]:
     """Feed (ts, status) to both implementations; after every request their serialised states and alerts must be
     identical."""
-    fast, slow = RateBaseline(config, source="/keywatch/test"), SteppingRateBaseline(config, source="/keywatch/test")
+    fast, slow = solo(SPEC, RateBaseline(config)), solo(SPEC, SteppingRateBaseline(config))
     fast_state, slow_state = KeyState(tenant="acme", key_id="key-1"), KeyState(tenant="acme", key_id="key-1")
     alerts: list[Alert] = []
     for i, (ts, status) in enumerate(requests):
         record = _record(ts, status)
-        got, want = fast.on_request(fast_state, record, ts), slow.on_request(slow_state, record, ts)
+        got, want = fast.run_request(fast_state, record, ts), slow.run_request(slow_state, record, ts)
         assert [a.model_dump_json() for a in got] == [a.model_dump_json() for a in want], f"request {i}"
-        assert orjson.dumps(fast_state.to_dict()) == orjson.dumps(slow_state.to_dict()), f"request {i}"
+        assert encode_state(fast_state) == encode_state(slow_state), f"request {i}"
         alerts += got
     return alerts, fast_state
 
@@ -411,7 +413,7 @@ def test_sparse_key_gaps_match_minute_by_minute_folding(gap: int) -> None:
     requests = [(T0 - 7 * MINUTE + i * gap * MINUTE + i % 3 * 1000, 200) for i in range(40)]
     _, state = run_both(config, requests)
     rate = state.detectors["rate"]
-    assert sum(rate["hn"]) == rate["n"]  # every closed minute counted once, in exactly one hour of the day
+    assert sum(rate.hour_updates) == rate.minutes  # every closed minute counted once, in exactly one hour of the day
 
 
 def test_hour_of_day_arming_across_hour_and_day_boundaries() -> None:
@@ -423,8 +425,8 @@ def test_hour_of_day_arming_across_hour_and_day_boundaries() -> None:
     requests += [(T0 + 2 * day + 59 * MINUTE, 200), (T0 + 2 * day + 60 * MINUTE + 1, 200)]
     _, state = run_both(config, requests)
     rate = state.detectors["rate"]
-    assert all(rate["hn"][slot] > 0 for slot in (22, 23, 0, 1))
-    assert rate["e"] >= max(rate["h"][0], rate["h"][1], rate["h"][2])
+    assert all(rate.hour_updates[slot] > 0 for slot in (22, 23, 0, 1))
+    assert rate.expected >= max(rate.hour_level[0], rate.hour_level[1], rate.hour_level[2])
 
 
 def test_spike_then_gaps_resolve_like_the_original() -> None:

@@ -9,10 +9,10 @@ from keywatch.core.suppression import expire, is_suppressed, suppress, suppressi
 def test_suppressed_until_expiry_by_event_time() -> None:
     """An entry keeps alerts quiet strictly before its until time."""
     state = KeyState(tenant="acme", key_id="key-1")
-    suppress(state, suppression_key("nip", "192.0.2.0/24"), now_ms=0, until_ms=1000)
-    assert is_suppressed(state, "nip|192.0.2.0/24", 999)
-    assert not is_suppressed(state, "nip|192.0.2.0/24", 1000)
-    assert not is_suppressed(state, "nip|198.51.100.0/24", 0)
+    suppress(state, suppression_key("apiKey.usedFromNewIp", "192.0.2.0/24"), now_ms=0, until_ms=1000)
+    assert is_suppressed(state, "usedfromnewip|192.0.2.0/24", 999)
+    assert not is_suppressed(state, "usedfromnewip|192.0.2.0/24", 1000)
+    assert not is_suppressed(state, "usedfromnewip|198.51.100.0/24", 0)
 
 
 def test_suppress_never_shortens() -> None:
