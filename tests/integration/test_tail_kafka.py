@@ -9,6 +9,7 @@ import sys
 import uuid
 
 import orjson
+from aiokafka.admin import AIOKafkaAdminClient
 
 from tests.integration.kafka_helpers import produce
 
@@ -67,3 +68,18 @@ async def test_tail_skips_tombstones_and_unreadable_records(kafka_bootstrap: str
     assert text.returncode == 0, text.stderr
     assert "from the beginning" in text.stderr
     assert [line.split()[2] for line in text.stdout.splitlines()] == ["apiKey.created"] * 3
+
+
+async def test_tail_never_creates_the_alert_topic(kafka_bootstrap: str) -> None:
+    """Started before the alert topic exists (the broker auto-creates topics): tail waits, says so, exits at
+    --idle-exit, and the topic still does not exist (the worker creates it with its own partition count)."""
+    topic = f"kwtail-missing-{uuid.uuid4().hex[:8]}"
+    done = await _tail(kafka_bootstrap, topic, "--idle-exit", "3")
+    assert done.returncode == 0, done.stderr
+    assert f"waiting for topic {topic} to exist" in done.stderr
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    await admin.start()
+    try:
+        assert topic not in await admin.list_topics()
+    finally:
+        await admin.close()

@@ -76,6 +76,32 @@ def matches(alert: dict[str, Any], tenants: tuple[str, ...], types: tuple[str, .
     return SEVERITY_ORDER.get(str(data.get("severity")), -1) >= SEVERITY_ORDER[min_severity]
 
 
+async def _wait_for_topic(
+    bootstrap: list[str], topic: str, idle_exit: float | None, security: dict[str, Any] | None
+) -> bool:
+    """Wait until `topic` exists (True), or `idle_exit` seconds passed (False). Only all-topic metadata is asked
+    for: subscribing to a missing topic would create it with the broker's defaults (one partition) on a broker that
+    auto-creates topics, before the worker creates it with its own partition count."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **(security or {}))
+    await admin.start()
+    try:
+        said = False
+        while topic not in await admin.list_topics():
+            if not said:
+                click.echo(f"waiting for topic {topic} to exist (the worker creates it)", err=True)
+                said = True
+            if idle_exit is not None and loop.time() - started > idle_exit:
+                return False
+            await asyncio.sleep(1.0)
+        return True
+    finally:
+        await admin.close()
+
+
 async def _follow(
     bootstrap: list[str],
     topic: str,
@@ -87,6 +113,8 @@ async def _follow(
 ) -> int:
     from aiokafka import AIOKafkaConsumer
 
+    if not await _wait_for_topic(bootstrap, topic, idle_exit, security):
+        return 0
     # No consumer group: tail never takes partitions away from anyone and never commits; it reads them all.
     consumer = AIOKafkaConsumer(
         topic,
