@@ -27,6 +27,7 @@ from aiokafka.errors import (
 
 from keywatch.config import Settings
 from keywatch.logs import UNFOLDED
+from keywatch.stream.delivery import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -309,7 +310,7 @@ async def wait_for_input_topics(
     (0.5 s doubling to `max_delay_s`), logging the missing topics at the first check and then every `log_every_s`.
     `on_check(missing)` is told the outcome of every check (readiness follows it).
     """
-    delay = 0.5
+    backoff = Backoff(0.5, max_delay_s)
     logged_at: float | None = None
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000, **(security or {}))
     await admin.start()
@@ -318,9 +319,9 @@ async def wait_for_input_topics(
             try:
                 existing = await existing_topics(admin)
             except (KafkaError, OSError) as exc:  # the broker went away meanwhile: it is a wait either way
+                delay = backoff.next()
                 log.warning("could not list the topics (%s: %s); retrying in %.1fs", type(exc).__name__, exc, delay)
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, max_delay_s)
                 continue
             missing = {topic: setting for topic, setting in inputs.items() if topic not in existing}
             if on_check is not None:
@@ -347,7 +348,6 @@ async def wait_for_input_topics(
                     it,
                 )
                 logged_at = now
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, max_delay_s)
+            await asyncio.sleep(backoff.next())
     finally:
         await admin.close()
