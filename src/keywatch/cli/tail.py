@@ -79,10 +79,12 @@ def matches(alert: dict[str, Any], tenants: tuple[str, ...], types: tuple[str, .
 async def _wait_for_topic(
     bootstrap: list[str], topic: str, idle_exit: float | None, security: dict[str, Any] | None
 ) -> bool:
-    """Wait until `topic` exists (True), or `idle_exit` seconds passed (False). Only all-topic metadata is asked
-    for: subscribing to a missing topic would create it with the broker's defaults (one partition) on a broker that
-    auto-creates topics, before the worker creates it with its own partition count."""
+    """Wait until `topic` exists (True), or `idle_exit` seconds passed (False). Subscribing to a missing topic
+    would create it with the broker's defaults (one partition) on a broker that auto-creates topics, before the
+    worker creates it with its own partition count; `existing_topics` never does."""
     from aiokafka.admin import AIOKafkaAdminClient
+
+    from keywatch.kafka_admin import existing_topics
 
     loop = asyncio.get_running_loop()
     started = loop.time()
@@ -90,7 +92,7 @@ async def _wait_for_topic(
     await admin.start()
     try:
         said = False
-        while topic not in await admin.list_topics():
+        while topic not in await existing_topics(admin):
             if not said:
                 click.echo(f"waiting for topic {topic} to exist (the worker creates it)", err=True)
                 said = True
