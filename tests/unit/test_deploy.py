@@ -6,11 +6,14 @@ fails these tests instead of skipping them.
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
+import kubernetes_validate
 import pytest
 import yaml
 
@@ -126,7 +129,17 @@ def test_k8s_manifests_have_the_expected_kinds() -> None:
     """deploy/k8s holds a StatefulSet, its metrics Service, ConfigMaps, a Secret example and a PDB."""
     kinds = sorted(doc["kind"] for doc in k8s_documents())
     assert kinds == sorted(
-        ["Namespace", "ConfigMap", "ConfigMap", "Service", "StatefulSet", "PodDisruptionBudget", "Secret"]
+        [
+            "Namespace",
+            "ServiceAccount",
+            "ConfigMap",
+            "ConfigMap",
+            "Service",
+            "StatefulSet",
+            "PodDisruptionBudget",
+            "NetworkPolicy",
+            "Secret",
+        ]
     )
     kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
     for resource in kustomization["resources"]:
@@ -195,6 +208,87 @@ def test_k8s_settings_load(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     assert settings.replication_factor == 3  # a production cluster: one broker may be lost
     detection = load_detection_config(path)
     assert detection.for_env("sandbox").rate.min_per_minute == 600
+
+
+@pytest.mark.parametrize("version", [kubernetes_validate.latest_version(), "1.29.0"])
+def test_k8s_manifests_validate_against_the_kubernetes_schemas(version: str) -> None:
+    """Every object in deploy/k8s is valid, unknown fields refused (strict), for the newest and an older API."""
+    for doc in k8s_documents():
+        kubernetes_validate.validate(doc, version, strict=True)
+
+
+def test_the_schema_check_refuses_a_misspelt_field() -> None:
+    """The validation above could fail: a typo in the StatefulSet is an error, not ignored."""
+    docs = {(d["kind"], d["metadata"]["name"]): d for d in k8s_documents()}
+    sts = docs[("StatefulSet", "keywatch")]
+    broken = {**sts, "spec": {**sts["spec"], "replica": 3}}
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(broken, kubernetes_validate.latest_version(), strict=True)
+
+
+def test_workers_run_without_a_service_account_token_behind_a_network_policy() -> None:
+    """A ServiceAccount of their own with no token mounted, and a NetworkPolicy that admits only the metrics port."""
+    docs = {(d["kind"], d["metadata"]["name"]): d for d in k8s_documents()}
+    pod = docs[("StatefulSet", "keywatch")]["spec"]["template"]
+    account = docs[("ServiceAccount", "keywatch")]
+    assert account["automountServiceAccountToken"] is False
+    assert pod["spec"]["serviceAccountName"] == account["metadata"]["name"]
+    assert pod["spec"]["automountServiceAccountToken"] is False
+    policy = docs[("NetworkPolicy", "keywatch")]["spec"]
+    assert policy["podSelector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+    assert sorted(policy["policyTypes"]) == ["Egress", "Ingress"]
+    (container,) = pod["spec"]["containers"]
+    names = {p["name"] for p in container["ports"]}
+    assert [port["port"] for rule in policy["ingress"] for port in rule["ports"]] == ["metrics"]
+    assert "metrics" in names
+    egress = {(p["port"], p["protocol"]) for rule in policy["egress"] for p in rule["ports"]}
+    assert {(53, "UDP"), (9092, "TCP"), (9093, "TCP")} <= egress
+
+
+def test_prometheus_operator_overlay_scrapes_the_service_and_carries_the_rules() -> None:
+    """The ServiceMonitor selects the metrics Service's port; the PrometheusRule holds deploy/prometheus/rules.yml."""
+    overlay = K8S / "prometheus-operator"
+    kustomization = yaml.safe_load((overlay / "kustomization.yaml").read_text())
+    for resource in kustomization["resources"]:
+        assert (overlay / resource).exists(), resource
+    docs = {(d["kind"], d["metadata"]["name"]): d for d in k8s_documents()}
+    service = docs[("Service", "keywatch")]
+    monitor = yaml.safe_load((overlay / "servicemonitor.yaml").read_text())
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    assert {e["port"] for e in monitor["spec"]["endpoints"]} <= {p["name"] for p in service["spec"]["ports"]}
+    # the `up{job="keywatch"}` rules need the job label the operator derives from the Service's name
+    assert service["metadata"]["name"] == "keywatch"
+    assert "jobLabel" not in monitor["spec"]
+    rule = yaml.safe_load((overlay / "prometheusrule.yaml").read_text())
+    assert rule["kind"] == "PrometheusRule"
+    assert rule["spec"]["groups"] == yaml.safe_load((DEPLOY / "prometheus" / "rules.yml").read_text())["groups"]
+    done = run(sys.executable, str(ROOT / "scripts" / "sync-prometheusrule"), "--check")
+    assert done.returncode == 0, done.stderr
+
+
+def test_compose_worker_posts_to_the_bundled_alertmanager_with_a_stable_redaction_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The compose worker's environment is a valid configuration that reaches the compose Alertmanager."""
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    services = compose["services"]
+    env = dict(services["keywatch"]["environment"])
+    url = env["KEYWATCH_ALERTMANAGER_URL"]
+    assert url == "http://alertmanager:9093"
+    assert "alertmanager" in services
+    assert any(p.endswith(":9093") for p in services["alertmanager"]["ports"])
+    key = env["KEYWATCH_REDACTION_KEY"]
+    match = re.fullmatch(r"\$\{KEYWATCH_REDACTION_KEY:-([^}]+)\}", key)
+    assert match, key  # overridable from the shell, with a demo default
+    for name in setting_env_names():
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, match.group(1) if name == "KEYWATCH_REDACTION_KEY" else str(value))
+    monkeypatch.chdir(tmp_path)
+    settings = load_settings()
+    assert settings.alertmanager_url == url
+    assert settings.redaction_key is not None
 
 
 def test_docker_compose_config_validates() -> None:
