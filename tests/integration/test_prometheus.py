@@ -289,7 +289,11 @@ async def test_every_dashboard_query_returns_data(
     await wait_for("an alert of every type in Prometheus", every_type_scraped, 90, worker.log_text)
     # Counters that appear already incremented have no rate yet: a second wave makes every rate positive.
     await feed("w2")
-    queries = dashboard_queries(RATE_INTERVAL)
+    # what Grafana sends for job = keywatch and instance = All (the variables' allValue)
+    queries = [
+        (uid, title, expr.replace('"$job"', '"keywatch"').replace('"$instance"', '".+"'))
+        for uid, title, expr in dashboard_queries(RATE_INTERVAL, "10m")
+    ]
     missing: dict[str, str] = {}
 
     async def every_query_has_data() -> bool:

@@ -25,6 +25,10 @@ DASHBOARDS = sorted((GRAFANA / "dashboards").glob("*.json"))
 ALERT_TYPES = catalog.alert_types()  # every registered detector's types
 # A duration no board uses: after substitution every rate()/increase() must carry exactly this range.
 RATE_INTERVAL_SENTINEL = "1111s"
+# $__range likewise, allowed only in instant queries (a stat or bar of the whole time range)
+RANGE_SENTINEL = "2222s"
+# every selector is scoped to the chosen deployment(s): two keywatch jobs on one Prometheus never mix on a board
+SCOPE = {"job": "$job", "instance": "$instance"}
 RANGE_FUNCTIONS = {"rate", "irate", "increase"}
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 
@@ -44,15 +48,19 @@ def panels(dashboard: dict[str, Any]) -> Iterator[dict[str, Any]]:
             yield panel
 
 
-def dashboard_queries(rate_interval: str = RATE_INTERVAL_SENTINEL) -> list[tuple[str, str, str]]:
-    """(board uid, panel title, PromQL) of every target of every board, Grafana variables replaced."""
+def dashboard_queries(
+    rate_interval: str = RATE_INTERVAL_SENTINEL, range_: str = RANGE_SENTINEL
+) -> list[tuple[str, str, str]]:
+    """(board uid, panel title, PromQL) of every target of every board, range variables replaced (an instant
+    query's panel title is marked with a trailing " [instant]")."""
     found = []
     for path in DASHBOARDS:
         board = load_dashboard(path)
         for panel in panels(board):
             for target in panel.get("targets", []):
-                expr = target["expr"].replace("$__rate_interval", rate_interval)
-                found.append((board["uid"], panel["title"], expr))
+                expr = target["expr"].replace("$__rate_interval", rate_interval).replace("$__range", range_)
+                title = panel["title"] + (" [instant]" if target.get("instant") else "")
+                found.append((board["uid"], title, expr))
     return found
 
 
@@ -127,6 +135,41 @@ def test_datasource_variable_used_by_every_panel(path: Path) -> None:
 
 
 @pytest.mark.parametrize("path", DASHBOARDS, ids=[p.stem for p in DASHBOARDS])
+def test_job_and_instance_variables_reload_on_time_range_change(path: Path) -> None:
+    """The linter's template rules: `job` and `instance` query variables on $datasource, multi-value with All,
+    refreshed when the time range changes; `instance` is narrowed by `job`."""
+    board = load_dashboard(path)
+    variables = {v["name"]: v for v in board["templating"]["list"]}
+    for name in SCOPE:
+        var = variables[name]
+        assert var["type"] == "query", name
+        assert var["datasource"] == DATASOURCE, name
+        assert var["refresh"] == 2, f"{name}: refresh must be 2 (on time range change)"
+        assert var["multi"] is True, name
+        assert var["includeAll"] is True, name
+        query = var["query"]["query"] if isinstance(var["query"], dict) else var["query"]
+        assert re.fullmatch(rf"label_values\((keywatch_build_info)(\{{.*\}})?, {name}\)", query), query
+    assert 'job=~"$job"' in variables["instance"]["query"]["query"]
+    for var in board["templating"]["list"]:
+        if var["type"] == "query":
+            assert var["refresh"] == 2, var["name"]
+
+
+@pytest.mark.parametrize("path", DASHBOARDS, ids=[p.stem for p in DASHBOARDS])
+def test_stat_and_bar_panels_of_the_whole_range_use_instant_range_queries(path: Path) -> None:
+    """A stat or bar gauge that adds up alerts shows the dashboard's range: an instant increase over $__range,
+    not the last $__rate_interval."""
+    board = load_dashboard(path)
+    for panel in panels(board):
+        if panel["type"] not in {"stat", "bargauge"}:
+            continue
+        for target in panel["targets"]:
+            if "increase(" in target["expr"]:
+                assert "[$__range]" in target["expr"], panel["title"]
+                assert target.get("instant") is True, panel["title"]
+
+
+@pytest.mark.parametrize("path", DASHBOARDS, ids=[p.stem for p in DASHBOARDS])
 def test_every_panel_has_title_description_and_unit(path: Path) -> None:
     """Panels carry a title, a description and a unit; ids are unique and panels fit the 24-column grid."""
     board = load_dashboard(path)
@@ -145,15 +188,25 @@ def test_every_panel_has_title_description_and_unit(path: Path) -> None:
 
 @pytest.mark.parametrize(("uid", "title", "expr"), QUERIES, ids=QUERY_IDS)
 def test_query_parses_and_follows_the_rules(uid: str, title: str, expr: str) -> None:
-    """The query parses; every rate/increase uses $__rate_interval; *_total appears only inside rate/increase."""
-    assert "$" not in expr, f"{uid}/{title}: a Grafana variable other than $__rate_interval: {expr}"
+    """The query parses; every rate/increase uses $__rate_interval (an instant query may use $__range instead);
+    *_total appears only inside rate/increase; every selector carries job=~"$job" and instance=~"$instance"."""
+    unscoped = expr.replace('"$job"', '""').replace('"$instance"', '""')
+    assert "$" not in unscoped, f"{uid}/{title}: a Grafana variable other than the known ones: {expr}"
     tree = promql_parser.parse(expr)
-    sentinel = timedelta(seconds=int(RATE_INTERVAL_SENTINEL.rstrip("s")))
+    allowed = {timedelta(seconds=int(RATE_INTERVAL_SENTINEL.rstrip("s")))}
+    if title.endswith(" [instant]"):
+        allowed.add(timedelta(seconds=int(RANGE_SENTINEL.rstrip("s"))))
     for node, _ in _walk(tree):
         if isinstance(node, promql_parser.Call) and node.func.name in RANGE_FUNCTIONS:
             (arg,) = node.args
             assert isinstance(arg, promql_parser.MatrixSelector), f"{uid}/{title}: {expr}"
-            assert arg.range == sentinel, f"{uid}/{title}: {node.func.name} without $__rate_interval: {expr}"
+            assert arg.range in allowed, f"{uid}/{title}: {node.func.name} without $__rate_interval: {expr}"
+        if isinstance(node, promql_parser.VectorSelector):
+            matchers = {m.name: (str(m.op), m.value) for m in node.matchers.matchers}
+            for label, variable in SCOPE.items():
+                assert matchers.get(label) == (str(promql_parser.MatchOp.Re), variable), (
+                    f'{uid}/{title}: {node.name} without {label}=~"{variable}": {expr}'
+                )
     for name, inside in selectors(expr):
         if name.endswith("_total"):
             assert inside, f"{uid}/{title}: counter {name} outside rate/increase: {expr}"
@@ -183,7 +236,7 @@ def test_queries_pass_promtool_as_recording_rules(tmp_path: Path) -> None:
     assert promtool, "promtool is missing: install the Debian package `prometheus` (scripts/setup-env does)"
     rules = [
         {"record": f"keywatch:dashboard_query:{i}", "expr": expr}
-        for i, (_, _, expr) in enumerate(dashboard_queries("5m"))
+        for i, (_, _, expr) in enumerate(dashboard_queries("5m", "1h"))
     ]
     path = tmp_path / "dashboards.rules.yml"
     path.write_text(yaml.safe_dump({"groups": [{"name": "dashboards", "rules": rules}]}))
