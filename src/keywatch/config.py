@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import difflib
 import os
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -11,6 +13,21 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "KEYWATCH_"
+# KEYWATCH_* variables that are not worker settings: read by scripts/ (set-up, demo, evaluation) and the tests.
+# Any other KEYWATCH_* name is most likely a typo of a setting, and is reported at start-up.
+SCRIPT_VARIABLES = frozenset(
+    {
+        "KEYWATCH_CONFIG",
+        "KEYWATCH_VENV",
+        "KEYWATCH_EXTRA_DEBS",
+        "KEYWATCH_DEMO",
+        "KEYWATCH_DEMO_ARGS",
+        "KEYWATCH_EVAL_DIR",
+        "KEYWATCH_EVAL_ARGS",
+        "KEYWATCH_UPDATE_GOLDEN",
+    }
+)
+SCRIPT_PREFIXES = ("KEYWATCH_TEST_",)
 
 
 class ConfigError(Exception):
@@ -54,6 +71,11 @@ class Settings(BaseSettings):
         default=300.0, ge=0, description="Records whose time is further ahead of the clock go to the DLQ."
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO")
+    log_format: Literal["text", "json"] = Field(
+        default="text",
+        description="text: one readable line per record; json: one JSON object per line (time, level, logger, "
+        "message, exc_info) for every logger, faust's and aiokafka's included.",
+    )
     metrics_host: str = Field(
         default="127.0.0.1", description="Address of /metrics, /healthz, /readyz (0.0.0.0 in containers)."
     )
@@ -232,6 +254,31 @@ def read_table(path: Path, name: str) -> dict[str, Any]:
     if not isinstance(table, dict):
         raise ConfigError(f"config file {path}: [{name}] must be a table, not {type(table).__name__}")
     return table
+
+
+def setting_variables() -> frozenset[str]:
+    """The environment variable of every setting."""
+    return frozenset(f"{ENV_PREFIX}{name.upper()}" for name in Settings.model_fields)
+
+
+def unknown_variables(environ: Mapping[str, str] | None = None) -> list[str]:
+    """One line per KEYWATCH_* variable that is neither a setting nor a script's: what it is and what was meant.
+
+    pydantic-settings ignores an environment variable that names no field, so `KEYWATCH_PARTITONS=8` would be
+    silently dropped while the same typo in the TOML file is an error; callers log these lines at start-up.
+    """
+    environ = os.environ if environ is None else environ
+    settings = setting_variables()
+    lines = []
+    for name in sorted(environ):
+        if not name.startswith(ENV_PREFIX) or name in settings or name in SCRIPT_VARIABLES:
+            continue
+        if name.startswith(SCRIPT_PREFIXES):
+            continue
+        close = difflib.get_close_matches(name, sorted(settings | SCRIPT_VARIABLES), n=1, cutoff=0.75)
+        hint = f" (did you mean {close[0]}?)" if close else ' (see README "Configuration" for the settings)'
+        lines.append(f"{name} is not a keywatch setting and is ignored{hint}")
+    return lines
 
 
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:

@@ -1,5 +1,8 @@
 """The worker's logging: one format for keywatch's, faust's and aiokafka's lines, and no floods.
 
+Two formats (`KEYWATCH_LOG_FORMAT`): `text` (the default), and `json`, one JSON object per line for a SIEM,
+with `time` (RFC 3339 UTC, milliseconds), `level`, `logger`, `message` and, for an exception, `exc_info`.
+
 A broker outage makes aiokafka and faust log the same warning or error many times a second (thousands of lines per
 worker per outage), which buries the one line that says what happened. `RepeatFilter` lets the first of a kind
 through, holds back the repeats for an interval, and then says how many there were.
@@ -12,9 +15,13 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pythonjsonlogger.json import JsonFormatter
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+LogFormat = Literal["text", "json"]
 REPEAT_INTERVAL_S = 60.0
 _MAX_KINDS = 1024  # kinds of line remembered at once: bounded, whatever floods the log
 # `extra=UNFOLDED` on a log call: never held back (summaries, and progress lines of keywatch's own backoff loops,
@@ -101,21 +108,53 @@ def report_repeats(flt: RepeatFilter | None = None) -> int:
     return len(held)
 
 
-def setup(level: str) -> None:
+class JsonLines(JsonFormatter):
+    """One JSON object per record: time (RFC 3339 UTC with milliseconds), level, logger, message, exc_info."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "%(asctime)s %(levelname)s %(name)s %(message)s",
+            rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
+            reserved_attrs=[*_RESERVED, "keywatch_unfolded", "color_message"],
+        )
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        """The record's time as RFC 3339 UTC with milliseconds."""
+        moment = datetime.fromtimestamp(record.created, UTC)
+        return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+# the standard LogRecord attributes: everything else on a record is an `extra` field, kept in the JSON object
+_RESERVED = [*logging.LogRecord("", 0, "", 0, "", None, None).__dict__, "message", "asctime"]
+
+
+def formatter(fmt: LogFormat) -> logging.Formatter:
+    """The formatter of one log format."""
+    return JsonLines() if fmt == "json" else logging.Formatter(FORMAT)
+
+
+def json_formatter() -> logging.Formatter:
+    """The JSON formatter (a factory for `logging.config.dictConfig`)."""
+    return JsonLines()
+
+
+def setup(level: str, fmt: LogFormat = "text") -> None:
     """Configure the root logger before faust starts: keywatch's format, the repeat filter."""
     logging.basicConfig(level=level, format=FORMAT, force=True)
     for handler in logging.getLogger().handlers:
+        handler.setFormatter(formatter(fmt))
         handler.addFilter(_FILTER)
 
 
-def faust_logging_config(level: str) -> dict[str, Any]:
+def faust_logging_config(level: str, fmt: LogFormat = "text") -> dict[str, Any]:
     """The `logging_config` handed to faust's worker (which replaces the root handlers when it starts): the same
     format and the same repeat filter as before it started, so every line of the process looks alike."""
+    chosen: dict[str, Any] = {"()": "keywatch.logs.json_formatter"} if fmt == "json" else {"format": FORMAT}
     return {
         "version": 1,
         "disable_existing_loggers": False,
         "filters": {"repeats": {"()": "keywatch.logs.repeat_filter"}},
-        "formatters": {"plain": {"format": FORMAT}},
+        "formatters": {"plain": chosen},
         "handlers": {
             "default": {
                 "class": "logging.StreamHandler",

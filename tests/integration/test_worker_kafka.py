@@ -104,3 +104,22 @@ async def test_malformed_records_go_to_dlq_and_valid_ones_flow(worker_factory: C
     assert len(alerts) == good_lifecycle
     assert worker.proc is not None
     assert worker.proc.poll() is None, "worker must survive bad input"
+
+
+async def test_json_logs_cover_every_logger(worker_factory: Callable[..., WorkerProcess]) -> None:
+    """KEYWATCH_LOG_FORMAT=json: every line the worker writes, keywatch's, faust's and aiokafka's, is one JSON
+    object with time, level, logger and message."""
+    worker = worker_factory(extra_env={"KEYWATCH_LOG_FORMAT": "json", "KEYWATCH_LOG_LEVEL": "INFO"})
+    worker.start()
+    await worker.wait_ready()
+    await produce(worker.bootstrap, worker.topics["requests"], [(None, b"not json")])
+    await collect(worker.bootstrap, worker.topics["dlq"], until=lambda m: len(m) >= 1)
+    worker.stop()
+    lines = [line for line in worker.log_text().splitlines() if line.strip()]
+    loggers = set()
+    for line in lines:
+        record = orjson.loads(line)  # raises on a line that is not JSON
+        assert {"time", "level", "logger", "message"} <= record.keys(), line
+        assert datetime.fromisoformat(record["time"]).tzinfo is not None, line
+        loggers.add(record["logger"].split(".")[0])
+    assert {"keywatch", "faust"} <= loggers, loggers

@@ -31,7 +31,7 @@ for ((i = 0; i < ${#args[@]}; i++)); do
 done
 if [[ "${mode:-}" == format ]]; then
   sleep 0.$((RANDOM % 3))
-  echo "id=${id-<none>}" >>"$KEYWATCH_FAKE_JAVA_RECORD"
+  echo "id=${id-<none>}" >>"$KEYWATCH_TEST_FAKE_JAVA_RECORD"
   dir="$(sed -n 's/^log\.dirs=//p' "$props")"
   mkdir -p "$dir"
   echo "cluster.id=$id" >"$dir/meta.properties"
@@ -67,7 +67,7 @@ def fake_env(tmp_path: Path) -> dict[str, str]:
         KAFKA_HOME=str(home),
         KAFKA_VERSION=VERSION,
         KAFKA_START_TIMEOUT="2",
-        KEYWATCH_FAKE_JAVA_RECORD=str(tmp_path / "formats.txt"),
+        KEYWATCH_TEST_FAKE_JAVA_RECORD=str(tmp_path / "formats.txt"),
         PYTHON="false",  # no metadata probe: the stand-in broker never answers anyway
     )
     env.pop("KAFKA_NODES", None)
@@ -87,7 +87,7 @@ def _start(env: dict[str, str], port: int, *args: str) -> subprocess.CompletedPr
 
 
 def _formats(env: dict[str, str]) -> list[str]:
-    record = Path(env["KEYWATCH_FAKE_JAVA_RECORD"])
+    record = Path(env["KEYWATCH_TEST_FAKE_JAVA_RECORD"])
     return record.read_text().split() if record.exists() else []
 
 

@@ -19,11 +19,26 @@ _SUBCOMMANDS = {
 }
 
 
+# One line each for `keywatch -h` (listing commands imports none of them).
+_SHORT_HELP = {
+    "worker": "Run the worker: consume requests and lifecycle events, emit alerts and dead letters.",
+    "tail": "Follow the alert topic: one line per alert, coloured by severity (or JSON).",
+    "schemas": "Write or check the JSON Schemas of the records and alerts.",
+    "replay": "Run request and lifecycle files through the detectors offline; write the alerts.",
+    "simulate": "Generate labelled API traffic and key lifecycle events (files or Kafka).",
+    "evaluate": "Score alerts against a scenario's labels: precision, recall, time to detect.",
+}
+
+
 class _LazyGroup(click.Group):
     """Imports a subcommand's module only when it runs, so `keywatch tail` does not load faust."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(_SUBCOMMANDS)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        with formatter.section("Commands"):
+            formatter.write_dl([(name, _SHORT_HELP[name]) for name in self.list_commands(ctx)])
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         module_name = _SUBCOMMANDS.get(cmd_name)
@@ -34,10 +49,23 @@ class _LazyGroup(click.Group):
         return command
 
 
-@click.group(cls=_LazyGroup)
-@click.version_option(__version__, prog_name="keywatch")
+# -h as well as --help, and help texts wide enough not to be cut (inherited by every subcommand)
+CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 120}
+
+
+@click.group(cls=_LazyGroup, context_settings=CONTEXT_SETTINGS)
+@click.version_option(__version__, "-V", "--version", prog_name="keywatch")
 def cli() -> None:
-    """keywatch: audit and anomaly detection for API keys, fed from Kafka."""
+    """keywatch: audit and anomaly detection for API keys, fed from Kafka.
+
+    \b
+    Examples:
+      keywatch worker                       run the worker (KEYWATCH_* settings)
+      keywatch tail --min-severity high     follow the alerts
+      keywatch simulate --out-dir sim       make a labelled scenario
+      keywatch replay --requests sim/requests.jsonl --lifecycle sim/lifecycle.jsonl --out alerts.jsonl
+      keywatch evaluate --labels sim/labels.jsonl --alerts alerts.jsonl
+    """
 
 
 def main() -> None:

@@ -10,17 +10,43 @@ from keywatch.contract.schemas import drifted, write_all
 
 
 @click.command("schemas")
-@click.option("--dir", "directory", type=click.Path(path_type=Path), default=Path("schemas"), show_default=True)
-@click.option("--check", is_flag=True, help="Exit 1 if the files differ from the models instead of writing.")
+@click.option(
+    "--dir",
+    "directory",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path("schemas"),
+    show_default=True,
+    help="Directory of the schema files (written, or compared with --check).",
+)
+@click.option("--check", is_flag=True, help="Exit 1 if the files are missing or differ from the models; write nothing.")
 def command(directory: Path, check: bool) -> None:
-    """Generate the JSON Schemas of requests, lifecycle events, alerts and dead letters."""
+    """Generate the JSON Schemas of requests, lifecycle events, alerts and dead letters.
+
+    \b
+    Examples:
+      keywatch schemas                 write schemas/*.schema.json
+      keywatch schemas --check         in CI: fail when the committed schemas drifted
+    """
     if check:
-        stale = drifted(directory)
-        if stale:
+        if not directory.is_dir():
             raise click.ClickException(
-                f"schemas out of date: {', '.join(stale)} (run `keywatch schemas --dir {directory}`)"
+                f"schemas missing: {directory} is not a directory (run `keywatch schemas --dir {directory}`)"
+            )
+        stale = drifted(directory)
+        missing = [name for name in stale if not (directory / name).exists()]
+        changed = [name for name in stale if name not in missing]
+        problems = ([f"missing: {', '.join(missing)}"] if missing else []) + (
+            [f"out of date: {', '.join(changed)}"] if changed else []
+        )
+        if problems:
+            raise click.ClickException(
+                f"schemas in {directory} {'; '.join(problems)} (run `keywatch schemas --dir {directory}`)"
             )
         click.echo(f"schemas in {directory} match the models")
         return
-    for path in write_all(directory):
+    try:
+        written = write_all(directory)
+    except OSError as exc:
+        raise click.ClickException(f"cannot write the schemas to {directory}: {exc.strerror or exc}") from None
+    for path in written:
         click.echo(f"wrote {path}")

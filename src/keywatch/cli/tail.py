@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -13,7 +15,7 @@ from typing import Any
 import click
 import orjson
 
-from keywatch.config import ConfigError, load_settings
+from keywatch.config import ConfigError, load_settings, unknown_variables
 from keywatch.contract.alerts import SEVERITY_ORDER
 from keywatch.security import aiokafka_kwargs
 
@@ -89,8 +91,8 @@ async def _wait_for_topic(
     loop = asyncio.get_running_loop()
     started = loop.time()
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **(security or {}))
-    await admin.start()
     try:
+        await admin.start()
         said = False
         while topic not in await existing_topics(admin):
             if not said:
@@ -126,9 +128,9 @@ async def _follow(
         auto_offset_reset="earliest" if from_beginning else "latest",
         **(security or {}),
     )
-    await consumer.start()
     shown = 0
     try:
+        await consumer.start()
         idle_since = asyncio.get_running_loop().time()
         while limit is None or shown < limit:
             batch = await consumer.getmany(timeout_ms=500)
@@ -147,6 +149,22 @@ async def _follow(
     return shown
 
 
+@contextlib.contextmanager
+def _kafka_errors(bootstrap: str) -> Iterator[None]:
+    """Kafka failures as one line naming the broker and what to do, not a traceback."""
+    from aiokafka.errors import KafkaConnectionError, KafkaError
+
+    try:
+        yield
+    except KafkaConnectionError:
+        raise click.ClickException(
+            f"cannot connect to Kafka at {bootstrap}: is the broker running? "
+            "(set --bootstrap-servers or KEYWATCH_BOOTSTRAP_SERVERS)"
+        ) from None
+    except KafkaError as exc:
+        raise click.ClickException(f"Kafka at {bootstrap}: {exc}") from None
+
+
 @click.command("tail")
 @click.option(
     "--config",
@@ -154,7 +172,7 @@ async def _follow(
     type=click.Path(path_type=Path),
     help="TOML file ([worker] table): bootstrap servers, topics, TLS and SASL settings.",
 )
-@click.option("--bootstrap-servers", help="Overrides KEYWATCH_BOOTSTRAP_SERVERS.")
+@click.option("--bootstrap-servers", metavar="HOST:PORT[,...]", help="Overrides KEYWATCH_BOOTSTRAP_SERVERS.")
 @click.option("--topic", help="Alert topic (default: KEYWATCH_TOPIC_ALERTS).")
 @click.option("--tenant", "tenants", multiple=True, help="Only this tenant (repeatable).")
 @click.option("--type", "types", multiple=True, help="Only this alert type, e.g. apiKey.revoked (repeatable).")
@@ -167,8 +185,13 @@ async def _follow(
 )
 @click.option("--json", "as_json", is_flag=True, help="Print each alert as one JSON line.")
 @click.option("--from-beginning", is_flag=True, help="Start at the oldest alert instead of new ones only.")
-@click.option("--max", "limit", type=int, help="Exit after printing this many alerts.")
-@click.option("--idle-exit", type=float, help="Exit after this many seconds without new alerts.")
+@click.option("--max", "limit", type=click.IntRange(min=1), help="Exit after printing this many alerts.")
+@click.option(
+    "--idle-exit",
+    type=click.FloatRange(min=0, min_open=True),
+    metavar="SECONDS",
+    help="Exit after this many seconds without new alerts.",
+)
 @click.option("--color/--no-color", default=None, help="Colour by severity (default: when stdout is a terminal).")
 def command(
     config_file: Path | None,
@@ -183,11 +206,22 @@ def command(
     idle_exit: float | None,
     color: bool | None,
 ) -> None:
-    """Follow keywatch alerts: one line each, coloured by severity."""
+    """Follow keywatch alerts: one line each, coloured by severity.
+
+    \b
+    Examples:
+      keywatch tail --min-severity high
+      keywatch tail --from-beginning --json --max 100 | jq .data.summary
+      keywatch tail --tenant acme --type apiKey.usedAfterRevoke
+    """
     try:
         settings = load_settings(config_file, **({"bootstrap_servers": bootstrap_servers} if bootstrap_servers else {}))
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
+    for line in unknown_variables():
+        click.echo(f"warning: {line}", err=True)
+    # aiokafka logs each failed connection attempt; the one line tail prints on failure says it all
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     colour = sys.stdout.isatty() if color is None else color
 
     skipped = Skipped()
@@ -211,7 +245,7 @@ def command(
     since = "from the beginning" if from_beginning else f"since {datetime.now().astimezone():%Y-%m-%dT%H:%M:%S%z}"
     if not as_json:
         click.echo(f"following {topic or settings.topic_alerts} on {settings.bootstrap_servers} {since}", err=True)
-    with contextlib.suppress(KeyboardInterrupt):
+    with contextlib.suppress(KeyboardInterrupt), _kafka_errors(settings.bootstrap_servers):
         asyncio.run(
             _follow(
                 settings.bootstrap_list,

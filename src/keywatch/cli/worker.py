@@ -19,9 +19,13 @@ from typing import Any
 
 import click
 
-from keywatch.config import ConfigError, Settings, load_settings
+from keywatch.config import ConfigError, Settings, load_settings, unknown_variables
 
 log = logging.getLogger("keywatch.worker")
+
+
+class MetricsPortError(Exception):
+    """The HTTP endpoints cannot listen on the configured address."""
 
 
 def _build(settings: Settings, config_file: Path | None):  # type: ignore[no-untyped-def]
@@ -32,17 +36,38 @@ def _build(settings: Settings, config_file: Path | None):  # type: ignore[no-unt
 
 
 @click.command("worker")
-@click.option("--config", "config_file", type=click.Path(path_type=Path), help="TOML file ([worker] table).")
-@click.option("--bootstrap-servers", help="Overrides KEYWATCH_BOOTSTRAP_SERVERS.")
-@click.option("--broker-timeout", default=120.0, show_default=True, help="Seconds to wait for Kafka at start.")
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(path_type=Path),
+    help="TOML file: [worker] settings and [detection] rules (default: $KEYWATCH_CONFIG).",
+)
+@click.option("--bootstrap-servers", metavar="HOST:PORT[,...]", help="Overrides KEYWATCH_BOOTSTRAP_SERVERS.")
+@click.option(
+    "--broker-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=120.0,
+    show_default=True,
+    help="Seconds to wait for Kafka at start before giving up.",
+)
 def command(config_file: Path | None, bootstrap_servers: str | None, broker_timeout: float) -> None:
-    """Run the keywatch worker: consume requests and lifecycle events, emit alerts and dead letters."""
+    """Run the keywatch worker: consume requests and lifecycle events, emit alerts and dead letters.
+
+    Every setting is a KEYWATCH_* environment variable (README "Configuration"), over the TOML file.
+
+    \b
+    Examples:
+      keywatch worker --bootstrap-servers 127.0.0.1:19092
+      KEYWATCH_LOG_FORMAT=json keywatch worker --config /etc/keywatch/config.toml
+    """
     overrides = {"bootstrap_servers": bootstrap_servers} if bootstrap_servers else {}
     from keywatch import logs
 
     try:
         settings = load_settings(config_file, **overrides)
-        logs.setup(settings.log_level)  # before the app is built: its warnings get the same format
+        logs.setup(settings.log_level, settings.log_format)  # before the app is built: its warnings look alike
+        for line in unknown_variables():
+            log.warning("%s", line)
         app = _build(settings, config_file)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
@@ -70,14 +95,21 @@ def command(config_file: Path | None, bootstrap_servers: str | None, broker_time
 
     async def prepare() -> None:
         if settings.metrics_port:
-            app.keywatch_http = await serve(
-                app.keywatch_metrics,
-                app.keywatch_readiness,
-                settings.metrics_host,
-                settings.metrics_port,
-                app.keywatch_readiness_details,
-                app.keywatch_liveness,
-            )
+            try:
+                app.keywatch_http = await serve(
+                    app.keywatch_metrics,
+                    app.keywatch_readiness,
+                    settings.metrics_host,
+                    settings.metrics_port,
+                    app.keywatch_readiness_details,
+                    app.keywatch_liveness,
+                )
+            except OSError as exc:
+                raise MetricsPortError(
+                    f"cannot serve /metrics, /healthz and /readyz on {settings.metrics_host}:{settings.metrics_port}: "
+                    f"{exc.strerror or exc} (another process has the port? set KEYWATCH_METRICS_PORT to a free port, "
+                    "or 0 to turn the endpoints off)"
+                ) from None
         await wait_for_broker(
             settings.bootstrap_list,
             deadline_s=broker_timeout,
@@ -123,7 +155,7 @@ def command(config_file: Path | None, bootstrap_servers: str | None, broker_time
     failure: BaseException | None = None
     try:
         loop.run_until_complete(task)
-    except (asyncio.CancelledError, ConnectionError, ReplicationError, TopicLimitError) as exc:
+    except (asyncio.CancelledError, ConnectionError, ReplicationError, TopicLimitError, MetricsPortError) as exc:
         failure = exc
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -144,7 +176,7 @@ def command(config_file: Path | None, bootstrap_servers: str | None, broker_time
         loglevel=settings.log_level.lower(),
         quiet=True,
         loop=loop,
-        logging_config=logs.faust_logging_config(settings.log_level),
+        logging_config=logs.faust_logging_config(settings.log_level, settings.log_format),
     )
     worker.execute_from_commandline()
 
