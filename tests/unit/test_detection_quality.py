@@ -6,8 +6,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import orjson
 import pytest
 from click.testing import CliRunner
+from cloudevents.v1.http import from_json as cloudevents_from_json
 
 from keywatch.cli.main import cli
 from keywatch.config import Settings
@@ -17,6 +19,7 @@ from keywatch.replay import replay
 from keywatch.runtime import make_engine
 from keywatch.sim.evaluate import evaluate, read_alerts
 from keywatch.sim.labels import read_labels
+from tests.schema_check import cloudevents_validator, errors, keywatch_validator
 
 # Smaller than the README's default scenario (seed 7, 3.8 M requests) so CI spends about a minute on it.
 SCENARIO = ["--seed", "5", "--tenants", "12", "--keys", "120", "--scale", "0.4", "--incidents-per-type", "8"]
@@ -58,6 +61,26 @@ def test_precision_recall_and_time_to_detect(scenario: Path) -> None:
         assert score.recall >= 0.95, score.as_dict(show_fp=5)
         assert score.median_ttd is not None
         assert score.median_ttd < 120, score.as_dict(show_fp=0)
+
+
+def test_every_emitted_alert_is_a_valid_cloudevent(scenario: Path) -> None:
+    """Every alert of the scenario validates against schemas/alert.schema.json and the CloudEvents 1.0 schema
+    (formats checked), and the official CloudEvents SDK reads it back with the same attributes."""
+    lines = [line for line in (scenario / "alerts.jsonl").read_bytes().splitlines() if line]
+    assert lines
+    ours, official = keywatch_validator("alert"), cloudevents_validator()
+    for line in lines:
+        document = orjson.loads(line)
+        assert errors(ours, document) == [], line
+        assert errors(official, document) == [], line
+        event = cloudevents_from_json(line)
+        assert (event["id"], event["type"], event["source"], event["subject"]) == (
+            document["id"],
+            document["type"],
+            document["source"],
+            document["subject"],
+        )
+        assert event.data == document["data"]
 
 
 def _golden_lines(alerts_file: Path) -> list[str]:

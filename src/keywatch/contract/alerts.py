@@ -36,36 +36,52 @@ class KeyEvent(Protocol):
     def env(self) -> Env: ...
 
 
+# every field is present in what keywatch emits: the serialization schemas mark defaulted fields required too
+_EMITTED = ConfigDict(extra="forbid", frozen=True, json_schema_serialization_defaults_required=True)
+UUID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+
+
 class AlertData(BaseModel):
     """The `data` member of an alert: who, how bad, what happened, and the evidence."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = _EMITTED
 
     tenant: str
     key_id: str | None = Field(description="The key; null for a tenant alert (one about the tenant as a whole).")
     env: Env | None = Field(description="The key's environment; null for a tenant alert.")
     severity: Severity
-    summary: str = Field(description="One human sentence.")
+    summary: str = Field(min_length=1, description="One human sentence.")
     evidence: dict[str, Any] = Field(description="Baseline vs observed values, per alert type.")
-    runbook: str = Field(description="Where the triage steps for this alert type are.")
+    runbook: str = Field(
+        min_length=1, json_schema_extra={"format": "uri"}, description="Where the triage steps for this alert type are."
+    )
     status: Literal["firing", "resolved"] = Field(
         default="firing", description="Episodes (spikes, clusters) fire once and resolve once, sharing episode_id."
     )
-    episode_id: str | None = Field(default=None, description="Shared by the start and end of one episode.")
+    episode_id: str | None = Field(
+        default=None, pattern=UUID_PATTERN, description="Shared by the start and end of one episode; null otherwise."
+    )
 
 
 class Alert(BaseModel):
     """A keywatch alert as a CloudEvents 1.0 structured-mode JSON event."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = _EMITTED
 
     specversion: Literal["1.0"] = "1.0"
-    id: str = Field(description="Deterministic from the triggering event(s): duplicates share it.")
-    source: str = Field(min_length=1, description="URI-reference of the keywatch deployment.")
+    id: str = Field(
+        pattern=UUID_PATTERN, description="Deterministic from the triggering event(s): duplicates share it (a UUID)."
+    )
+    source: str = Field(
+        min_length=1,
+        json_schema_extra={"format": "uri-reference"},
+        description="URI-reference of the keywatch deployment.",
+    )
     type: str = Field(min_length=1, description="apiKey.created, apiKey.revoked, apiKey.usedFromNewIp, ...")
     time: EventTime = Field(description="Event time of the triggering event.")
     subject: str = Field(
-        description="<tenant>/<key_id> for a key alert, <tenant> (no '/') for a tenant alert; also the Kafka key."
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._:\-]*(/[A-Za-z0-9][A-Za-z0-9._:\-]*)?$",
+        description="<tenant>/<key_id> for a key alert, <tenant> (no '/') for a tenant alert; also the Kafka key.",
     )
     datacontenttype: Literal["application/json"] = "application/json"
     data: AlertData

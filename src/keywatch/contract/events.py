@@ -7,7 +7,7 @@ import ipaddress
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, WithJsonSchema
 
 # Event times outside this range are treated as corrupt, whatever the wall clock says.
 MIN_EVENT_TIME = datetime(2000, 1, 1, tzinfo=UTC)
@@ -76,11 +76,31 @@ def _format_ts(value: datetime) -> str:
     return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+# What the schemas say of a time: accepted as RFC 3339 with an offset or as epoch milliseconds (2000..2100);
+# emitted always as RFC 3339 UTC with milliseconds.
+_MIN_MS = int(MIN_EVENT_TIME.timestamp() * 1000)
+_MAX_MS = int(MAX_EVENT_TIME.timestamp() * 1000)
+TIME_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3}Z$"
+_TIME_IN: dict[str, Any] = {
+    "description": "Event time: RFC 3339 with offset, or epoch milliseconds (normalised to UTC).",
+    "oneOf": [
+        {"type": "string", "format": "date-time", "maxLength": 40},
+        {"type": "number", "minimum": _MIN_MS, "exclusiveMaximum": _MAX_MS},
+    ],
+}
+_TIME_OUT: dict[str, Any] = {
+    "description": "RFC 3339 UTC with milliseconds.",
+    "type": "string",
+    "format": "date-time",
+    "pattern": TIME_PATTERN,
+}
+
 EventTime = Annotated[
     datetime,
     BeforeValidator(_parse_ts),
     PlainSerializer(_format_ts, return_type=str, when_used="json"),
-    Field(description="Event time: RFC 3339 with offset, or epoch milliseconds (normalised to UTC)."),
+    WithJsonSchema(_TIME_IN, mode="validation"),
+    WithJsonSchema(_TIME_OUT, mode="serialization"),
 ]
 
 

@@ -24,6 +24,11 @@ SCHEMAS: dict[str, tuple[type[BaseModel], str]] = {
 def render(model: type[BaseModel], mode: str) -> str:
     """The schema text for one model, stable across runs."""
     schema: dict[str, Any] = model.model_json_schema(mode=mode)  # type: ignore[arg-type]
+    if model is Alert:
+        # the types keywatch emits: every registered detector's (the catalog is the one list of them)
+        from keywatch.core import catalog
+
+        schema["properties"]["type"]["enum"] = sorted(catalog.alert_types())
     schema = {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema}
     return json.dumps(schema, indent=2, sort_keys=True) + "\n"
 
