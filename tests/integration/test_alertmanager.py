@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import socket
 import subprocess
@@ -25,6 +24,7 @@ from keywatch.metrics import Metrics
 from keywatch.sinks.alertmanager import AlertmanagerSink, to_postable
 from keywatch.sinks.base import MemoryAlertSink, SinkSet
 from tests.integration.kafka_helpers import ROOT
+from tests.integration.kafka_helpers import free_port as loopback_port
 
 CONFIG = ROOT / "deploy" / "alertmanager" / "alertmanager.yml"
 
@@ -35,18 +35,6 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
-
-
-def free_low_port() -> int:
-    """A TCP port free on 127.0.0.1 right now, below the ephemeral range (32768 and up)."""
-    for port in range(20_000 + os.getpid() % 10_000, 32_768):
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise AssertionError("no free port below 32768")
 
 
 @dataclass
@@ -346,7 +334,7 @@ async def retry_after_server() -> AsyncIterator[Receiver]:
 
     app = web.Application()
     app.router.add_post("/api/v2/alerts", alerts)
-    server = TestServer(app, host="127.0.0.1", port=free_low_port())
+    server = TestServer(app, host="127.0.0.1", port=loopback_port())
     await server.start_server()
     got.url = str(server.make_url("")).rstrip("/")
     try:
