@@ -163,7 +163,8 @@ class KeyedSender(Protocol):
 
 @dataclass
 class Outputs:
-    """A `Sink` put together from its parts: the keyed sender and the alert and dead-letter sinks."""
+    """A `Sink` put together from its parts: the keyed sender and the alert and dead-letter sinks (whose lifecycle
+    the app drives)."""
 
     keyed: KeyedSender
     alerts: OutputSink[Alert]
@@ -172,23 +173,6 @@ class Outputs:
     async def send(self, channel: Literal["keyed"], key: bytes | None, value: bytes) -> None:
         """Send through the keyed sender."""
         await self.keyed.send(channel, key, value)
-
-    async def start(self) -> None:
-        """Start the alert and dead-letter sinks."""
-        await self.alerts.start()
-        await self.letters.start()
-
-    async def flush(self) -> None:
-        """Flush the alert and dead-letter sinks."""
-        await self.alerts.flush()
-        await self.letters.flush()
-
-    async def stop(self) -> None:
-        """Stop the alert sinks, then the dead-letter sinks."""
-        try:
-            await self.alerts.stop()
-        finally:
-            await self.letters.stop()
 
 
 class MemoryAlertSink(OutputSink[Alert]):

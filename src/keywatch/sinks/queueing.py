@@ -1,8 +1,9 @@
 """The reusable parts of a sink that delivers over a network: a bounded queue with a worker task, dedupe by id,
-retry with a capped exponential backoff that honours `Retry-After`, and an HTTP poster built on them.
+retry with a capped exponential backoff that honours `Retry-After`, an HTTP poster, and `HttpSink`, the optional
+sink made of them.
 
-The Alertmanager sink is these parts plus its mapping of an alert to Alertmanager's JSON; a webhook sink is the
-same parts with another mapping. None of them holds up the pipeline: `DeliveryQueue.put` only queues.
+The Alertmanager sink is an `HttpSink` plus its mapping of alerts to Alertmanager's JSON; a webhook sink is the
+same with another mapping. None of them holds up the pipeline: `DeliveryQueue.put` only queues.
 """
 
 from __future__ import annotations
@@ -15,10 +16,11 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Generic, TypeVar
+from typing import Generic, TypedDict, TypeVar
 
 import aiohttp
 
+from keywatch.sinks.base import OutputSink
 from keywatch.stream.delivery import Backoff
 
 log = logging.getLogger(__name__)
@@ -260,7 +262,8 @@ class DeliveryQueue(Generic[T]):
             return not self._queued
         self._wake.set()
         try:
-            await asyncio.wait_for(self._idle.wait(), timeout_s)
+            async with asyncio.timeout(timeout_s):
+                await self._idle.wait()
         except TimeoutError:
             return False
         return True
@@ -278,8 +281,10 @@ class DeliveryQueue(Generic[T]):
 
     async def _run(self) -> None:
         while True:
+            # asyncio.timeout, not wait_for: wait_for can swallow the cancellation `stop` sends (Python 3.11).
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.interval_s)
+                async with asyncio.timeout(self.interval_s):
+                    await self._wake.wait()
             self._wake.clear()
             if not await self._drain():
                 await asyncio.sleep(self._backoff.next())  # the receiver is down: wait, then try again
@@ -329,3 +334,108 @@ class DeliveryQueue(Generic[T]):
         self.dropped += n
         if self._on_drop is not None:
             self._on_drop(n, reason)
+
+
+class HttpOptions(TypedDict, total=False):
+    """The tuning of an `HttpSink` (see its parameters), for sinks built on it."""
+
+    batch_size: int
+    max_queue: int
+    dedupe_size: int
+    interval_s: float
+    max_attempts: int
+    backoff_initial_s: float
+    backoff_max_s: float
+    timeout_s: float
+    stop_timeout_s: float
+    session: aiohttp.ClientSession | None
+
+
+class HttpSink(OutputSink[T]):
+    """An optional sink that POSTs batches of items: a `DeliveryQueue` (bounded, deduped by `item_id`) whose
+    batches an `HttpPoster` sends; a subclass (or caller) gives the request of a batch (`build_request`).
+    `delivered`, `duplicates` and `dropped` count what happened; `on_drop` and `on_delivered` export it."""
+
+    required = False
+
+    def __init__(
+        self,
+        build_request: Callable[[Sequence[T]], HttpRequest],
+        *,
+        item_id: Callable[[T], str],
+        name: str = "http",
+        batch_size: int = 64,
+        max_queue: int = 10_000,
+        dedupe_size: int = 65_536,
+        interval_s: float = 1.0,
+        max_attempts: int = 5,
+        backoff_initial_s: float = 0.5,
+        backoff_max_s: float = 15.0,
+        timeout_s: float = 10.0,
+        stop_timeout_s: float = 10.0,
+        session: aiohttp.ClientSession | None = None,
+        on_drop: Callable[[int, str], None] | None = None,
+        on_delivered: Callable[[int], None] | None = None,
+    ) -> None:
+        self.name = name
+        self.stop_timeout_s = stop_timeout_s
+        self._build_request = build_request
+        self._poster = HttpPoster(
+            Retrying(max_attempts, backoff_initial_s, backoff_max_s), timeout_s=timeout_s, session=session
+        )
+        self.queue: DeliveryQueue[T] = DeliveryQueue(
+            self._post,
+            item_id=item_id,
+            name=name,
+            batch_size=batch_size,
+            max_queue=max_queue,
+            dedupe_size=dedupe_size,
+            interval_s=interval_s,
+            retry_initial_s=backoff_initial_s,
+            retry_max_s=backoff_max_s,
+            on_drop=on_drop,
+            on_delivered=on_delivered,
+        )
+
+    @property
+    def delivered(self) -> int:
+        """Items the receiver accepted."""
+        return self.queue.delivered
+
+    @property
+    def duplicates(self) -> int:
+        """Items not queued: their id was already delivered or queued."""
+        return self.queue.duplicates
+
+    @property
+    def dropped(self) -> int:
+        """Items lost: queue overflow or refused by the receiver."""
+        return self.queue.dropped
+
+    @property
+    def pending(self) -> int:
+        """Items queued (or being posted) and not accepted yet."""
+        return self.queue.pending
+
+    async def start(self) -> None:
+        """Start the queue's worker."""
+        await self.queue.start()
+
+    async def write(self, items: Sequence[T]) -> None:
+        """Queue the items (never waits on the receiver)."""
+        for item in items:
+            self.queue.put(item)
+
+    async def flush(self, timeout_s: float | None = None) -> None:
+        """Wait until every queued item is delivered (or dropped), at most `timeout_s`."""
+        await self.queue.flush(timeout_s)
+
+    async def stop(self) -> None:
+        """Post what is queued (for at most `stop_timeout_s`), stop the worker, close the HTTP session."""
+        try:
+            await self.queue.stop(self.stop_timeout_s)
+        finally:
+            await self._poster.close()
+
+    async def _post(self, batch: Sequence[T]) -> None:
+        await self._poster.post(self._build_request(batch))
