@@ -20,9 +20,11 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from keywatch.contract.alerts import Alert
-from keywatch.sinks.alertmanager import AlertmanagerError, AlertmanagerRefused, AlertmanagerSink, TeeSink, to_postable
-from keywatch.sinks.base import MemorySink
+from keywatch.metrics import Metrics
+from keywatch.sinks.alertmanager import AlertmanagerSink, to_postable
+from keywatch.sinks.base import MemoryAlertSink, SinkSet
 from tests.integration.kafka_helpers import ROOT
+from tests.integration.kafka_helpers import free_port as loopback_port
 
 CONFIG = ROOT / "deploy" / "alertmanager" / "alertmanager.yml"
 
@@ -89,7 +91,7 @@ def alertmanager(tmp_path: Path) -> Iterator[RunningAlertmanager]:
 def make_alert(
     *,
     type: str = "apiKey.usedFromNewIp",
-    key_id: str = "key_live_1",
+    key_id: str | None = "key_live_1",
     severity: str = "high",
     status: str = "firing",
     episode_id: str | None = None,
@@ -104,9 +106,9 @@ def make_alert(
         time=when or datetime.now(UTC) - timedelta(seconds=30),
         tenant="acme",
         key_id=key_id,
-        env="live",
+        env=None if key_id is None else "live",
         severity=severity,  # type: ignore[arg-type]
-        summary=f"Key {key_id} was used from {part}.",
+        summary=f"Key {key_id or 'of acme'} was used from {part}.",
         evidence={"observed": {"range": part}, "baseline": {"ranges": ["192.0.2.0/24"]}},
         status=status,  # type: ignore[arg-type]
         episode_id=episode_id,
@@ -132,11 +134,22 @@ def counting_session(counter: list[str]) -> aiohttp.ClientSession:
     return aiohttp.ClientSession(trace_configs=[trace])
 
 
+async def post(sink: AlertmanagerSink, alerts: list[Alert]) -> None:
+    """Write the alerts and wait until Alertmanager has them (or they are dropped)."""
+    await sink.write(alerts)
+    await sink.flush(timeout_s=30)
+
+
 async def test_posted_alert_carries_labels_and_annotations(alertmanager: RunningAlertmanager) -> None:
     """An alert posted through the sink is active in Alertmanager with keywatch's labels and annotations."""
     alert = make_alert()
-    async with AlertmanagerSink(alertmanager.url, generator_url="https://keywatch.example/alerts") as sink:
-        assert await sink.post([alert]) == 1
+    sink = AlertmanagerSink(alertmanager.url, generator_url="https://keywatch.example/alerts")
+    await sink.start()
+    try:
+        await post(sink, [alert])
+    finally:
+        await sink.stop()
+    assert sink.posted == 1
     (got,) = await active_alerts(alertmanager.url)
     assert got["labels"] == {
         "alertname": "apiKey.usedFromNewIp",
@@ -158,19 +171,36 @@ async def test_posted_alert_carries_labels_and_annotations(alertmanager: Running
     assert got["receivers"][0]["name"] == "security-page"  # routed by the example config
 
 
+async def test_a_tenant_alert_is_taken_without_key_labels(alertmanager: RunningAlertmanager) -> None:
+    """Alertmanager accepts a tenant alert (no key): active, with no key_id or env label."""
+    alert = make_alert(key_id=None)
+    assert alert.is_tenant_alert
+    sink = AlertmanagerSink(alertmanager.url)
+    try:
+        await post(sink, [alert])
+    finally:
+        await sink.stop()
+    assert (sink.posted, sink.dropped) == (1, 0)
+    (got,) = await active_alerts(alertmanager.url)
+    assert got["labels"] == {
+        "alertname": "apiKey.usedFromNewIp",
+        "severity": "high",
+        "tenant": "acme",
+        "alert_id": alert.id,
+    }
+    assert got["annotations"]["subject"] == "acme"
+
+
 async def test_same_alert_id_is_posted_once(alertmanager: RunningAlertmanager) -> None:
-    """Posting the same alert id twice (directly or queued) sends one HTTP request for it."""
+    """Writing the same alert id again (in one batch, or after it was posted) sends no second request for it."""
     requests: list[str] = []
     alert, other = make_alert(), make_alert(key_id="key_live_2", severity="medium")
     async with counting_session(requests) as session:
         sink = AlertmanagerSink(alertmanager.url, session=session)
-        assert await sink.post([alert, alert]) == 1
-        assert await sink.post([alert]) == 0
-        assert sink.enqueue(alert) is False
-        assert sink.enqueue(other) is True
-        assert sink.enqueue(other) is False
-        assert await sink.flush() == 1
-        assert await sink.flush() == 0
+        await post(sink, [alert, alert])
+        await post(sink, [alert])
+        await post(sink, [alert, other, other])
+        await sink.stop()
     assert requests == ["POST /api/v2/alerts", "POST /api/v2/alerts"]
     assert (sink.posted, sink.duplicates) == (2, 4)
     ids = sorted(a["labels"]["alert_id"] for a in await active_alerts(alertmanager.url))
@@ -191,45 +221,47 @@ async def test_resolved_episode_ends_the_firing_alert(alertmanager: RunningAlert
     )
     assert "endsAt" not in to_postable(firing)
     assert to_postable(resolved)["endsAt"] == resolved.time.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    async with AlertmanagerSink(alertmanager.url) as sink:
-        await sink.post([firing])
+    sink = AlertmanagerSink(alertmanager.url)
+    try:
+        await post(sink, [firing])
         (got,) = await active_alerts(alertmanager.url)
         assert got["labels"]["alert_id"] == episode
         assert got["annotations"]["event_id"] == firing.id
-        await sink.post([resolved])
+        await post(sink, [resolved])
+    finally:
+        await sink.stop()
     assert await active_alerts(alertmanager.url) == []
 
 
-async def test_batch_mode_through_the_pipeline_sink(alertmanager: RunningAlertmanager) -> None:
-    """TeeSink forwards every message to Kafka's sink and queues alerts; flush posts them in batches."""
+async def test_a_sink_set_posts_in_batches_beside_the_alert_topic(alertmanager: RunningAlertmanager) -> None:
+    """In a SinkSet beside the required (topic) sink, the Alertmanager sink's worker posts the alerts in batches
+    on its own, and the app's stop posts what is left."""
     requests: list[str] = []
     alerts = [make_alert(key_id=f"key_live_{i}", part=f"198.51.100.{i}/32") for i in range(5)]
-    primary = MemorySink()
+    topic: list[tuple[bytes | None, bytes]] = []
     async with counting_session(requests) as session:
-        sink = AlertmanagerSink(alertmanager.url, batch_size=2, session=session)
-        tee = TeeSink(primary, sink)
+        sink = AlertmanagerSink(alertmanager.url, batch_size=2, interval_s=3600, session=session)
+        sinks = SinkSet([MemoryAlertSink(topic), sink])
+        await sinks.start()
         for alert in alerts:
-            await tee.send("alerts", alert.subject.encode(), alert.model_dump_json().encode())
-        await tee.send("dlq", None, b"{}")
-        assert sink.pending == 5
-        assert await sink.flush() == 5
-    assert len(primary.messages["alerts"]) == 5
-    assert len(primary.messages["dlq"]) == 1
+            await sinks.write([alert])
+        await sinks.stop()  # the interval never passed: stop posts the last (partial) batch
+    assert len(topic) == 5
     assert len(requests) == 3
     assert len(await active_alerts(alertmanager.url)) == 5
 
 
 async def test_unreachable_alertmanager_keeps_the_queue() -> None:
-    """With nothing listening, posts are retried, then the batch stays queued for the next flush."""
+    """With nothing listening, posts are retried and the alerts stay queued; the pipeline's write never waits."""
     sink = AlertmanagerSink(f"http://127.0.0.1:{free_port()}", max_attempts=3, backoff_initial_s=0.01)
+    await sink.start()
     try:
-        with pytest.raises(AlertmanagerError, match="gave up after 3 attempts"):
-            await sink.post([make_alert()])
-        sink.enqueue(make_alert())
-        assert await sink.flush() == 0
-        assert sink.pending == 1
+        await sink.write([make_alert()])
+        assert await sink.queue.flush(timeout_s=0.5) is False
+        assert (sink.pending, sink.posted, sink.dropped) == (1, 0, 0)
     finally:
-        await sink.close()
+        sink.stop_timeout_s = 0.01
+        await sink.stop()
 
 
 @pytest.fixture
@@ -254,14 +286,79 @@ async def flaky_server() -> AsyncIterator[tuple[str, list[int]]]:
 
 
 async def test_retries_5xx_and_gives_up_on_4xx(flaky_server: tuple[str, list[int]]) -> None:
-    """5xx answers are retried with backoff; a 4xx answer is not retried and the batch is dropped."""
+    """5xx answers are retried with backoff; a 4xx answer is not retried and the batch is dropped (and counted)."""
     url, answered = flaky_server
-    async with AlertmanagerSink(url, backoff_initial_s=0.01) as sink:
-        assert await sink.post([make_alert()]) == 1
+    metrics = Metrics()
+    sink = AlertmanagerSink(url, backoff_initial_s=0.01, metrics=metrics)
+    try:
+        await post(sink, [make_alert()])
         assert answered == [503, 503, 200]
-        with pytest.raises(AlertmanagerRefused):
-            await sink.post([make_alert(type="bad")])
+        await post(sink, [make_alert(type="bad")])
         assert answered[-1] == 400
-        sink.enqueue(make_alert(type="bad", key_id="key_live_9"))
-        assert await sink.flush() == 0
-        assert (sink.pending, sink.dropped) == (0, 1)
+        assert answered.count(400) == 1
+    finally:
+        await sink.stop()
+    assert (sink.pending, sink.posted, sink.dropped) == (0, 1, 1)
+    assert metrics.registry.get_sample_value("keywatch_alertmanager_posted") == 1
+    assert metrics.registry.get_sample_value("keywatch_alertmanager_dropped") == 1
+
+
+@dataclass
+class Receiver:
+    """What a plain HTTP receiver got: the alert ids of each request it answered 200, and its answers."""
+
+    url: str
+    accepted: list[str]
+    answered: list[int]
+    waits: list[float]
+
+
+@pytest.fixture
+async def retry_after_server() -> AsyncIterator[Receiver]:
+    """A real HTTP server on 127.0.0.1 answering 503 with `Retry-After: 1` to the first two posts, then 200."""
+    got = Receiver("", [], [], [])
+    last: list[float] = []
+
+    async def alerts(request: web.Request) -> web.Response:
+        body = await request.json()
+        now = time.monotonic()
+        if last:
+            got.waits.append(now - last[0])
+        last[:] = [now]
+        if len(got.answered) < 2:
+            got.answered.append(503)
+            return web.Response(status=503, headers={"Retry-After": "1"}, text="busy")
+        got.answered.append(200)
+        got.accepted.extend(alert["labels"]["alert_id"] for alert in body)
+        return web.Response(status=200)
+
+    app = web.Application()
+    app.router.add_post("/api/v2/alerts", alerts)
+    server = TestServer(app, host="127.0.0.1", port=loopback_port())
+    await server.start_server()
+    got.url = str(server.make_url("")).rstrip("/")
+    try:
+        yield got
+    finally:
+        await server.close()
+
+
+async def test_retry_after_is_honoured_and_each_alert_arrives_once(retry_after_server: Receiver) -> None:
+    """A receiver that answers 503 with Retry-After, then 200: the sink waits as asked (not its 10 ms backoff),
+    and every alert id, written twice, arrives exactly once."""
+    got = retry_after_server
+    alerts = [make_alert(key_id=f"key_live_{i}", part=f"198.51.100.{i}/32") for i in range(6)]
+    sink = AlertmanagerSink(got.url, batch_size=4, backoff_initial_s=0.01, backoff_max_s=5.0, interval_s=0.05)
+    await sink.start()
+    try:
+        await sink.write(alerts)
+        await sink.write(alerts[::-1])
+        await sink.flush(timeout_s=30)
+        await sink.write(alerts)  # already posted: not posted again
+        await sink.flush(timeout_s=30)
+    finally:
+        await sink.stop()
+    assert got.answered[:3] == [503, 503, 200]
+    assert all(wait >= 0.9 for wait in got.waits[:2])  # Retry-After: 1, not the 10 ms backoff
+    assert sorted(got.accepted) == sorted(alert.id for alert in alerts)
+    assert (sink.posted, sink.dropped) == (6, 0)

@@ -17,9 +17,10 @@ from keywatch.metrics import Metrics
 from keywatch.parsing import Rejection
 from keywatch.pipeline.processor import Processor, Topics
 from keywatch.runtime import make_engine
-from keywatch.sinks.base import Undeliverable
+from keywatch.sinks.base import Outputs, Undeliverable
 from keywatch.stream.app import FaustSink
 from keywatch.stream.delivery import Backoff
+from keywatch.stream.kafka_sinks import TopicAlertSink, TopicLetterSink
 
 
 class ScriptedTopic:
@@ -95,8 +96,8 @@ async def test_a_refused_alert_is_dropped_and_the_others_are_delivered() -> None
 
 
 async def test_a_dead_letter_counts_only_once_acknowledged() -> None:
-    """Processor.dead_letter through FaustSink: a letter refused for good is not counted as sent; one
-    acknowledged after a retry is counted once."""
+    """Processor.dead_letter through the dead-letter sink on FaustSink: a letter refused for good is not counted
+    as sent; one acknowledged after a retry is counted once."""
     metrics = Metrics()
     sink, topics = _sink(
         metrics,
@@ -104,7 +105,7 @@ async def test_a_dead_letter_counts_only_once_acknowledged() -> None:
     )
     processor = Processor(
         make_engine(Settings()),
-        sink,
+        Outputs(sink, TopicAlertSink(sink), TopicLetterSink(sink)),
         Topics("requests", "lifecycle"),
         metrics=metrics,
         clock=lambda: datetime(2026, 3, 1, tzinfo=UTC),

@@ -1,4 +1,5 @@
-"""The two processing steps the worker runs, written against `Sink` and a mapping so tests need no broker.
+"""The two processing steps the worker runs, written against `Sink` (sinks/base.py: the keyed channel, the alert
+and dead-letter sinks) and a mapping, so tests need no broker.
 
 ingest: raw input record -> dead letter (with reason) or a message on the keyed topic, keyed `<tenant>/<key_id>`.
     Producers may key their records any way they like; re-keying puts every event of one key (requests,
@@ -314,9 +315,11 @@ class Processor:
         rejection: Rejection,
     ) -> None:
         """Send the record (a bounded prefix of it past a size) and the reason to the dead-letter topic; counted
-        once the sink has delivered it (a sink raises `Undeliverable` for a letter that can never be sent)."""
+        once the dead-letter sink has delivered it (it raises `Undeliverable` for a letter that can never be sent)."""
+        value_out = self._letter(topic, partition, offset, key, value, rejection)
+        letter = Letter(letter_key(key), value_out, rejection.code, (topic, partition), offset)
         try:
-            await self.sink.send("dlq", letter_key(key), self._letter(topic, partition, offset, key, value, rejection))
+            await self.sink.letters.write([letter])
         except Undeliverable:
             return
         self.metrics.dead_letters.labels(rejection.code).inc()
@@ -511,7 +514,7 @@ class Processor:
                 await self.sink.send("keyed", fwd.subject.encode(), TAG_FORWARD + orjson.dumps(_forward_dict(fwd)))
         for alert in outcome.alerts:
             try:
-                await self.sink.send("alerts", alert.subject.encode(), alert.model_dump_json().encode())
+                await self.sink.alerts.write([alert])
             except Undeliverable:
                 continue
             self.metrics.observe_alert(

@@ -25,6 +25,7 @@ from aiokafka.errors import MessageSizeTooLargeError
 from faust.types import TP
 
 from keywatch.config import Settings
+from keywatch.contract.alerts import Alert
 from keywatch.contract.deadletter import PRODUCER_MAX_REQUEST_BYTES
 from keywatch.core.engine import Engine
 from keywatch.http import serve
@@ -36,11 +37,12 @@ from keywatch.pipeline.processor import KeyCap, Processor, Topics, internal
 from keywatch.progress import ProgressTracker, RecoveryClock
 from keywatch.redact import Redactor
 from keywatch.security import faust_kwargs
-from keywatch.sinks.alertmanager import AlertmanagerSink, TeeSink
-from keywatch.sinks.base import Channel, Sink, Undeliverable
+from keywatch.sinks.alertmanager import AlertmanagerSink
+from keywatch.sinks.base import Channel, Outputs, OutputSink, SinkSet, Undeliverable
 from keywatch.stream.delivery import Backoff, classify
 from keywatch.stream.ingest import IngestStage
 from keywatch.stream.kafka_internals import consumer_connected
+from keywatch.stream.kafka_sinks import TopicAlertSink, TopicLetterSink
 from keywatch.stream.lag import MEASURE_TIMEOUT_S, GroupOffsets, Offsets, measure
 
 log = logging.getLogger(__name__)
@@ -279,6 +281,21 @@ class Health:
         return self.inputs_checked and not self.missing_topics
 
 
+def build_alert_sinks(settings: Settings, kafka: FaustSink, metrics: Metrics) -> SinkSet[Alert]:
+    """The alert sinks these settings ask for: the alert topic (required), and Alertmanager if a URL is set."""
+    sinks: list[OutputSink[Alert]] = [TopicAlertSink(kafka)]
+    if settings.alertmanager_url:
+        sinks.append(
+            AlertmanagerSink(
+                settings.alertmanager_url,
+                batch_size=settings.alertmanager_batch_size,
+                interval_s=settings.alertmanager_flush_seconds,
+                metrics=metrics,
+            )
+        )
+    return SinkSet(sinks)
+
+
 def create_app(settings: Settings, engine: Engine, metrics: Metrics | None = None) -> faust.App:
     """Build the faust app for these settings; nothing connects until the worker starts."""
     app = faust.App(
@@ -318,28 +335,10 @@ def create_app(settings: Settings, engine: Engine, metrics: Metrics | None = Non
     key_cap = KeyCap(settings.max_keys, settings.partitions) if settings.max_keys else None
     metrics.keys_max.set(settings.max_keys)
     kafka_sink = FaustSink(keyed, alerts, dlq, metrics)
-    sink: Sink = kafka_sink
-    if settings.alertmanager_url:
-        alertmanager = AlertmanagerSink(settings.alertmanager_url, batch_size=settings.alertmanager_batch_size)
-        sink = TeeSink(sink, alertmanager)
-        seen = {"posted": 0, "dropped": 0}
-
-        @app.timer(interval=settings.alertmanager_flush_seconds)  # type: ignore[untyped-decorator]
-        async def _alertmanager_flush() -> None:
-            await alertmanager.flush()
-            # The sink counts on its own (drops can happen while queueing); export what changed since last time.
-            metrics.alertmanager_posted.inc(alertmanager.posted - seen["posted"])
-            metrics.alertmanager_dropped.inc(alertmanager.dropped - seen["dropped"])
-            seen.update(posted=alertmanager.posted, dropped=alertmanager.dropped)
-
-        @app.on_before_shutdown.connect  # type: ignore[arg-type]
-        async def _alertmanager_close(app: Any, **_: Any) -> None:
-            await alertmanager.flush()
-            await alertmanager.close()
-
+    outputs = Outputs(kafka_sink, build_alert_sinks(settings, kafka_sink, metrics), TopicLetterSink(kafka_sink))
     processor = Processor(
         engine,
-        sink,
+        outputs,
         Topics(requests=settings.topic_requests, lifecycle=settings.topic_lifecycle),
         max_record_bytes=settings.max_record_bytes,
         metrics=metrics,
@@ -507,9 +506,17 @@ def create_app(settings: Settings, engine: Engine, metrics: Metrics | None = Non
             log.exception("ingest stopped")
             await app.crash(exc)
 
+    # The output sinks: started with the app, stopped once ingest (whose dead letters go through them) has stopped.
+    sinks: SinkSet[Any] = SinkSet([outputs.alerts, outputs.letters, ingest.letters])
+
+    @app.task  # type: ignore[untyped-decorator]
+    async def _sinks_start() -> None:
+        await sinks.start()
+
     @app.on_before_shutdown.connect  # type: ignore[arg-type]
     async def _ingest_stop(app: Any, **_: Any) -> None:
         await ingest.stop()
+        await sinks.stop()
 
     @app.agent(keyed, concurrency=1)
     async def detect(stream: Any) -> None:
@@ -529,6 +536,7 @@ def create_app(settings: Settings, engine: Engine, metrics: Metrics | None = Non
             detect_records.inc(n)
 
     app.keywatch_processor = processor  # type: ignore[attr-defined]
+    app.keywatch_sinks = sinks  # type: ignore[attr-defined]
     app.keywatch_ingest = ingest  # type: ignore[attr-defined]
     app.keywatch_metrics = metrics  # type: ignore[attr-defined]
     app.keywatch_health = health  # type: ignore[attr-defined]

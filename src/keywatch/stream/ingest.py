@@ -4,7 +4,8 @@ faust's cost is per message (~175 µs consumed, ~430 µs per send on this kind o
 through it: a batch from `getmany` is validated and redacted record by record (`Processor.pack_batch`, the same
 `route` as `Processor.ingest`), and becomes one packed message per keyed-topic partition (explicit partition:
 Kafka's default murmur2 partitioner over `<tenant>/<key_id>`, as faust's producer uses for forwards) plus one
-dead letter per bad record.
+dead letter per bad record, written to the dead-letter sink (`letters`, by default a `ProducerLetterSink` on
+ingest's producer: the same seam as detect's dead letters).
 
 At-least-once: the sends of a batch are awaited (acknowledged by the broker, acks=all) BEFORE the batch's offsets
 are committed. A send that fails is classified (`stream/delivery.py`): one that can never succeed is dropped,
@@ -23,7 +24,7 @@ import heapq
 import logging
 import re
 import time
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -33,9 +34,11 @@ from aiokafka.admin import AIOKafkaAdminClient
 from keywatch.config import Settings
 from keywatch.contract.deadletter import PRODUCER_MAX_REQUEST_BYTES
 from keywatch.metrics import Metrics
-from keywatch.pipeline.processor import IngestBatch, Processor, Source, partition_of
+from keywatch.pipeline.processor import IngestBatch, Letter, Processor, Source, partition_of
 from keywatch.security import aiokafka_kwargs
+from keywatch.sinks.base import OutputSink, Undelivered
 from keywatch.stream.delivery import Backoff, classify
+from keywatch.stream.kafka_sinks import ProducerLetterSink
 from keywatch.stream.lag import GroupOffsets, Offsets, measure
 
 log = logging.getLogger(__name__)
@@ -107,7 +110,14 @@ class _Revoke(ConsumerRebalanceListener):  # type: ignore[misc]
 class IngestStage:
     """Consumes the input topics in batches and produces packed keyed messages and dead letters."""
 
-    def __init__(self, settings: Settings, processor: Processor, metrics: Metrics, keyed_topic: str) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        processor: Processor,
+        metrics: Metrics,
+        keyed_topic: str,
+        letters: OutputSink[Letter] | None = None,
+    ) -> None:
         self.settings = settings
         self.processor = processor
         self.metrics = metrics
@@ -124,6 +134,13 @@ class IngestStage:
         self._seconds = metrics.processing.labels("ingest")
         self._records = metrics.processed_records.labels("ingest")
         self._backoff = Backoff()
+        # The dead-letter sink; the default one sends through ingest's producer, started and stopped by `run`.
+        self.letters: OutputSink[Letter] = letters or ProducerLetterSink(self.producer, settings.topic_dlq, metrics)
+
+    def producer(self) -> AIOKafkaProducer:
+        """Ingest's producer (started by `run`)."""
+        assert self._producer is not None, "ingest's producer is started by run()"
+        return self._producer
 
     def partition_of(self, subject: bytes) -> int:
         """The keyed-topic partition of a subject: Kafka's default partitioner (murmur2, positive, modulo)."""
@@ -247,10 +264,13 @@ class IngestStage:
         merged = heapq.merge(*batch.values(), key=lambda m: m.timestamp)
         records = [(m.topic, m.partition, m.offset, m.key, m.value) for m in merged]
         out = self.processor.pack_batch(records, self.partition_of)
-        messages = outgoing(out, self.keyed_topic, self.settings.topic_dlq)
-        again = await self._send_all(messages)
+        messages = [m for m in outgoing(out, self.keyed_topic, self.settings.topic_dlq) if m.channel == "keyed"]
+        keyed_again, letters_again = await asyncio.gather(
+            self._send_all(messages), self._write_letters(out.dead_letters)
+        )
+        again = [m.carries for m in keyed_again] + [{letter.source: letter.offset} for letter in letters_again]
         ends = {(tp.topic, tp.partition): msgs[-1].offset + 1 for tp, msgs in batch.items() if msgs}
-        commit, rewind = plan_offsets(ends, (m.carries for m in again))
+        commit, rewind = plan_offsets(ends, again)
         assigned = self._consumer.assignment()
         offsets = {tp: commit[(tp.topic, tp.partition)] for tp in batch if (tp.topic, tp.partition) in commit}
         offsets = {tp: offset for tp, offset in offsets.items() if tp in assigned}
@@ -267,18 +287,35 @@ class IngestStage:
             log.warning(
                 "ingest: %d of %d messages not acknowledged: reading %s again",
                 len(again),
-                len(messages),
+                len(messages) + len(out.dead_letters),
                 ", ".join(f"{t}[{p}]@{o}" for (t, p), o in sorted(rewind.items())),
             )
         self._seconds.observe(time.perf_counter() - started)
         self._records.inc(len(records) - sum(ends[s] - o for s, o in rewind.items()))
         return bool(rewind)
 
+    async def _write_letters(self, letters: Sequence[Letter]) -> list[Letter]:
+        """Write the batch's dead letters to the dead-letter sink; the letters to send again. A letter the sink
+        has (acknowledged by the broker) is counted in keywatch_dead_letters_total; one it dropped counts as done.
+        """
+        if not letters:
+            return []
+        try:
+            await self.letters.write(letters)
+        except Undelivered as exc:
+            missing = {id(letter) for letter in exc.again} | {id(letter) for letter in exc.dropped}
+            again: list[Letter] = exc.again
+        else:
+            missing, again = set(), []
+        for letter in letters:
+            if id(letter) not in missing:
+                self.metrics.dead_letters.labels(letter.reason_code).inc()
+        return again
+
     async def _send_all(self, messages: list[Outgoing]) -> list[Outgoing]:
         """Send every message and wait for every acknowledgement; the messages to send again.
 
-        A message that can never be sent is dropped (logged, counted) and counts as done; an acknowledged dead
-        letter is counted in keywatch_dead_letters_total.
+        A message that can never be sent is dropped (logged, counted) and counts as done.
         """
         assert self._producer is not None
         pending: list[tuple[Outgoing, asyncio.Future[Any]]] = []
@@ -296,8 +333,6 @@ class IngestStage:
         for (message, _), result in zip(pending, results, strict=True):
             if isinstance(result, BaseException):
                 failed.append((message, result))
-            elif message.reason_code is not None:
-                self.metrics.dead_letters.labels(message.reason_code).inc()
         again: list[Outgoing] = []
         for message, error in failed:
             if isinstance(error, asyncio.CancelledError):
