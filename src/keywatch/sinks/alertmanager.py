@@ -15,10 +15,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Unpack
 
 import orjson
-from typing_extensions import Unpack
 
 from keywatch.contract.alerts import Alert
 from keywatch.metrics import Metrics
