@@ -34,7 +34,7 @@ class ScriptedTopic:
     def get_topic_name(self) -> str:
         return self.name
 
-    async def send(self, *, key: bytes | None, value: bytes) -> asyncio.Future[Any]:
+    async def send(self, *, key: bytes | None, value: bytes, headers: Any = None) -> asyncio.Future[Any]:
         step = next(self.script, None)
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         if step is not None and step[0] == "raise":

@@ -18,7 +18,7 @@ from keywatch.pipeline.processor import Letter, Processor, Topics
 from keywatch.runtime import make_engine
 from keywatch.sinks.base import Channel, MemorySink, OutputSink, Undeliverable, Undelivered
 from keywatch.stream.ingest import IngestStage
-from keywatch.stream.kafka_sinks import ProducerLetterSink, TopicAlertSink
+from keywatch.stream.kafka_sinks import Headers, ProducerLetterSink, TopicAlertSink
 
 
 class Transport:
@@ -26,13 +26,15 @@ class Transport:
 
     def __init__(self, refuse: tuple[bytes, ...] = ()) -> None:
         self.sent: list[tuple[Channel, bytes | None, bytes]] = []
+        self.headers: list[Headers | None] = []
         self.refuse = refuse
         self.settled = 0
 
-    async def send(self, channel: Channel, key: bytes | None, value: bytes) -> None:
+    async def send(self, channel: Channel, key: bytes | None, value: bytes, headers: Headers | None = None) -> None:
         if key in self.refuse:
             raise Undeliverable(channel)
         self.sent.append((channel, key, value))
+        self.headers.append(headers)
 
     async def settle(self) -> None:
         self.settled += 1
@@ -65,6 +67,8 @@ async def test_the_alert_topic_sink_writes_each_alert_as_its_json_keyed_by_subje
     assert transport.sent == [
         ("alerts", a.subject.encode(), a.model_dump_json().encode()) for a in (alerts[0], alerts[2])
     ]
+    # structured content mode of the CloudEvents Kafka binding
+    assert transport.headers == [[("content-type", b"application/cloudevents+json; charset=UTF-8")]] * 2
     assert transport.settled == 1
 
 

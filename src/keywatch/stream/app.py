@@ -42,7 +42,7 @@ from keywatch.sinks.base import Channel, Outputs, OutputSink, SinkSet, Undeliver
 from keywatch.stream.delivery import Backoff, classify
 from keywatch.stream.ingest import IngestStage
 from keywatch.stream.kafka_internals import consumer_connected
-from keywatch.stream.kafka_sinks import TopicAlertSink, TopicLetterSink
+from keywatch.stream.kafka_sinks import Headers, TopicAlertSink, TopicLetterSink
 from keywatch.stream.lag import MEASURE_TIMEOUT_S, GroupOffsets, Offsets, measure
 
 log = logging.getLogger(__name__)
@@ -62,18 +62,18 @@ class FaustSink:
         self._topics = {"keyed": keyed, "alerts": alerts, "dlq": dlq}
         self._metrics = metrics
         self._backoff = backoff or Backoff()
-        self._pending: list[tuple[Channel, bytes | None, bytes, asyncio.Future[Any]]] = []
+        self._pending: list[tuple[Channel, bytes | None, bytes, Headers | None, asyncio.Future[Any]]] = []
 
-    async def send(self, channel: Channel, key: bytes | None, value: bytes) -> None:
+    async def send(self, channel: Channel, key: bytes | None, value: bytes, headers: Headers | None = None) -> None:
         """Buffer one message on the channel's topic (a dead letter: send it and wait for the acknowledgement)."""
         while True:
             try:
-                future = await self._topics[channel].send(key=key, value=value)
+                future = await self._topics[channel].send(key=key, value=value, headers=headers)
             except Exception as exc:
                 await self._failed(channel, value, exc)  # raises Undeliverable when it can never be sent
                 continue
             if channel != "dlq":
-                self._pending.append((channel, key, value, future))
+                self._pending.append((channel, key, value, headers, future))
                 return
             try:
                 await future
@@ -88,13 +88,13 @@ class FaustSink:
         (retriable) or drop them (never deliverable)."""
         while self._pending:
             pending, self._pending = self._pending, []
-            for channel, key, value, future in pending:
+            for channel, key, value, headers, future in pending:
                 try:
                     await future
                 except Exception as exc:
                     with contextlib.suppress(Undeliverable):  # dropped: logged and counted in _failed
                         await self._failed(channel, value, exc)
-                        await self.send(channel, key, value)
+                        await self.send(channel, key, value, headers)
         self._backoff.reset()
 
     async def _failed(self, channel: Channel, value: bytes, exc: BaseException) -> None:

@@ -1,6 +1,7 @@
 """The Kafka sinks of the output seam (`sinks/base.py`): the alert topic and the dead-letter topic.
 
-They serialise what they are given themselves: an alert is its CloudEvent JSON keyed by its subject, a dead
+They serialise what they are given themselves: an alert is its CloudEvent JSON keyed by its subject (structured
+content mode of the CloudEvents Kafka binding: header `content-type: application/cloudevents+json`), a dead
 letter its key and value as `Processor` made them (bounded, redacted). The detect side sends through faust's
 producer (`FaustSink`, which settles acknowledgements and backs off on retriable failures); ingest's dead letters
 go through ingest's own aiokafka producer, beside its keyed messages.
@@ -22,10 +23,20 @@ from keywatch.stream.delivery import classify
 log = logging.getLogger(__name__)
 
 
+# Kafka record headers, as aiokafka and faust take them
+Headers = list[tuple[str, bytes]]
+
+# The CloudEvents Kafka protocol binding, structured content mode: the whole event is the record's value, and the
+# content-type header names the event format. A record without it would be read as binary mode (attributes from
+# ce_* headers), which keywatch does not write.
+CLOUDEVENTS_CONTENT_TYPE = b"application/cloudevents+json; charset=UTF-8"
+ALERT_HEADERS: Headers = [("content-type", CLOUDEVENTS_CONTENT_TYPE)]
+
+
 class Transport(Protocol):
     """A byte-level sender with acknowledgements (`FaustSink`)."""
 
-    async def send(self, channel: Channel, key: bytes | None, value: bytes) -> None:
+    async def send(self, channel: Channel, key: bytes | None, value: bytes, headers: Headers | None = None) -> None:
         """Send (or buffer) one message; raises `Undeliverable` for one that can never be sent."""
         ...
 
@@ -35,7 +46,7 @@ class Transport(Protocol):
 
 
 def alert_record(alert: Alert) -> tuple[bytes, bytes]:
-    """The Kafka key and value of an alert on the alert topic."""
+    """The Kafka key and value of an alert on the alert topic (sent with `ALERT_HEADERS`)."""
     return alert.subject.encode(), alert.model_dump_json().encode()
 
 
@@ -53,7 +64,7 @@ class TopicAlertSink(OutputSink[Alert]):
         for alert in items:
             key, value = alert_record(alert)
             try:
-                await self._transport.send("alerts", key, value)
+                await self._transport.send("alerts", key, value, ALERT_HEADERS)
             except Undeliverable as exc:
                 undeliverable = exc
         if undeliverable is not None:
