@@ -15,7 +15,8 @@ from faust.exceptions import ProducerSendError
 from keywatch.config import Settings
 from keywatch.metrics import Metrics
 from keywatch.parsing import Rejection
-from keywatch.pipeline.processor import Processor, Topics
+from keywatch.pipeline.ingest import Topics
+from keywatch.pipeline.processor import Processor
 from keywatch.runtime import make_engine
 from keywatch.sinks.base import Undeliverable
 from keywatch.stream.app import FaustSink

@@ -17,7 +17,9 @@ from hypothesis import strategies as st
 from keywatch.config import Settings
 from keywatch.contract.deadletter import REASON_CODES, DeadLetter
 from keywatch.metrics import Metrics
-from keywatch.pipeline.processor import KeyCap, Processor, Topics
+from keywatch.pipeline.ingest import Topics
+from keywatch.pipeline.keycap import KeyCap
+from keywatch.pipeline.processor import Processor
 from keywatch.redact import Redactor
 from keywatch.runtime import make_engine
 from keywatch.sinks.base import MemorySink

@@ -32,7 +32,9 @@ from keywatch.kafka_admin import describe_missing, input_topics
 from keywatch.logs import REPEAT_INTERVAL_S, report_repeats
 from keywatch.memory import release_free_memory
 from keywatch.metrics import Metrics
-from keywatch.pipeline.processor import KeyCap, Processor, Topics, internal
+from keywatch.pipeline.ingest import Topics, internal
+from keywatch.pipeline.keycap import KeyCap
+from keywatch.pipeline.processor import Processor
 from keywatch.progress import ProgressTracker, RecoveryClock
 from keywatch.redact import Redactor
 from keywatch.security import faust_kwargs

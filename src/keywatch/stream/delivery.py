@@ -15,7 +15,7 @@ from typing import Literal
 from aiokafka import errors
 
 from keywatch.contract.deadletter import KEY_MAX_BYTES, LETTER_MAX_BYTES
-from keywatch.pipeline.processor import PACKED_MAX_BYTES
+from keywatch.pipeline.wire import PACKED_MAX_BYTES
 
 # Bounded label values of keywatch_send_failures_total{reason}.
 PERMANENT_REASONS = ("too_large", "invalid_record", "authorization", "topic", "rejected")

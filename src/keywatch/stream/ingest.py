@@ -33,7 +33,9 @@ from aiokafka.admin import AIOKafkaAdminClient
 from keywatch.config import Settings
 from keywatch.contract.deadletter import PRODUCER_MAX_REQUEST_BYTES
 from keywatch.metrics import Metrics
-from keywatch.pipeline.processor import IngestBatch, Processor, Source, partition_of
+from keywatch.pipeline.ingest import IngestBatch, Source
+from keywatch.pipeline.partitioner import partition_of
+from keywatch.pipeline.processor import Processor
 from keywatch.security import aiokafka_kwargs
 from keywatch.stream.delivery import Backoff, classify
 from keywatch.stream.lag import GroupOffsets, Offsets, measure
