@@ -8,6 +8,7 @@ Java `Utils.murmur2`) so that the pipeline needs no Kafka client; a unit test pi
 from __future__ import annotations
 
 import functools
+import struct
 
 _SEED = 0x9747B28C
 _M = 0x5BD1E995
@@ -29,17 +30,14 @@ def murmur2(data: bytes) -> int:
     """The 32-bit MurmurHash2 of `data` with Kafka's seed (unsigned)."""
     length = len(data)
     h = (_SEED ^ length) & _MASK
-    whole = length - length % 4
-    for i in range(0, whole, 4):
-        k = int.from_bytes(data[i : i + 4], "little")
+    words = length >> 2
+    for k in struct.unpack_from(f"<{words}I", data):  # the 4-byte blocks, little-endian
         k = (k * _M) & _MASK
         k ^= k >> 24
-        k = (k * _M) & _MASK
-        h = ((h * _M) & _MASK) ^ k
-    tail = data[whole:]
+        h = ((h * _M) & _MASK) ^ ((k * _M) & _MASK)
+    tail = data[words * 4 :]
     if tail:
         h = ((h ^ int.from_bytes(tail, "little")) * _M) & _MASK
     h ^= h >> 13
     h = (h * _M) & _MASK
-    h ^= h >> 15
-    return h
+    return h ^ (h >> 15)
