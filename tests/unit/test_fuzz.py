@@ -181,7 +181,9 @@ def _check_letters(sink: MemorySink) -> None:
         letter = DeadLetter.model_validate_json(value)
         assert letter.reason_code in REASON_CODES
         assert letter.reason.strip()
-        assert len(base64.b64decode(letter.payload_b64)) == letter.payload_size
+        payload = base64.b64decode(letter.payload_b64)
+        # a record past the letter's payload limit keeps a prefix; payload_size is the whole record's size
+        assert len(payload) == letter.payload_size or (letter.payload_truncated and len(payload) < letter.payload_size)
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
