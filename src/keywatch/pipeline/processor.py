@@ -1,19 +1,17 @@
 """The two processing steps the worker runs, wired together: `IngestStep` (pipeline/ingest.py) and `DetectStep`
 (pipeline/detect.py) against one sink, one metrics registry and one key cap, detect dead-lettering through
-ingest. No logic of its own: every method hands over to a step.
+ingest. No logic of its own: its methods are the steps' own.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, MutableMapping
 from datetime import timedelta
 from typing import Any
 
-from keywatch.core.engine import Engine, Outcome
+from keywatch.core.engine import Engine
 from keywatch.metrics import Metrics
-from keywatch.parsing import Rejection
 from keywatch.pipeline.detect import DetectStep
-from keywatch.pipeline.ingest import Accepted, IngestBatch, IngestStep, Rejected, Topics
+from keywatch.pipeline.ingest import IngestStep, Topics
 from keywatch.pipeline.keycap import KeyCap
 from keywatch.redact import Redactor
 from keywatch.sinks.base import Sink
@@ -35,6 +33,7 @@ class Processor:
         redactor: Redactor | None = None,
         key_cap: KeyCap | None = None,
     ) -> None:
+        self.sink = sink
         self.metrics = metrics or Metrics()
         self.ingest_step = IngestStep(
             sink,
@@ -46,54 +45,9 @@ class Processor:
             redactor=redactor,
         )
         self.detect_step = DetectStep(engine, sink, self.ingest_step.dead_letter, metrics=self.metrics, key_cap=key_cap)
-
-    @property
-    def sink(self) -> Sink:
-        """Where both steps send."""
-        return self.ingest_step.sink
-
-    def route(self, topic: str, key: bytes | None, value: bytes | None) -> Accepted | Rejected:
-        """`IngestStep.route`."""
-        return self.ingest_step.route(topic, key, value)
-
-    async def ingest(self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None) -> None:
-        """`IngestStep.ingest`."""
-        await self.ingest_step.ingest(topic, partition, offset, key, value)
-
-    def pack_batch(
-        self,
-        records: Iterable[tuple[str, int, int, bytes | None, bytes | None]],
-        partition_of: Callable[[bytes], int],
-    ) -> IngestBatch:
-        """`IngestStep.pack_batch`."""
-        return self.ingest_step.pack_batch(records, partition_of)
-
-    async def dead_letter(
-        self,
-        topic: str,
-        partition: int,
-        offset: int,
-        key: bytes | None,
-        value: bytes | None,
-        rejection: Rejection,
-    ) -> None:
-        """`IngestStep.dead_letter`."""
-        await self.ingest_step.dead_letter(topic, partition, offset, key, value, rejection)
-
-    async def detect(
-        self, key: bytes, value: bytes, store: MutableMapping[bytes, bytes], partition: int | None = None
-    ) -> Outcome | None:
-        """`DetectStep.detect`."""
-        return await self.detect_step.detect(key, value, store, partition)
-
-    async def detect_message(
-        self,
-        key: bytes | None,
-        value: bytes,
-        store: MutableMapping[bytes, bytes],
-        partition: int,
-        offset: int = -1,
-        topic: str = "keyed",
-    ) -> int:
-        """`DetectStep.detect_message`."""
-        return await self.detect_step.detect_message(key, value, store, partition, offset, topic)
+        self.route = self.ingest_step.route
+        self.ingest = self.ingest_step.ingest
+        self.pack_batch = self.ingest_step.pack_batch
+        self.dead_letter = self.ingest_step.dead_letter
+        self.detect = self.detect_step.detect
+        self.detect_message = self.detect_step.detect_message
