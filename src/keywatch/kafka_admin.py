@@ -25,9 +25,9 @@ from aiokafka.errors import (
     UnsupportedSaslMechanismError,
 )
 
+from keywatch.backoff import Backoff
 from keywatch.config import Settings
 from keywatch.logs import UNFOLDED
-from keywatch.stream.delivery import Backoff
 
 log = logging.getLogger(__name__)
 

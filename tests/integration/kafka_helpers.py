@@ -35,7 +35,9 @@ from aiokafka.admin import AIOKafkaAdminClient
 from keywatch.config import Settings
 from keywatch.contract.alerts import Alert
 from keywatch.kafka_admin import ensure_topics
-from keywatch.pipeline.processor import Processor, Topics, record_tags
+from keywatch.pipeline.ingest import Topics
+from keywatch.pipeline.processor import Processor
+from keywatch.pipeline.wire import record_tags
 from keywatch.redact import Redactor
 from keywatch.runtime import make_engine
 from keywatch.sinks.base import MemorySink

@@ -13,7 +13,7 @@ from pathlib import Path
 import orjson
 
 from keywatch.contract.alerts import Alert
-from keywatch.pipeline.processor import KeyCap
+from keywatch.pipeline.keycap import KeyCap
 from tests.factories import as_bytes, request_dict
 from tests.integration.kafka_helpers import (
     PrivateBroker,

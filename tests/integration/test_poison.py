@@ -25,7 +25,10 @@ from keywatch.config import Settings
 from keywatch.contract.alerts import Alert
 from keywatch.contract.deadletter import KEY_MAX_BYTES, PAYLOAD_MAX_BYTES, DeadLetter
 from keywatch.metrics import Metrics
-from keywatch.pipeline.processor import Processor, Topics, expand, partition_of
+from keywatch.pipeline.ingest import Topics
+from keywatch.pipeline.partitioner import partition_of
+from keywatch.pipeline.processor import Processor
+from keywatch.pipeline.wire import expand
 from keywatch.redact import Redactor
 from keywatch.runtime import make_engine
 from keywatch.sinks.base import MemorySink

@@ -15,16 +15,10 @@ from keywatch.contract.events import LifecycleEvent, RequestRecord
 from keywatch.core.codec import decode_state
 from keywatch.core.engine import Engine
 from keywatch.metrics import Metrics
-from keywatch.pipeline.processor import (
-    PACKED_MAX_BYTES,
-    TAG_PACKED,
-    KeyCap,
-    Processor,
-    Topics,
-    compact,
-    expand,
-    record_tags,
-)
+from keywatch.pipeline.ingest import Topics
+from keywatch.pipeline.keycap import KeyCap
+from keywatch.pipeline.processor import Processor
+from keywatch.pipeline.wire import PACKED_MAX_BYTES, TAG_PACKED, compact, expand, record_tags
 from keywatch.redact import Redactor
 from keywatch.runtime import make_engine
 from keywatch.sinks.base import MemorySink

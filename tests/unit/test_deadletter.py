@@ -23,7 +23,8 @@ from keywatch.contract.deadletter import (
     make_letter,
 )
 from keywatch.metrics import Metrics
-from keywatch.pipeline.processor import Processor, Topics
+from keywatch.pipeline.ingest import Topics
+from keywatch.pipeline.processor import Processor
 from keywatch.redact import Redactor
 from keywatch.runtime import make_engine
 from keywatch.sinks.base import MemorySink

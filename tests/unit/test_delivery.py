@@ -9,12 +9,13 @@ from faust.exceptions import ProducerSendError
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from keywatch.contract.deadletter import KEY_MAX_BYTES, LETTER_MAX_BYTES, PRODUCER_MAX_REQUEST_BYTES
-from keywatch.pipeline.processor import PACKED_MAX_BYTES, IngestBatch, Letter
+from keywatch.backoff import Backoff
+from keywatch.contract.deadletter import KEY_MAX_BYTES, LETTER_MAX_BYTES, PRODUCER_MAX_REQUEST_BYTES, Letter
+from keywatch.pipeline.ingest import IngestBatch
+from keywatch.pipeline.wire import PACKED_MAX_BYTES
 from keywatch.stream.delivery import (
     PERMANENT_REASONS,
     RETRIABLE_REASONS,
-    Backoff,
     classify,
     required_message_bytes,
 )

@@ -12,14 +12,15 @@ import pytest
 from aiokafka import errors
 from faust.exceptions import ProducerSendError
 
+from keywatch.backoff import Backoff
 from keywatch.config import Settings
 from keywatch.metrics import Metrics
 from keywatch.parsing import Rejection
-from keywatch.pipeline.processor import Processor, Topics
+from keywatch.pipeline.ingest import Topics
+from keywatch.pipeline.processor import Processor
 from keywatch.runtime import make_engine
 from keywatch.sinks.base import Outputs, Undeliverable
 from keywatch.stream.app import FaustSink
-from keywatch.stream.delivery import Backoff
 from keywatch.stream.kafka_sinks import TopicAlertSink, TopicLetterSink
 
 

@@ -13,8 +13,10 @@ from aiokafka import errors
 
 from keywatch.config import Settings
 from keywatch.contract.alerts import Alert
+from keywatch.contract.deadletter import Letter
 from keywatch.metrics import Metrics
-from keywatch.pipeline.processor import Letter, Processor, Topics
+from keywatch.pipeline.ingest import Topics
+from keywatch.pipeline.processor import Processor
 from keywatch.runtime import make_engine
 from keywatch.sinks.base import Channel, MemorySink, OutputSink, Undeliverable, Undelivered
 from keywatch.stream.ingest import IngestStage

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from keywatch.core.codec import encode_state, peek
 from keywatch.core.state import KeyRegistryEntry, KeyState
-from keywatch.pipeline.processor import KeyCap, recency, registry_recency
+from keywatch.pipeline.keycap import KeyCap, recency, registry_recency
 
 
 class ReferenceCap:

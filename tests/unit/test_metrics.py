@@ -11,7 +11,8 @@ from prometheus_client import CollectorRegistry
 from keywatch.core.engine import Engine
 from keywatch.http import build_http_app
 from keywatch.metrics import Metrics
-from keywatch.pipeline.processor import Processor, Topics
+from keywatch.pipeline.ingest import Topics
+from keywatch.pipeline.processor import Processor
 from keywatch.sinks.base import MemorySink
 from tests.factories import as_bytes, lifecycle_dict, request_dict
 

@@ -16,6 +16,7 @@ from click.testing import CliRunner
 from keywatch.cli.main import _SHORT_HELP, cli
 from keywatch.config import unknown_variables
 from keywatch.contract.schemas import write_all
+from keywatch.core import catalog
 
 KEYWATCH = [sys.executable, "-m", "keywatch.cli.main"]
 
@@ -145,7 +146,7 @@ def test_schemas_check_tells_missing_from_out_of_date(tmp_path: Path) -> None:
     assert done.exit_code == 1
     assert "schemas missing" in done.output
     assert "out of date" not in done.output
-    written = write_all(tmp_path / "s")
+    written = write_all(tmp_path / "s", catalog.alert_types())
     written[0].write_text("{}")
     written[1].unlink()
     done = runner.invoke(cli, ["schemas", "--check", "--dir", str(tmp_path / "s")])

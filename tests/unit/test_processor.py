@@ -10,7 +10,9 @@ import pytest
 
 from keywatch.core.codec import decode_state
 from keywatch.core.engine import Engine
-from keywatch.pipeline.processor import TAG_FORWARD, TAG_LIFECYCLE, TAG_REQUEST, Processor, Topics
+from keywatch.pipeline.ingest import Topics
+from keywatch.pipeline.processor import Processor
+from keywatch.pipeline.wire import TAG_FORWARD, TAG_LIFECYCLE, TAG_REQUEST
 from keywatch.sinks.base import MemorySink
 from tests.corpus import malformed
 from tests.factories import as_bytes, lifecycle_dict, request_dict

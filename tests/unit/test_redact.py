@@ -16,7 +16,8 @@ from hypothesis import strategies as st
 
 from keywatch.config import Settings
 from keywatch.core.engine import Engine
-from keywatch.pipeline.processor import Accepted, Processor, Topics
+from keywatch.pipeline.ingest import Accepted, Topics
+from keywatch.pipeline.processor import Processor
 from keywatch.redact import Redactor
 from keywatch.runtime import make_engine
 from keywatch.sinks.base import MemorySink

@@ -21,7 +21,9 @@ from hypothesis import strategies as st
 
 from keywatch.config import Settings
 from keywatch.contract.deadletter import DeadLetter
-from keywatch.pipeline.processor import Processor, Topics, partition_of
+from keywatch.pipeline.ingest import Topics
+from keywatch.pipeline.partitioner import partition_of
+from keywatch.pipeline.processor import Processor
 from keywatch.redact import PREFIX, Redactor
 from keywatch.runtime import make_engine
 from keywatch.sinks.base import MemorySink

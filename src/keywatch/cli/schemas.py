@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from keywatch.contract.schemas import drifted, write_all
+from keywatch.core import catalog
 
 
 @click.command("schemas")
@@ -32,7 +33,7 @@ def command(directory: Path, check: bool) -> None:
             raise click.ClickException(
                 f"schemas missing: {directory} is not a directory (run `keywatch schemas --dir {directory}`)"
             )
-        stale = drifted(directory)
+        stale = drifted(directory, catalog.alert_types())
         missing = [name for name in stale if not (directory / name).exists()]
         changed = [name for name in stale if name not in missing]
         problems = ([f"missing: {', '.join(missing)}"] if missing else []) + (
@@ -45,7 +46,7 @@ def command(directory: Path, check: bool) -> None:
         click.echo(f"schemas in {directory} match the models")
         return
     try:
-        written = write_all(directory)
+        written = write_all(directory, catalog.alert_types())
     except OSError as exc:
         raise click.ClickException(f"cannot write the schemas to {directory}: {exc.strerror or exc}") from None
     for path in written:

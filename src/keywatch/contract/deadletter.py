@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+from dataclasses import dataclass
 from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -129,3 +130,18 @@ def make_letter(
         key_size=len(key) if key is not None else None,
         key_truncated=key is not None and short_key is not None and len(short_key) < len(key),
     )
+
+
+Source = tuple[str, int]  # an input (topic, partition)
+
+
+@dataclass(frozen=True, slots=True)
+class Letter:
+    """A dead letter ready to send: its (bounded) Kafka key and value, its reason code (counted once the broker
+    has it) and the input record it stands for."""
+
+    key: bytes | None
+    value: bytes
+    reason_code: str
+    source: Source
+    offset: int

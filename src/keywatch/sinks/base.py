@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Generic, Literal, Protocol, TypeVar
 from keywatch.contract.alerts import Alert
 
 if TYPE_CHECKING:
-    from keywatch.pipeline.processor import Letter
+    from keywatch.contract.deadletter import Letter
 
 log = logging.getLogger(__name__)
 

@@ -20,8 +20,8 @@ from typing import Generic, TypedDict, TypeVar
 
 import aiohttp
 
+from keywatch.backoff import Backoff
 from keywatch.sinks.base import OutputSink
-from keywatch.stream.delivery import Backoff
 
 log = logging.getLogger(__name__)
 

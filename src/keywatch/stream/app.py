@@ -24,6 +24,7 @@ import faust
 from aiokafka.errors import MessageSizeTooLargeError
 from faust.types import TP
 
+from keywatch.backoff import Backoff
 from keywatch.config import Settings
 from keywatch.contract.alerts import Alert
 from keywatch.contract.deadletter import PRODUCER_MAX_REQUEST_BYTES
@@ -33,13 +34,15 @@ from keywatch.kafka_admin import describe_missing, input_topics
 from keywatch.logs import REPEAT_INTERVAL_S, report_repeats
 from keywatch.memory import release_free_memory
 from keywatch.metrics import Metrics
-from keywatch.pipeline.processor import KeyCap, Processor, Topics, internal
+from keywatch.pipeline.ingest import Topics, internal
+from keywatch.pipeline.keycap import KeyCap
+from keywatch.pipeline.processor import Processor
 from keywatch.progress import ProgressTracker, RecoveryClock
 from keywatch.redact import Redactor
 from keywatch.security import faust_kwargs
 from keywatch.sinks.alertmanager import AlertmanagerSink
 from keywatch.sinks.base import Channel, Outputs, OutputSink, SinkSet, Undeliverable
-from keywatch.stream.delivery import Backoff, classify
+from keywatch.stream.delivery import classify
 from keywatch.stream.ingest import IngestStage
 from keywatch.stream.kafka_internals import consumer_connected
 from keywatch.stream.kafka_sinks import Headers, TopicAlertSink, TopicLetterSink

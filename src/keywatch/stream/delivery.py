@@ -15,7 +15,7 @@ from typing import Literal
 from aiokafka import errors
 
 from keywatch.contract.deadletter import KEY_MAX_BYTES, LETTER_MAX_BYTES
-from keywatch.pipeline.processor import PACKED_MAX_BYTES
+from keywatch.pipeline.wire import PACKED_MAX_BYTES
 
 # Bounded label values of keywatch_send_failures_total{reason}.
 PERMANENT_REASONS = ("too_large", "invalid_record", "authorization", "topic", "rejected")
@@ -93,22 +93,3 @@ def required_message_bytes(keyed_topic: str, dlq_topic: str) -> dict[str, int]:
         keyed_topic: KEYED_MAX_BYTES + BATCH_OVERHEAD_BYTES,
         dlq_topic: LETTER_MAX_BYTES + KEY_MAX_BYTES + BATCH_OVERHEAD_BYTES,
     }
-
-
-class Backoff:
-    """Exponential backoff, capped: `initial`, twice that, ... up to `cap` seconds; `reset()` after a success."""
-
-    def __init__(self, initial: float = 0.5, cap: float = 10.0) -> None:
-        self.initial = initial
-        self.cap = cap
-        self._next = initial
-
-    def next(self) -> float:
-        """The delay to wait now (and double the one after, up to the cap)."""
-        delay = self._next
-        self._next = min(self._next * 2, self.cap)
-        return delay
-
-    def reset(self) -> None:
-        """Back to the initial delay."""
-        self._next = self.initial

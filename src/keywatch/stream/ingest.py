@@ -31,13 +31,16 @@ from typing import Any, Literal
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
+from keywatch.backoff import Backoff
 from keywatch.config import Settings
-from keywatch.contract.deadletter import PRODUCER_MAX_REQUEST_BYTES
+from keywatch.contract.deadletter import PRODUCER_MAX_REQUEST_BYTES, Letter, Source
 from keywatch.metrics import Metrics
-from keywatch.pipeline.processor import IngestBatch, Letter, Processor, Source, partition_of
+from keywatch.pipeline.ingest import IngestBatch
+from keywatch.pipeline.partitioner import partition_of
+from keywatch.pipeline.processor import Processor
 from keywatch.security import aiokafka_kwargs
 from keywatch.sinks.base import OutputSink, Undelivered
-from keywatch.stream.delivery import Backoff, classify
+from keywatch.stream.delivery import classify
 from keywatch.stream.kafka_sinks import ProducerLetterSink
 from keywatch.stream.lag import GroupOffsets, Offsets, measure
 

@@ -15,8 +15,8 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from keywatch.contract.alerts import Alert
+from keywatch.contract.deadletter import Letter
 from keywatch.metrics import Metrics
-from keywatch.pipeline.processor import Letter
 from keywatch.sinks.base import Channel, OutputSink, Undeliverable, Undelivered
 from keywatch.stream.delivery import classify
 

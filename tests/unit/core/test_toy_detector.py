@@ -22,7 +22,8 @@ from keywatch.core import catalog
 from keywatch.core.config import load_detection_config
 from keywatch.core.engine import Engine, Outcome
 from keywatch.core.state import KeyState
-from keywatch.pipeline.processor import Processor, Topics
+from keywatch.pipeline.ingest import Topics
+from keywatch.pipeline.processor import Processor
 from keywatch.replay import replay
 from keywatch.runtime import make_engine
 from keywatch.sinks.base import MemorySink
