@@ -84,7 +84,8 @@ def _kind_of(line: bytes, number: int) -> FileKind:
         return FileKind("lifecycle", number)
     if "ts" in raw and ("ip" in raw or "status" in raw):
         return FileKind("requests", number)
-    return FileKind("unknown", number, "keys " + ", ".join(sorted(map(str, raw))[:6]))
+    keys = sorted(raw)[:6]  # shown JSON-escaped: a key may hold a newline or control characters
+    return FileKind("unknown", number, "keys " + ", ".join(orjson.dumps(k).decode() for k in keys))
 
 
 @dataclass(frozen=True, slots=True)

@@ -70,8 +70,12 @@ def test_disorder_zero_is_the_default_output(tmp_path: Path) -> None:
     """`--disorder-seconds 0` writes exactly the files of the default (the golden tests pin the default)."""
     default = _simulate(tmp_path / "default")
     zero = _simulate(tmp_path / "zero", "--disorder-seconds", "0")
-    for name in ("requests.jsonl", "lifecycle.jsonl", "labels.jsonl", "scenario.json"):
+    for name in ("requests.jsonl", "lifecycle.jsonl", "labels.jsonl", "networks.json"):
         assert (default / name).read_bytes() == (zero / name).read_bytes(), name
+    scenarios = [orjson.loads((d / "scenario.json").read_bytes()) for d in (default, zero)]
+    for scenario in scenarios:
+        del scenario["summary"]["seconds"]  # how long generating took
+    assert scenarios[0] == scenarios[1]
 
 
 def test_audit_refuses_disordered_files(tmp_path: Path) -> None:

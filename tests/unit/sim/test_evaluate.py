@@ -9,6 +9,8 @@ from typing import Any
 import orjson
 import pytest
 from click.testing import CliRunner
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from keywatch.cli.evaluate import command
 from keywatch.sim.evaluate import evaluate, read_alerts
@@ -245,3 +247,27 @@ def test_noisy_key_days_count_groups_over_three_not_explained_by_a_label(
     }
     code, output = _evaluate_cli(write_jsonl("alerts.jsonl", alerts), write_jsonl("labels.jsonl", labels))
     assert "not explained by a label: 2" in output
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(blob=st.binary(max_size=400), after_a_good_line=st.booleans(), as_labels=st.booleans())
+def test_any_bytes_in_either_file_give_scores_or_one_line(
+    tmp_path: Path,
+    alert_factory: Factory,
+    label_factory: Factory,
+    blob: bytes,
+    after_a_good_line: bool,
+    as_labels: bool,
+) -> None:
+    """Arbitrary bytes as --alerts or --labels (alone or after a valid line): exit 0, or exit 1 with one line."""
+    good_alert = orjson.dumps(alert_factory()) + b"\n"
+    good_label = orjson.dumps(label_factory()) + b"\n"
+    hostile = (good_label if as_labels else good_alert) if after_a_good_line else b""
+    alerts, labels = tmp_path / "alerts.jsonl", tmp_path / "labels.jsonl"
+    alerts.write_bytes(good_alert if as_labels else hostile + blob)
+    labels.write_bytes(hostile + blob if as_labels else good_label)
+    result = CliRunner().invoke(command, ["--alerts", str(alerts), "--labels", str(labels)])
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    assert result.exit_code in (0, 1)
+    if result.exit_code == 1:
+        _one_error_line(result.output)
