@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 
 from keywatch.cli.main import cli
 from keywatch.contract.events import _parse_ts
-from keywatch.sim.generator import displace
+from keywatch.sim.generator import displace, iter_events
+from keywatch.sim.scenario import ScenarioConfig, build_plan
 
 SCENARIO = ["--seed", "3", "--days", "1", "--tenants", "2", "--keys", "6", "--scale", "0.2", "--learning-days", "0.5"]
 
@@ -85,3 +86,13 @@ def test_audit_refuses_disordered_files(tmp_path: Path) -> None:
     )
     assert result.exit_code == 2
     assert "--disorder-seconds" in result.output
+
+
+def test_the_kafka_feed_with_disorder_is_the_same_events_within_the_bound() -> None:
+    """`iter_events(..., disorder_ms=30_000)` (what --kafka sends) holds the sorted feed's events, none 30 s late."""
+    plan = build_plan(ScenarioConfig(seed=3, days=0.5, tenants=2, keys=4, scale=0.1, learning_days=0.25))
+    ordered = list(iter_events(plan))
+    loose = list(iter_events(plan, disorder_ms=30_000))
+    assert sorted(loose) == sorted(ordered)
+    assert loose != ordered
+    assert 0 < _worst_displacement([ts / 1000 for ts, *_ in loose]) <= 30.0
