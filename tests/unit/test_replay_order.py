@@ -257,3 +257,18 @@ def test_invalid_utf8_and_huge_lines_are_rejected_not_held(tmp_path: Path) -> No
     _, summary = _ids([Input.requests(str(path), read_lines(str(path)))])
     assert summary.rejected == {"encoding": 1, "oversize": 1}
     assert summary.requests == 1
+
+
+def test_sharded_replay_reads_several_gzipped_files_in_any_order(
+    tmp_path: Path, scenario: tuple[list[bytes], list[bytes], set[str]]
+) -> None:
+    """`--jobs 2` over reversed inputs split in two files each, one gzipped: the sorted file's ids."""
+    requests, lifecycle, expected = scenario
+    args = ["--jobs", "2", "--sort-buffer", "1000", "--out", str(tmp_path / "alerts.jsonl")]
+    for option, lines in (("--requests", requests[::-1]), ("--lifecycle", lifecycle[::-1])):
+        for i, chunk in enumerate((lines[::2], lines[1::2])):
+            args += [option, str(_write(tmp_path / f"{option[2:]}-{i}", chunk, gzipped=i == 0))]
+    code, output = _run(args)
+    assert code == 0, output
+    got = {Alert.model_validate_json(line).id for line in (tmp_path / "alerts.jsonl").read_bytes().splitlines()}
+    assert got == expected
