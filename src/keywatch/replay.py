@@ -1,7 +1,9 @@
-"""Offline replay: the worker's engine over JSONL files, merged in event-time order.
+"""Offline replay: the worker's engine over JSONL inputs, sorted by event time.
 
 The same `Engine` the worker runs, with state in a dict and forwards applied at once, so a backtest on last
-month's logs gives the alerts (and alert ids) the worker would have given.
+month's logs gives the alerts (and alert ids) the worker would have given. Inputs may come in any order, split
+over several files: every valid record is sorted by event time first (`keywatch.eventsort`, in bounded memory),
+so the alerts depend on the records only, never on how they were ordered or split.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import tempfile
 import time
 import zlib
 from collections import Counter, deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -26,10 +28,12 @@ from keywatch.contract.alerts import Alert
 from keywatch.contract.events import LifecycleEvent, RequestRecord
 from keywatch.core.engine import Engine, Forward, Outcome
 from keywatch.core.state import KeyState
+from keywatch.eventsort import DEFAULT_SORT_BUFFER, Entry, entry, sorted_entries
+from keywatch.inputs import InputError, read_lines
 from keywatch.parsing import Rejection, decode
 
 # At equal event times, lifecycle events go first: a key created at t is known to a request at t.
-_LIFECYCLE, _REQUEST = 0, 1
+LIFECYCLE, REQUESTS = 0, 1
 
 
 @dataclass
@@ -43,6 +47,11 @@ class ReplaySummary:
     alerts: Counter[str] = field(default_factory=Counter)
     keys: int = 0
     seconds: float = 0.0
+    # Records earlier than a record before them in the same input, and by how much at most (replay sorts them).
+    out_of_order: int = 0
+    max_disorder_ms: int = 0
+    runs: int = 1
+    allowed_lateness_ms: int = 300_000
 
     @property
     def records(self) -> int:
@@ -57,6 +66,17 @@ class ReplaySummary:
             f"in {self.seconds:.1f}s ({rate:,.0f} records/s)",
             f"alerts: {sum(self.alerts.values())}" + "".join(f"\n  {t}: {n}" for t, n in sorted(self.alerts.items())),
         ]
+        if self.out_of_order:
+            out.append(
+                f"input not in event-time order: {self.out_of_order} records earlier than a record before them in "
+                f"their input (by up to {self.max_disorder_ms / 1000:.3f}s); sorted by event time "
+                f"({self.runs} run{'s' if self.runs != 1 else ''})"
+            )
+            if self.max_disorder_ms > self.allowed_lateness_ms:
+                out.append(
+                    f"warning: records more than the allowed lateness ({self.allowed_lateness_ms / 1000:.0f}s) "
+                    "out of order: the worker, fed in this order, may not give these alerts (docs/alerts.md)"
+                )
         if self.rejected:
             out.append(
                 f"malformed lines skipped: {sum(self.rejected.values())} "
@@ -66,21 +86,51 @@ class ReplaySummary:
         return out
 
 
-def _parse(
-    lines: Iterable[bytes], kind: int, label: str, summary: ReplaySummary
-) -> Iterator[tuple[int, int, int, RequestRecord | LifecycleEvent]]:
-    model: type[RequestRecord] | type[LifecycleEvent] = RequestRecord if kind == _REQUEST else LifecycleEvent
-    for lineno, line in enumerate(lines, 1):
-        stripped = line.strip()
-        if not stripped:
-            continue
-        result = decode(stripped, model)
-        if isinstance(result, Rejection):
-            summary.rejected[result.code] += 1
-            if len(summary.rejected_examples) < 5:
-                summary.rejected_examples.append(f"{label}:{lineno}: {result.reason}")
-            continue
-        yield int(result.ts.timestamp() * 1000), kind, lineno, result
+@dataclass(frozen=True, slots=True)
+class Input:
+    """One input of a replay: request records or lifecycle events, as lines, named `label` in messages."""
+
+    kind: int
+    label: str
+    lines: Iterable[bytes]
+
+    @classmethod
+    def requests(cls, label: str, lines: Iterable[bytes]) -> Input:
+        """Request log records."""
+        return cls(REQUESTS, label, lines)
+
+    @classmethod
+    def lifecycle(cls, label: str, lines: Iterable[bytes]) -> Input:
+        """Lifecycle events."""
+        return cls(LIFECYCLE, label, lines)
+
+
+def _model(kind: int) -> type[RequestRecord] | type[LifecycleEvent]:
+    return RequestRecord if kind == REQUESTS else LifecycleEvent
+
+
+def _entries(inputs: Sequence[Input], summary: ReplaySummary) -> Iterator[Entry]:
+    """The sort entries of every valid line; bad lines are counted; disorder within an input is measured."""
+    for source in inputs:
+        model = _model(source.kind)
+        newest: int | None = None
+        for lineno, line in enumerate(source.lines, 1):
+            stripped = line.strip()
+            if not stripped:
+                continue
+            result = decode(stripped, model)
+            if isinstance(result, Rejection):
+                summary.rejected[result.code] += 1
+                if len(summary.rejected_examples) < 5:
+                    summary.rejected_examples.append(f"{source.label}:{lineno}: {result.reason}")
+                continue
+            when = int(result.ts.timestamp() * 1000)
+            if newest is None or when >= newest:
+                newest = when
+            else:
+                summary.out_of_order += 1
+                summary.max_disorder_ms = max(summary.max_disorder_ms, newest - when)
+            yield entry(when, source.kind, stripped)
 
 
 def replay(
@@ -92,10 +142,28 @@ def replay(
     progress: Callable[[ReplaySummary], None] | None = None,
     progress_every: float = 2.0,
     labels: tuple[str, str] = ("requests", "lifecycle"),
+    sort_buffer: int = DEFAULT_SORT_BUFFER,
 ) -> ReplaySummary:
     """Run `engine` over both inputs in event-time order; call `emit` for every alert."""
+    inputs = [Input.requests(labels[0], requests), Input.lifecycle(labels[1], lifecycle)]
+    return replay_inputs(
+        inputs, engine, emit, progress=progress, progress_every=progress_every, sort_buffer=sort_buffer
+    )
+
+
+def replay_inputs(
+    inputs: Sequence[Input],
+    engine: Engine,
+    emit: Callable[[Alert], None],
+    *,
+    progress: Callable[[ReplaySummary], None] | None = None,
+    progress_every: float = 2.0,
+    sort_buffer: int = DEFAULT_SORT_BUFFER,
+) -> ReplaySummary:
+    """Run `engine` over every record of `inputs` in event-time order, whatever order they were read in (at most
+    `sort_buffer` lines held in memory, the rest in sorted temporary runs); call `emit` for every alert."""
     with _fewer_collections():
-        return _replay(requests, lifecycle, engine, emit, progress, progress_every, labels)
+        return _replay(inputs, engine, emit, progress, progress_every, sort_buffer)
 
 
 @contextlib.contextmanager
@@ -110,23 +178,29 @@ def _fewer_collections() -> Iterator[None]:
         gc.set_threshold(*before)
 
 
+class _Counting:
+    """Counts the entries that pass, to know how many sorted runs they made."""
+
+    def __init__(self, entries: Iterator[Entry]) -> None:
+        self.entries, self.count = entries, 0
+
+    def __iter__(self) -> Iterator[Entry]:
+        for item in self.entries:
+            self.count += 1
+            yield item
+
+
 def _replay(
-    requests: Iterable[bytes],
-    lifecycle: Iterable[bytes],
+    inputs: Sequence[Input],
     engine: Engine,
     emit: Callable[[Alert], None],
     progress: Callable[[ReplaySummary], None] | None,
     progress_every: float,
-    labels: tuple[str, str],
+    sort_buffer: int,
 ) -> ReplaySummary:
-    summary = ReplaySummary()
+    summary = ReplaySummary(allowed_lateness_ms=engine.allowed_lateness_ms)
     states: dict[str, KeyState] = {}
     started = last = time.monotonic()
-    merged = heapq.merge(
-        _parse(requests, _REQUEST, labels[0], summary),
-        _parse(lifecycle, _LIFECYCLE, labels[1], summary),
-        key=lambda item: (item[0], item[1]),
-    )
     pending: deque[Forward] = deque()
     # Keys with a pending tick (tick time, subject); an entry is checked against the state when it comes due.
     ticking: list[tuple[int, str]] = []
@@ -141,30 +215,33 @@ def _replay(
         if outcome.state.ticks:
             heapq.heappush(ticking, (min(outcome.state.ticks.values()), subject))
 
-    for _, kind, _, record in merged:
-        subject = record.subject
-        if kind == _REQUEST:
-            assert isinstance(record, RequestRecord)
-            summary.requests += 1
-            apply(subject, engine.on_request(states.get(subject), record))
-        else:
-            assert isinstance(record, LifecycleEvent)
-            summary.lifecycle += 1
-            apply(subject, engine.on_lifecycle(states.get(subject), record))
-        while pending:
-            fwd = pending.popleft()
-            apply(fwd.subject, engine.on_forward(states.get(fwd.subject), fwd))
-        when = int(record.ts.timestamp() * 1000)
-        if newest is None or when > newest:
-            newest = when
-        if ticking and ticking[0][0] <= engine.watermark(newest):
-            _run_due_ticks(engine, engine.watermark(newest), ticking, states, apply, pending)
-        if progress is not None and summary.records % 4096 == 0:
-            now = time.monotonic()
-            if now - last >= progress_every:
-                last = now
-                summary.seconds, summary.keys = now - started, len(states)
-                progress(summary)
+    counted = _Counting(_entries(inputs, summary))
+    with sorted_entries(counted, sort_buffer) as ordered:
+        summary.runs = max(1, -(-counted.count // sort_buffer))
+        for when, kind, _, line in ordered:
+            record = decode(line, _model(kind))
+            if isinstance(record, Rejection):  # it was valid when read: cannot happen, but never process it
+                continue
+            subject = record.subject
+            if isinstance(record, RequestRecord):
+                summary.requests += 1
+                apply(subject, engine.on_request(states.get(subject), record))
+            else:
+                summary.lifecycle += 1
+                apply(subject, engine.on_lifecycle(states.get(subject), record))
+            while pending:
+                fwd = pending.popleft()
+                apply(fwd.subject, engine.on_forward(states.get(fwd.subject), fwd))
+            if newest is None or when > newest:
+                newest = when
+            if ticking and ticking[0][0] <= engine.watermark(newest):
+                _run_due_ticks(engine, engine.watermark(newest), ticking, states, apply, pending)
+            if progress is not None and summary.records % 4096 == 0:
+                now = time.monotonic()
+                if now - last >= progress_every:
+                    last = now
+                    summary.seconds, summary.keys = now - started, len(states)
+                    progress(summary)
     summary.seconds, summary.keys = time.monotonic() - started, len(states)
     return summary
 
@@ -205,46 +282,50 @@ def shard_of(line: bytes, shards: int) -> int:
     return zlib.crc32(tenant_of(line)) % shards
 
 
-def _shard_lines(path: Path | None, shard: int, shards: int) -> Iterator[bytes]:
-    if path is None:
-        return
-    with path.open("rb") as fh:
-        for line in fh:
+def _shard_lines(sources: Sequence[str], shard: int, shards: int) -> Iterator[bytes]:
+    for source in sources:
+        for line in read_lines(source):
             if shard_of(line, shards) == shard:
                 yield line
 
 
 def _run_shard(
-    args: tuple[Path | None, Path | None, Callable[[], Engine], int, int, Path, tuple[str, str]],
+    args: tuple[Sequence[str], Sequence[str], Callable[[], Engine], int, int, Path, int],
 ) -> ReplaySummary:
-    requests, lifecycle, make_engine, shard, shards, out, labels = args
+    requests, lifecycle, make_engine, shard, shards, out, sort_buffer = args
     with out.open("w") as sink:
 
         def emit(alert: Alert) -> None:
             sink.write(alert.model_dump_json() + "\n")
 
-        return replay(
-            _shard_lines(requests, shard, shards),
-            _shard_lines(lifecycle, shard, shards),
-            make_engine(),
-            emit,
-            labels=labels,
-        )
+        inputs = [Input.requests(s, _shard_lines([s], shard, shards)) for s in requests]
+        inputs += [Input.lifecycle(s, _shard_lines([s], shard, shards)) for s in lifecycle]
+        return replay_inputs(inputs, make_engine(), emit, sort_buffer=sort_buffer)
+
+
+def _sources(given: Sequence[str | Path] | str | Path | None) -> list[str]:
+    if given is None:
+        return []
+    if isinstance(given, str | Path):
+        return [str(given)]
+    return [str(g) for g in given]
 
 
 def replay_parallel(
-    requests: Path | None,
-    lifecycle: Path | None,
+    requests: Sequence[str | Path] | str | Path | None,
+    lifecycle: Sequence[str | Path] | str | Path | None,
     make_engine: Callable[[], Engine],
     out: IO[str],
     jobs: int,
+    sort_buffer: int = DEFAULT_SORT_BUFFER,
 ) -> ReplaySummary:
     """`replay` in `jobs` processes, one shard of tenants each; alerts are written to `out` in event-time order.
 
     Tenants share nothing (a rotation hands a baseline to a key of the same tenant), so sharding by tenant gives
-    exactly the alerts of a single-process replay. Each process reads the whole files and parses only its lines.
+    exactly the alerts of a single-process replay. Each process reads the whole files and parses only its lines
+    (so no input can be stdin), and sorts its own records with a sort buffer of `sort_buffer` lines.
     """
-    labels = (str(requests), str(lifecycle))
+    request_sources, lifecycle_sources = _sources(requests), _sources(lifecycle)
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="keywatch-replay-") as tmp:
         parts = [Path(tmp) / f"alerts-{i}.jsonl" for i in range(jobs)]
@@ -252,7 +333,11 @@ def replay_parallel(
         results = context.Queue()
 
         def run(shard: int) -> None:
-            results.put((shard, _run_shard((requests, lifecycle, make_engine, shard, jobs, parts[shard], labels))))
+            args = (request_sources, lifecycle_sources, make_engine, shard, jobs, parts[shard], sort_buffer)
+            try:
+                results.put((shard, _run_shard(args)))
+            except InputError as exc:  # a corrupt input: say so once, in the parent, as one line
+                results.put((shard, exc))
 
         workers = [context.Process(target=run, args=(i,), name=f"keywatch-replay-{i}") for i in range(jobs)]
         for worker in workers:
@@ -260,8 +345,12 @@ def replay_parallel(
         got: dict[int, ReplaySummary] = {}
         while len(got) < jobs:
             try:
-                shard, summary = results.get(timeout=1.0)
-                got[shard] = summary
+                shard, result = results.get(timeout=1.0)
+                if isinstance(result, InputError):
+                    for worker in workers:
+                        worker.terminate()
+                    raise result
+                got[shard] = result
             except queue.Empty:
                 failed = [w for w in workers if w.exitcode not in (None, 0)]
                 if failed:
@@ -290,5 +379,9 @@ def replay_parallel(
         total.rejected_examples.extend(s.rejected_examples[: 5 - len(total.rejected_examples)])
         total.alerts.update(s.alerts)
         total.keys += s.keys
+        total.out_of_order += s.out_of_order
+        total.max_disorder_ms = max(total.max_disorder_ms, s.max_disorder_ms)
+        total.runs = max(total.runs, s.runs)
+        total.allowed_lateness_ms = s.allowed_lateness_ms
     total.seconds = time.monotonic() - started
     return total

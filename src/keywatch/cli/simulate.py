@@ -63,6 +63,9 @@ def _say(message: str) -> None:
               help="Kafka: re-time the scenario so its learning period ends now; send the history at once, "
               "then each record when the wall clock reaches it.")  # fmt: skip
 @click.option("--duration", type=click.FloatRange(min=0), default=None, help="Kafka: stop after this many seconds.")
+@click.option("--disorder-seconds", type=click.FloatRange(min=0, max=3600), default=0.0, show_default=True,
+              help="Deliver records out of event-time order by up to this many seconds (a random delay per "
+              "record, from the seed; labels unchanged). 0: sorted, as before, byte for byte.")  # fmt: skip
 @click.option("--audit", is_flag=True, help="Files: check afterwards that every label is supported by the data.")
 def command(
     out_dir: Path | None,
@@ -82,6 +85,7 @@ def command(
     realtime: bool,
     lead: float | None,
     duration: float | None,
+    disorder_seconds: float,
     audit: bool,
 ) -> None:
     """Generate API request logs and key lifecycle events for many tenants and keys, with labelled incidents.
@@ -89,8 +93,16 @@ def command(
     With --out-dir: requests.jsonl, lifecycle.jsonl (each sorted by event time, in the contract's JSON form),
     labels.jsonl (one line per injected incident), networks.json (simulated address plan) and scenario.json.
     With --kafka: the same records, interleaved in event-time order, keyed <tenant>/<key_id>; the two topics
-    are created first when missing.
+    are created first when missing. --disorder-seconds S: the same records, each delayed by up to S seconds,
+    so none comes more than S seconds after a record with a later event time.
+
+    \b
+    Example (records up to 30 s out of order, as from several gateways):
+      keywatch simulate --out-dir sim --seed 7 --disorder-seconds 30
     """
+    disorder_ms = int(disorder_seconds * 1000)
+    if audit and disorder_ms:
+        raise click.UsageError("--audit reads the files in event-time order: run it without --disorder-seconds")
     if (out_dir is None) == (bootstrap is None):
         raise click.UsageError("give exactly one of --out-dir DIR or --kafka BOOTSTRAP")
     config = ScenarioConfig(
@@ -123,7 +135,7 @@ def command(
             done = (minute_ms - config.start_ms) / max(1, config.end_ms - config.start_ms)
             _say(f"{count:,} requests, {done:.0%} of the scenario, {time.monotonic() - began:.0f}s")
 
-        summary = write_outputs(plan, out_dir, progress=progress)
+        summary = write_outputs(plan, out_dir, progress=progress, disorder_ms=disorder_ms)
         _say(
             f"wrote {summary.requests:,} requests, {sum(summary.lifecycle.values())} lifecycle events, "
             f"{len(plan.incidents)} labels to {out_dir} in {time.monotonic() - began:.1f}s"
@@ -162,6 +174,7 @@ def command(
             lead=lead,
             duration=duration,
             progress=stderr_progress,
+            disorder_ms=disorder_ms,
         )
     )
     stderr_progress(result)

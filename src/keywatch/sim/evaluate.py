@@ -5,14 +5,19 @@ An alert matches a label of the same type, tenant and key when
 matches any label is a true positive), recall counts labels (a label is detected when one alert matches it),
 time to detect is the first matching alert's time minus the label's start, in event time.
 Lifecycle alert types (apiKey.created, ...) and resolved episode ends are not scored.
+
+Besides the scores: the (key, alert type, UTC day) groups with more than `NOISY_PER_DAY` alerts that no label
+of that type and key explains (no label overlaps that day) — an operator should not see a key alert like that.
+`sniff` tells what a file holds, so that a file given for the wrong option is named as such.
 """
 
 from __future__ import annotations
 
 import statistics
+from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +25,67 @@ import orjson
 from pydantic import ValidationError
 
 from keywatch.contract.alerts import Alert
+from keywatch.parsing import describe_validation_error
 from keywatch.sim.labels import Label
 from keywatch.sim.scenario import INCIDENT_TYPES
 
 SCORED_TYPES: tuple[str, ...] = INCIDENT_TYPES
 DEFAULT_TOLERANCE_S = 300.0
+NOISY_PER_DAY = 3  # more alerts than this of one type on one key in one UTC day need a label to explain them
+
+# What `sniff` may find, and how messages name it.
+FILE_KINDS = {
+    "alerts": "alerts (CloudEvents with type apiKey.*)",
+    "labels": "labels from `keywatch simulate` (labels.jsonl)",
+    "lifecycle": "key lifecycle events (keywatch input, lifecycle.jsonl)",
+    "requests": "request log records (keywatch input, requests.jsonl)",
+    "empty": "nothing (the file is empty)",
+    "not-json": "something that is not JSON lines",
+    "unknown": "JSON of an unknown kind",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class FileKind:
+    """What a JSONL file looks like it holds, judged by its first non-blank line."""
+
+    kind: str
+    line: int = 0
+    detail: str = ""
+
+    def describe(self) -> str:
+        """E.g. "JSON of an unknown kind (keys a, b)"."""
+        return FILE_KINDS[self.kind] + (f" ({self.detail})" if self.detail else "")
+
+
+def sniff(path: Path) -> FileKind:
+    """Tell alerts, labels, lifecycle events and request records apart by the first non-blank line."""
+    with path.open("rb") as fh:
+        for number, line in enumerate(fh, 1):
+            if line.strip():
+                return _kind_of(line, number)
+    return FileKind("empty")
+
+
+def _kind_of(line: bytes, number: int) -> FileKind:
+    try:
+        raw = orjson.loads(line)
+    except orjson.JSONDecodeError as exc:
+        return FileKind("not-json", number, exc.msg)
+    if not isinstance(raw, dict):
+        return FileKind("unknown", number, f"a JSON {type(raw).__name__}, not an object")
+    kind = raw.get("type")
+    typed = isinstance(kind, str) and kind.startswith("apiKey.")
+    if "specversion" in raw and typed:
+        return FileKind("alerts", number)
+    if {"id", "type", "start", "end"} <= raw.keys():
+        return FileKind("labels", number)
+    if "ts" in raw and typed:
+        return FileKind("lifecycle", number)
+    if "ts" in raw and ("ip" in raw or "status" in raw):
+        return FileKind("requests", number)
+    keys = sorted(raw)[:6]  # shown JSON-escaped: a key may hold a newline or control characters
+    return FileKind("unknown", number, "keys " + ", ".join(orjson.dumps(k).decode() for k in keys))
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,13 +119,14 @@ def read_alerts(path: Path) -> list[ScoredAlert]:
             try:
                 raw = orjson.loads(line)
             except orjson.JSONDecodeError as exc:
-                raise AlertFileError(f"{path}:{number}: not JSON: {exc}") from None
+                raise AlertFileError(f"{path}:{number}: not JSON: {exc.msg}") from None
             if not isinstance(raw, dict) or raw.get("type") not in SCORED_TYPES:
                 continue
             try:
                 alert = Alert.model_validate(raw)
             except ValidationError as exc:
-                raise AlertFileError(f"{path}:{number}: not an alert: {exc}") from None
+                reason = describe_validation_error(exc).reason
+                raise AlertFileError(f"{path}:{number}: not an alert: {reason}") from None
             if alert.data.status == "resolved":
                 continue
             alerts.append(ScoredAlert.of(alert))
@@ -167,6 +229,58 @@ def evaluate(
         else:
             score.missed.append(label)
     return scores
+
+
+@dataclass(frozen=True, slots=True)
+class NoisyDay:
+    """One key's alerts of one type on one UTC day, more than `NOISY_PER_DAY` and not explained by a label."""
+
+    type: str
+    tenant: str
+    key_id: str
+    day: date
+    alerts: int
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-able form."""
+        subject = f"{self.tenant}/{self.key_id}"
+        return {"type": self.type, "subject": subject, "day": self.day.isoformat(), "alerts": self.alerts}
+
+
+def noisy_days(
+    alerts: Iterable[ScoredAlert],
+    labels: Iterable[Label],
+    limit: int = NOISY_PER_DAY,
+    tolerance_s: float = DEFAULT_TOLERANCE_S,
+) -> list[NoisyDay]:
+    """The (key, type, UTC day) groups with more than `limit` alerts where no label of that type and key overlaps
+    the day (widened by the tolerance); sorted by day, then alerts (most first)."""
+    counts: dict[tuple[str, str, str, date], int] = defaultdict(int)
+    for alert in alerts:
+        counts[(alert.type, alert.tenant, alert.key_id, alert.time.astimezone(UTC).date())] += 1
+    spans: dict[tuple[str, str, str], list[tuple[datetime, datetime]]] = defaultdict(list)
+    slack = timedelta(seconds=tolerance_s)
+    for label in labels:
+        spans[(label.type, label.tenant, label.key_id)].append((label.start - slack, label.end + slack))
+    out = []
+    for (kind, tenant, key_id, day), n in counts.items():
+        if n <= limit:
+            continue
+        begin = datetime(day.year, day.month, day.day, tzinfo=UTC)
+        end = begin + timedelta(days=1)
+        if any(start < end and stop >= begin for start, stop in spans.get((kind, tenant, key_id), ())):
+            continue
+        out.append(NoisyDay(kind, tenant, key_id, day, n))
+    return sorted(out, key=lambda d: (d.day, -d.alerts, d.type, d.tenant, d.key_id))
+
+
+def render_noisy(noisy: list[NoisyDay], show: int = 10) -> str:
+    """The noisy-days line of the report, with up to `show` groups."""
+    head = (
+        f"keys with more than {NOISY_PER_DAY} alerts of one type in a UTC day, not explained by a label: {len(noisy)}"
+    )
+    rows = [f"  {d.day.isoformat()}  {d.type}  {d.tenant}/{d.key_id}  {d.alerts} alerts" for d in noisy[:show]]
+    return "\n".join([head, *rows])
 
 
 def _pct(value: float | None) -> str:

@@ -8,16 +8,17 @@ one minute in memory.
 
 from __future__ import annotations
 
+import heapq
 import math
 import random
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from operator import itemgetter
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import orjson
 
@@ -33,6 +34,7 @@ from keywatch.sim.scenario import (
 
 Item = tuple[int, str, str]  # (ts_ms, subject, the record's JSON after its "ts" member)
 Kind = Literal["request", "lifecycle"]
+T = TypeVar("T")
 
 _OK = {"GET": 200, "POST": 200, "DELETE": 200}
 _CREATED = {"/v1/customers", "/v1/orders", "/v1/payments", "/v1/refunds", "/v1/invoices"}
@@ -276,15 +278,48 @@ def iter_minutes(plan: Plan) -> Iterator[tuple[int, list[Item]]]:
         yield minute, out
 
 
+def disorder_rng(seed: int) -> random.Random:
+    """The delays of `displace` for a scenario: from its seed, apart from the scenario's own draws (so the
+    records are the same with and without disorder, only their order differs)."""
+    return seeded(f"{seed}/disorder")
+
+
+def displace(items: Iterable[tuple[int, T]], max_ms: int, rng: random.Random) -> Iterator[tuple[int, T]]:
+    """`items` (in event-time order) delivered out of order: each one delayed by a random 0..`max_ms`, as if it
+    travelled through a slow gateway; no item comes more than `max_ms` after one with a later event time.
+
+    Holds only the items of the last `max_ms` of event time. `max_ms` 0: the items as they are.
+    """
+    if max_ms <= 0:
+        yield from items
+        return
+    held: list[tuple[int, int, int, T]] = []  # (release time, sequence, event time, item)
+    for sequence, (ts, item) in enumerate(items):
+        # Later items have event times >= ts, so releases <= ts can no longer be overtaken.
+        while held and held[0][0] <= ts:
+            _, _, at, out = heapq.heappop(held)
+            yield at, out
+        heapq.heappush(held, (ts + rng.randint(0, max_ms), sequence, ts, item))
+    while held:
+        _, _, at, out = heapq.heappop(held)
+        yield at, out
+
+
 def iter_requests(plan: Plan) -> Iterator[Item]:
     """All requests of the scenario in event-time order."""
     for _, batch in iter_minutes(plan):
         yield from batch
 
 
-def iter_events(plan: Plan, shift_ms: int = 0) -> Iterator[tuple[int, Kind, str, bytes]]:
+def iter_events(plan: Plan, shift_ms: int = 0, disorder_ms: int = 0) -> Iterator[tuple[int, Kind, str, bytes]]:
     """Lifecycle events and requests interleaved in event-time order (lifecycle first on a tie), as
-    (ts_ms, kind, subject, JSON value); every time is moved by `shift_ms` (re-timing for a live feed)."""
+    (ts_ms, kind, subject, JSON value); every time is moved by `shift_ms` (re-timing for a live feed).
+    `disorder_ms` > 0: out of order by up to that much (`displace`)."""
+    if disorder_ms > 0:
+        ordered = ((ts, (kind, subject, value)) for ts, kind, subject, value in iter_events(plan, shift_ms))
+        for ts, (kind, subject, value) in displace(ordered, disorder_ms, disorder_rng(plan.config.seed)):
+            yield ts, kind, subject, value
+        return
     lifecycle = [(ts, ev) for ts, ev in plan.lifecycle if ts < plan.config.end_ms]
     fmt = TimeFormatter()
     i = 0
@@ -342,14 +377,44 @@ def summarize_plan(plan: Plan) -> Summary:
 Progress = Callable[[int, int], None]  # (records so far, current event time ms)
 
 
-def write_outputs(plan: Plan, out_dir: Path, progress: Progress | None = None, every: int = 250_000) -> Summary:
-    """Write requests.jsonl, lifecycle.jsonl, labels.jsonl, networks.json and scenario.json into `out_dir`."""
+def _write_displaced(
+    plan: Plan,
+    fh: Any,
+    fmt: TimeFormatter,
+    disorder_ms: int,
+    rng: random.Random,
+    progress: Progress | None,
+    every: int,
+) -> int:
+    """requests.jsonl out of order by up to `disorder_ms`: one line at a time (the sorted path writes minutes)."""
+    count = 0
+    stream = ((ts, rest) for _, batch in iter_minutes(plan) for ts, _, rest in batch)
+    for ts, rest in displace(stream, disorder_ms, rng):
+        fh.write(f'{{"ts":"{fmt(ts)}{rest}\n')
+        count += 1
+        if progress is not None and count % every == 0:
+            progress(count, ts)
+    return count
+
+
+def write_outputs(
+    plan: Plan,
+    out_dir: Path,
+    progress: Progress | None = None,
+    every: int = 250_000,
+    disorder_ms: int = 0,
+) -> Summary:
+    """Write requests.jsonl, lifecycle.jsonl, labels.jsonl, networks.json and scenario.json into `out_dir`.
+
+    `disorder_ms` > 0: requests.jsonl and lifecycle.jsonl are out of order by up to that much (`displace`).
+    """
     began = time.monotonic()
     out_dir.mkdir(parents=True, exist_ok=True)
     fmt = TimeFormatter()
     summary = summarize_plan(plan)
+    rng = disorder_rng(plan.config.seed)
     with (out_dir / "lifecycle.jsonl").open("wb") as fh:
-        for ts, event in plan.lifecycle:
+        for ts, event in displace(plan.lifecycle, disorder_ms, rng):
             fh.write(encode_lifecycle(ts, event, fmt) + b"\n")
     with (out_dir / "labels.jsonl").open("wb") as fh:
         for incident in plan.incidents:
@@ -357,7 +422,9 @@ def write_outputs(plan: Plan, out_dir: Path, progress: Progress | None = None, e
     (out_dir / "networks.json").write_bytes(orjson.dumps(plan.networks, option=orjson.OPT_INDENT_2) + b"\n")
     count = 0
     with (out_dir / "requests.jsonl").open("w", encoding="ascii", buffering=1 << 20) as fh:
-        for minute, batch in iter_minutes(plan):
+        if disorder_ms > 0:
+            count = _write_displaced(plan, fh, fmt, disorder_ms, rng, progress, every)
+        for minute, batch in iter_minutes(plan) if disorder_ms <= 0 else ():
             if not batch:
                 continue
             prefix = '{"ts":"' + fmt.prefix(minute // MINUTE_MS)
@@ -369,6 +436,7 @@ def write_outputs(plan: Plan, out_dir: Path, progress: Progress | None = None, e
     summary.requests = count
     summary.seconds = time.monotonic() - began
     config = plan.config
+    disorder = {"disorder_seconds": disorder_ms / 1000} if disorder_ms > 0 else {}
     scenario = {
         "config": {
             "seed": config.seed,
@@ -380,6 +448,7 @@ def write_outputs(plan: Plan, out_dir: Path, progress: Progress | None = None, e
             "learning_end": fmt(config.learning_end_ms),
             "scale": config.scale,
             "incidents_per_type": config.per_type,
+            **disorder,
         },
         "summary": summary.as_dict(),
     }

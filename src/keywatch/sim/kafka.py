@@ -3,6 +3,7 @@
 Records go out in event-time order, lifecycle and requests interleaved, keyed `<tenant>/<key_id>`. With
 `realtime`, the scenario is shifted so that the end of its learning period is "now": the history is sent
 as fast as allowed, then every later record is sent when the wall clock reaches its (re-timed) event time.
+With `disorder_ms`, records go out up to that much out of event-time order (`generator.displace`).
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ async def produce(
     duration: float | None = None,
     progress: Callable[[ProduceResult], None] | None = None,
     producer_factory: Callable[..., Any] | None = None,
+    disorder_ms: int = 0,
 ) -> ProduceResult:
     """Send the scenario; returns counts. Stops at the end, after `duration` seconds, or on SIGINT/SIGTERM."""
     if producer_factory is None:
@@ -75,7 +77,7 @@ async def produce(
     pending: list[asyncio.Future[Any]] = []
     await producer.start()
     try:
-        for ts, kind, subject, value in iter_events(plan, shift):
+        for ts, kind, subject, value in iter_events(plan, shift, disorder_ms):
             if stop.is_set() or (duration is not None and time.monotonic() - began >= duration):
                 result.interrupted = stop.is_set()
                 break

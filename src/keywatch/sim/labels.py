@@ -8,6 +8,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from keywatch.contract.events import EventTime, Identifier
+from keywatch.parsing import describe_validation_error
 
 
 class Label(BaseModel):
@@ -42,6 +43,9 @@ def read_labels(path: Path) -> list[Label]:
                 continue
             try:
                 labels.append(Label.model_validate(orjson.loads(line)))
-            except (orjson.JSONDecodeError, ValidationError) as exc:
-                raise LabelFileError(f"{path}:{number}: not a label: {exc}") from None
+            except orjson.JSONDecodeError as exc:
+                raise LabelFileError(f"{path}:{number}: not JSON: {exc.msg}") from None
+            except ValidationError as exc:
+                reason = describe_validation_error(exc).reason
+                raise LabelFileError(f"{path}:{number}: not a label: {reason}") from None
     return labels

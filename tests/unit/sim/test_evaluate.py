@@ -9,6 +9,8 @@ from typing import Any
 import orjson
 import pytest
 from click.testing import CliRunner
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from keywatch.cli.evaluate import command
 from keywatch.sim.evaluate import evaluate, read_alerts
@@ -153,3 +155,119 @@ def test_cli_rejects_a_malformed_alerts_file(write_jsonl: Writer, label_factory:
     result = CliRunner().invoke(command, ["--alerts", str(bad), "--labels", str(labels)])
     assert result.exit_code != 0
     assert "bad.jsonl:1" in result.output
+
+
+def _evaluate_cli(alerts: Path, labels: Path, *extra: str) -> tuple[int, str]:
+    result = CliRunner().invoke(command, ["--alerts", str(alerts), "--labels", str(labels), *extra])
+    return result.exit_code, result.output
+
+
+def _one_error_line(output: str) -> str:
+    lines = output.strip().splitlines()
+    assert len(lines) == 1, output
+    assert lines[0].startswith("Error: ")
+    assert "Traceback" not in output
+    assert "validation error" not in output
+    return lines[0]
+
+
+def test_cli_names_a_lifecycle_file_given_as_alerts(
+    scenario_factory: Callable[..., Path], label_factory: Factory, write_jsonl: Writer
+) -> None:
+    """lifecycle.jsonl as --alerts: exit 1, one line naming the option, the file and what it holds."""
+    sim = scenario_factory()
+    labels = write_jsonl("labels.jsonl", [label_factory()])
+    code, output = _evaluate_cli(sim / "lifecycle.jsonl", labels)
+    assert code == 1
+    line = _one_error_line(output)
+    assert "--alerts" in line
+    assert "lifecycle.jsonl:1: looks like key lifecycle events" in line
+    code, output = _evaluate_cli(sim / "requests.jsonl", labels)
+    assert "looks like request log records" in _one_error_line(output)
+
+
+def test_cli_names_swapped_alerts_and_labels(
+    write_jsonl: Writer, alert_factory: Factory, label_factory: Factory
+) -> None:
+    """Labels given as --alerts and alerts as --labels: the first is named, in one line."""
+    alerts = write_jsonl("alerts.jsonl", [alert_factory()])
+    labels = write_jsonl("labels.jsonl", [label_factory()])
+    code, output = _evaluate_cli(labels, alerts)
+    assert code == 1
+    assert "--alerts" in (line := _one_error_line(output))
+    assert "looks like labels from `keywatch simulate`" in line
+    code, output = _evaluate_cli(alerts, alerts)
+    assert code == 1
+    assert "--labels" in (line := _one_error_line(output))
+    assert "looks like alerts" in line
+
+
+@pytest.mark.parametrize(
+    ("content", "says"),
+    [(b"", "the file is empty"), (b"\n  \n", "the file is empty"), (b"\xff\xfe not json\n", "not JSON lines")],
+)
+def test_cli_names_an_empty_or_non_json_file(
+    tmp_path: Path, write_jsonl: Writer, label_factory: Factory, content: bytes, says: str
+) -> None:
+    """An empty or non-JSON --alerts file: exit 1 and one line saying so."""
+    bad = tmp_path / "given.jsonl"
+    bad.write_bytes(content)
+    code, output = _evaluate_cli(bad, write_jsonl("labels.jsonl", [label_factory()]))
+    assert code == 1
+    assert says in _one_error_line(output)
+
+
+def test_a_bad_label_later_in_the_file_is_one_line(
+    write_jsonl: Writer, alert_factory: Factory, label_factory: Factory
+) -> None:
+    """A label line that fails validation is reported with file and line, without pydantic's dump."""
+    alerts = write_jsonl("alerts.jsonl", [alert_factory()])
+    labels = write_jsonl("labels.jsonl", [label_factory(), label_factory(start="yesterday")])
+    code, output = _evaluate_cli(alerts, labels)
+    assert code == 1
+    assert "labels.jsonl:2: not a label: field `start`" in _one_error_line(output)
+
+
+def test_noisy_key_days_count_groups_over_three_not_explained_by_a_label(
+    write_jsonl: Writer, alert_factory: Factory, label_factory: Factory
+) -> None:
+    """4 alerts of one type on a key in a day count once; 3 do not; a label overlapping that day explains them."""
+    alerts = [alert_factory(at_s=60 * i, key_id="noisy") for i in range(4)]
+    alerts += [alert_factory(at_s=60 * i, key_id="quiet") for i in range(3)]
+    alerts += [alert_factory(at_s=60 * i, key_id="explained") for i in range(5)]
+    alerts += [alert_factory(at_s=60 * i, key_id="explained", type=NEW_IP) for i in range(4)]
+    labels = [label_factory(key_id="explained", start_s=3600, end_s=7200)]
+    code, output = _evaluate_cli(write_jsonl("alerts.jsonl", alerts), write_jsonl("labels.jsonl", labels), "--json")
+    assert code == 0, output
+    noisy = orjson.loads(output)["noisy_key_days"]
+    assert noisy["count"] == 2
+    assert {(g["subject"], g["type"], g["alerts"]) for g in noisy["groups"]} == {
+        ("acme/noisy", SPIKE, 4),
+        ("acme/explained", NEW_IP, 4),
+    }
+    code, output = _evaluate_cli(write_jsonl("alerts.jsonl", alerts), write_jsonl("labels.jsonl", labels))
+    assert "not explained by a label: 2" in output
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(blob=st.binary(max_size=400), after_a_good_line=st.booleans(), as_labels=st.booleans())
+def test_any_bytes_in_either_file_give_scores_or_one_line(
+    tmp_path: Path,
+    alert_factory: Factory,
+    label_factory: Factory,
+    blob: bytes,
+    after_a_good_line: bool,
+    as_labels: bool,
+) -> None:
+    """Arbitrary bytes as --alerts or --labels (alone or after a valid line): exit 0, or exit 1 with one line."""
+    good_alert = orjson.dumps(alert_factory()) + b"\n"
+    good_label = orjson.dumps(label_factory()) + b"\n"
+    hostile = (good_label if as_labels else good_alert) if after_a_good_line else b""
+    alerts, labels = tmp_path / "alerts.jsonl", tmp_path / "labels.jsonl"
+    alerts.write_bytes(good_alert if as_labels else hostile + blob)
+    labels.write_bytes(hostile + blob if as_labels else good_label)
+    result = CliRunner().invoke(command, ["--alerts", str(alerts), "--labels", str(labels)])
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    assert result.exit_code in (0, 1)
+    if result.exit_code == 1:
+        _one_error_line(result.output)
