@@ -52,6 +52,8 @@ class ReplaySummary:
     max_disorder_ms: int = 0
     runs: int = 1
     allowed_lateness_ms: int = 300_000
+    # Valid records to replay: known once the input is sorted, before the first is replayed (for progress).
+    expected: int = 0
 
     @property
     def records(self) -> int:
@@ -218,6 +220,7 @@ def _replay(
     counted = _Counting(_entries(inputs, summary))
     with sorted_entries(counted, sort_buffer) as ordered:
         summary.runs = max(1, -(-counted.count // sort_buffer))
+        summary.expected = counted.count
         for when, kind, _, line in ordered:
             record = decode(line, _model(kind))
             if isinstance(record, Rejection):  # it was valid when read: cannot happen, but never process it
@@ -318,8 +321,10 @@ def replay_parallel(
     out: IO[str],
     jobs: int,
     sort_buffer: int = DEFAULT_SORT_BUFFER,
+    on_shard: Callable[[int, ReplaySummary], None] | None = None,
 ) -> ReplaySummary:
     """`replay` in `jobs` processes, one shard of tenants each; alerts are written to `out` in event-time order.
+    `on_shard(shard, summary)` is called in this process as each shard finishes.
 
     Tenants share nothing (a rotation hands a baseline to a key of the same tenant), so sharding by tenant gives
     exactly the alerts of a single-process replay. Each process reads the whole files and parses only its lines
@@ -351,6 +356,8 @@ def replay_parallel(
                         worker.terminate()
                     raise result
                 got[shard] = result
+                if on_shard is not None:
+                    on_shard(shard, result)
             except queue.Empty:
                 failed = [w for w in workers if w.exitcode not in (None, 0)]
                 if failed:

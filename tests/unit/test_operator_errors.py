@@ -169,3 +169,21 @@ def test_unknown_variables_name_the_setting_meant() -> None:
         "KEYWATCH_PARTITONS is not a keywatch setting and is ignored (did you mean KEYWATCH_PARTITIONS?)",
         'KEYWATCH_ZZZ is not a keywatch setting and is ignored (see README "Configuration" for the settings)',
     ]
+
+
+def test_replay_to_an_unwritable_place(clean_env: dict[str, str], tmp_path: Path) -> None:
+    requests = tmp_path / "requests.jsonl"
+    requests.write_text("")
+    done = run(["replay", "--requests", str(requests), "--out", "/proc/nope/x.jsonl"], clean_env, tmp_path)
+    assert_one_line_error(done, "cannot write the alerts to /proc/nope/x.jsonl")
+
+
+def test_replay_progress_into_a_file_has_no_carriage_returns(clean_env: dict[str, str], tmp_path: Path) -> None:
+    from tests.factories import as_bytes, request_dict
+
+    requests = tmp_path / "requests.jsonl"
+    requests.write_bytes(b"".join(as_bytes(request_dict(ts=f"2026-01-05T09:{m:02d}:00Z")) + b"\n" for m in range(60)))
+    done = run(["replay", "--requests", str(requests), "--out", str(tmp_path / "a.jsonl")], clean_env, tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "\r" not in done.stderr
+    assert "replayed 60 requests" in done.stderr

@@ -39,7 +39,7 @@ class Progress:
         every_s: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
         tty: bool | None = None,
-        scale: Callable[[int], int] | None = None,
+        already_s: float = 0.0,
     ) -> None:
         self.what = what
         self.total = total if total and total > 0 else None
@@ -47,7 +47,7 @@ class Progress:
         self.stream = stream if stream is not None else sys.stderr
         self.every_s = every_s
         self._clock = clock
-        self._started = clock()
+        self._started = clock() - already_s  # work done before this report was made counts too
         self._last_line = self._started
         self.done = 0
         is_tty = self.stream.isatty() if tty is None else tty

@@ -5,9 +5,11 @@ from __future__ import annotations
 import contextlib
 import sys
 from pathlib import Path
+from typing import IO
 
 import click
 
+from keywatch.cli.progress import Progress
 from keywatch.config import ConfigError, load_settings
 from keywatch.contract.alerts import Alert
 from keywatch.eventsort import DEFAULT_SORT_BUFFER
@@ -19,6 +21,14 @@ _FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
 
 
 _INPUT = click.Path(dir_okay=False, allow_dash=True)
+
+
+def _open_out(path: Path) -> IO[str]:
+    """The alerts file, opened for writing; one line naming it and why when it cannot be."""
+    try:
+        return path.open("w")
+    except OSError as exc:
+        raise click.ClickException(f"cannot write the alerts to {path}: {exc.strerror or exc}") from None
 
 
 def _check_inputs(option: str, sources: tuple[str, ...]) -> None:
@@ -95,9 +105,20 @@ def command(
 
     if jobs > 1:
         if not quiet:
-            click.echo(f"replaying in {jobs} processes, one shard of the tenants each ...", err=True)
+            click.echo(f"replay: {jobs} processes, one shard of the tenants each ...", err=True)
+        finished: list[int] = []
+
+        def shard_done(shard: int, part: ReplaySummary) -> None:
+            finished.append(shard)
+            if not quiet:
+                click.echo(
+                    f"replay: shard {shard + 1} done ({len(finished)} of {jobs}): {part.records:,} records, "
+                    f"{sum(part.alerts.values()):,} alerts in {part.seconds:.1f}s",
+                    err=True,
+                )
+
         with contextlib.ExitStack() as stack:
-            sink = stack.enter_context(out.open("w")) if out else sys.stdout
+            sink = stack.enter_context(_open_out(out)) if out else sys.stdout
             try:
                 summary = replay_parallel(
                     requests_files,
@@ -106,6 +127,7 @@ def command(
                     sink,
                     jobs,
                     sort_buffer,
+                    on_shard=shard_done,
                 )
             except InputError as exc:
                 raise click.ClickException(str(exc)) from None
@@ -113,19 +135,17 @@ def command(
             click.echo(line, err=True)
         return
 
+    bar: list[Progress] = []  # made at the first report, once the sorted input's size is known
+
     def show(summary: ReplaySummary) -> None:
-        rate = summary.records / summary.seconds if summary.seconds else 0
-        click.echo(
-            f"\r{summary.records:,} records, {summary.keys:,} keys, {sum(summary.alerts.values()):,} alerts, "
-            f"{rate:,.0f}/s",
-            err=True,
-            nl=False,
-        )
+        if not bar:
+            bar.append(Progress("replay", summary.expected or None, "records", already_s=summary.seconds))
+        bar[0].update(summary.records)
 
     inputs = [Input.requests(describe(s), read_lines(s)) for s in requests_files]
     inputs += [Input.lifecycle(describe(s), read_lines(s)) for s in lifecycle_files]
     with contextlib.ExitStack() as stack:
-        sink = stack.enter_context(out.open("w")) if out else sys.stdout
+        sink = stack.enter_context(_open_out(out)) if out else sys.stdout
 
         def emit(alert: Alert) -> None:
             sink.write(alert.model_dump_json())
@@ -135,7 +155,7 @@ def command(
             summary = replay_inputs(inputs, engine, emit, progress=None if quiet else show, sort_buffer=sort_buffer)
         except InputError as exc:
             raise click.ClickException(str(exc)) from None
-    if not quiet:
-        click.echo("", err=True)
+    if bar:
+        bar[0].close(f"{summary.records:,} records, {sum(summary.alerts.values()):,} alerts")
     for line in summary.lines():
         click.echo(line, err=True)
