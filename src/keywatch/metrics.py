@@ -138,14 +138,14 @@ class Metrics:
             ["group", "topic", "partition"],
             registry=r,
         )
-        self.alertmanager_posted = Gauge(
+        self.alertmanager_posted = Counter(
             "keywatch_alertmanager_posted",
-            "Alerts Alertmanager accepted since start (when the sink is on).",
+            "Alerts Alertmanager accepted (when the sink is on).",
             registry=r,
         )
-        self.alertmanager_dropped = Gauge(
+        self.alertmanager_dropped = Counter(
             "keywatch_alertmanager_dropped",
-            "Alerts lost on the way to Alertmanager since start: queue overflow or refused.",
+            "Alerts lost on the way to Alertmanager: queue overflow or refused.",
             registry=r,
         )
         self.build = Info("keywatch_build", "keywatch version.", registry=r)

@@ -299,8 +299,8 @@ async def test_retries_5xx_and_gives_up_on_4xx(flaky_server: tuple[str, list[int
     finally:
         await sink.stop()
     assert (sink.pending, sink.posted, sink.dropped) == (0, 1, 1)
-    assert metrics.registry.get_sample_value("keywatch_alertmanager_posted") == 1
-    assert metrics.registry.get_sample_value("keywatch_alertmanager_dropped") == 1
+    assert metrics.registry.get_sample_value("keywatch_alertmanager_posted_total") == 1
+    assert metrics.registry.get_sample_value("keywatch_alertmanager_dropped_total") == 1
 
 
 @dataclass

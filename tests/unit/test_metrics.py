@@ -88,3 +88,24 @@ def test_tenant_labels_are_capped() -> None:
     assert _value(metrics, "keywatch_tenant_alerts_total", tenant="globex", type="apiKey.usedFromNewIp") == 1
     assert _value(metrics, "keywatch_tenant_alerts_total", tenant="_other", type="apiKey.usedFromNewIp") == 2
     assert _value(metrics, "keywatch_tenant_alerts_total", tenant="initech", type="apiKey.usedFromNewIp") is None
+
+
+def test_every_metric_is_documented_with_its_type() -> None:
+    """docs/observability.md lists every keywatch_* metric with the type Prometheus sees (a total that only goes
+    up is a counter with `_total`, never a gauge)."""
+    import re
+    from pathlib import Path
+
+    from prometheus_client import CollectorRegistry
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "observability.md").read_text()
+    documented = dict(re.findall(r"^\| `(keywatch_[a-z_]+)` \| (\w+) \|", doc, flags=re.M))
+    families = {f.name: f.type for f in Metrics(CollectorRegistry()).registry.collect()}
+    for name, kind in families.items():
+        if not name.startswith("keywatch_"):
+            continue
+        shown = f"{name}_total" if kind == "counter" else f"{name}_info" if kind == "info" else name
+        if kind == "info":
+            shown, kind = name + "_info", "gauge"
+        assert shown in documented, f"{shown} is not in the metrics table of docs/observability.md"
+        assert documented[shown] == kind, f"{shown}: documented as {documented[shown]}, is a {kind}"

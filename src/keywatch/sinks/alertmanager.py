@@ -70,8 +70,8 @@ def to_postable(alert: Alert, *, generator_url: str | None = None) -> dict[str, 
 
 class AlertmanagerSink(HttpSink[Alert]):
     """Posts alerts to Alertmanager: an `HttpSink` (bounded queue deduped by alert id, batches, retries) whose
-    request is a batch of `to_postable` alerts; given `metrics`, it counts keywatch_alertmanager_posted and
-    keywatch_alertmanager_dropped."""
+    request is a batch of `to_postable` alerts; given `metrics`, it counts keywatch_alertmanager_posted_total and
+    keywatch_alertmanager_dropped_total."""
 
     def __init__(
         self,
