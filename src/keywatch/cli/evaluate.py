@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 import orjson
 
+from keywatch.cli.options import CONTEXT_SETTINGS
 from keywatch.sim.evaluate import (
     DEFAULT_TOLERANCE_S,
     NOISY_PER_DAY,
@@ -23,7 +24,7 @@ from keywatch.sim.evaluate import (
 from keywatch.sim.labels import LabelFileError, read_labels
 
 
-@click.command()
+@click.command(context_settings=CONTEXT_SETTINGS)
 @click.option("--alerts", "alerts_path", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Alerts JSONL (one CloudEvent per line).")  # fmt: skip
 @click.option("--labels", "labels_path", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),

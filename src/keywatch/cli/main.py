@@ -7,6 +7,7 @@ import importlib
 import click
 
 from keywatch import __version__
+from keywatch.cli.options import CONTEXT_SETTINGS
 
 # Subcommand modules, each exposing a click command or group named `command`.
 _SUBCOMMANDS = {
@@ -47,10 +48,6 @@ class _LazyGroup(click.Group):
         command = importlib.import_module(module_name).command
         assert isinstance(command, click.Command)
         return command
-
-
-# -h as well as --help, and help texts wide enough not to be cut (inherited by every subcommand)
-CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 120}
 
 
 @click.group(cls=_LazyGroup, context_settings=CONTEXT_SETTINGS)

@@ -9,6 +9,7 @@ from typing import IO
 
 import click
 
+from keywatch.cli.options import CONTEXT_SETTINGS
 from keywatch.cli.progress import Progress
 from keywatch.config import ConfigError, load_settings
 from keywatch.contract.alerts import Alert
@@ -39,7 +40,7 @@ def _check_inputs(option: str, sources: tuple[str, ...]) -> None:
             raise click.BadParameter(str(exc), param_hint=option) from None
 
 
-@click.command("replay")
+@click.command("replay", context_settings=CONTEXT_SETTINGS)
 @click.option("--requests", "requests_files", type=_INPUT, multiple=True, metavar="FILE",
               help="Request log records, JSONL; gzip or plain; '-' for stdin. Repeat for several files.")  # fmt: skip
 @click.option("--lifecycle", "lifecycle_files", type=_INPUT, multiple=True, metavar="FILE",

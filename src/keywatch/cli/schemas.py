@@ -6,11 +6,12 @@ from pathlib import Path
 
 import click
 
+from keywatch.cli.options import CONTEXT_SETTINGS
 from keywatch.contract.schemas import drifted, write_all
 from keywatch.core import catalog
 
 
-@click.command("schemas")
+@click.command("schemas", context_settings=CONTEXT_SETTINGS)
 @click.option(
     "--dir",
     "directory",

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import click
 
+from keywatch.cli.options import CONTEXT_SETTINGS
 from keywatch.config import Settings
 from keywatch.sim.scenario import DEFAULT_START, ScenarioConfig, build_plan
 
@@ -31,7 +32,7 @@ def _say(message: str) -> None:
     click.echo(f"simulate: {message}", err=True)
 
 
-@click.command()
+@click.command(context_settings=CONTEXT_SETTINGS)
 @click.option("--out-dir", type=click.Path(file_okay=False, path_type=Path), help="Write the scenario files here.")
 @click.option("--seed", type=int, default=7, show_default=True, help="Same seed, same scenario, byte for byte.")
 @click.option("--days", type=click.FloatRange(min=0.25, max=60), default=4.0, show_default=True)

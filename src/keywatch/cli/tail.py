@@ -15,6 +15,7 @@ from typing import Any
 import click
 import orjson
 
+from keywatch.cli.options import CONTEXT_SETTINGS
 from keywatch.config import ConfigError, load_settings, unknown_variables
 from keywatch.contract.alerts import SEVERITY_ORDER
 from keywatch.security import aiokafka_kwargs
@@ -165,7 +166,7 @@ def _kafka_errors(bootstrap: str) -> Iterator[None]:
         raise click.ClickException(f"Kafka at {bootstrap}: {exc}") from None
 
 
-@click.command("tail")
+@click.command("tail", context_settings=CONTEXT_SETTINGS)
 @click.option(
     "--config",
     "config_file",

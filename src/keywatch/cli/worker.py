@@ -19,6 +19,7 @@ from typing import Any
 
 import click
 
+from keywatch.cli.options import CONTEXT_SETTINGS
 from keywatch.config import ConfigError, Settings, load_settings, unknown_variables
 
 log = logging.getLogger("keywatch.worker")
@@ -35,7 +36,7 @@ def _build(settings: Settings, config_file: Path | None):  # type: ignore[no-unt
     return create_app(settings, make_engine(settings, config_file))
 
 
-@click.command("worker")
+@click.command("worker", context_settings=CONTEXT_SETTINGS)
 @click.option(
     "--config",
     "config_file",
