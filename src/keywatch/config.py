@@ -130,6 +130,24 @@ class Settings(BaseSettings):
         default=1.0, gt=0, le=60, description="How often queued alerts are posted to Alertmanager."
     )
     alertmanager_batch_size: int = Field(default=64, ge=1, le=1000, description="Alerts per POST to Alertmanager.")
+    webhook_url: str | None = Field(
+        default=None,
+        description="Webhook URL (http[s]://): every alert is also POSTed there, one CloudEvent per request, "
+        "signed with KEYWATCH_WEBHOOK_SECRET. Unset = off.",
+    )
+    webhook_secret: SecretStr | None = Field(
+        default=None,
+        min_length=16,
+        description="HMAC-SHA256 key (16+ characters) of the webhook's X-Keywatch-Signature header; required "
+        "with KEYWATCH_WEBHOOK_URL.",
+    )
+    webhook_max_queue: int = Field(
+        default=10_000,
+        ge=1,
+        le=1_000_000,
+        description="Alerts held for the webhook while it is slow or down; past it the oldest are dropped "
+        '(keywatch_webhook_dropped_total{reason="overflow"}).',
+    )
     missing_input_topics: Literal["wait", "exit"] = Field(
         default="wait",
         description="What to do when an input topic does not exist (keywatch never creates its inputs): wait, "
@@ -149,7 +167,7 @@ class Settings(BaseSettings):
         "0 = off. At least stall_seconds.",
     )
 
-    @field_validator("alertmanager_url")
+    @field_validator("alertmanager_url", "webhook_url")
     @classmethod
     def _check_url(cls, value: str | None) -> str | None:
         if not value:
@@ -172,6 +190,11 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"security_protocol {self.security_protocol} needs sasl_username and sasl_password "
                 "(KEYWATCH_SASL_USERNAME, KEYWATCH_SASL_PASSWORD)"
+            )
+        if self.webhook_url and self.webhook_secret is None:
+            raise ValueError(
+                "webhook_url needs webhook_secret (KEYWATCH_WEBHOOK_SECRET, 16+ characters): unsigned alerts "
+                "could be forged by anyone who can reach the receiver"
             )
         if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
             raise ValueError("ssl_certfile and ssl_keyfile go together: set both or neither")

@@ -148,6 +148,18 @@ class Metrics:
             "Alerts lost on the way to Alertmanager: queue overflow or refused.",
             registry=r,
         )
+        self.webhook_posted = Counter(
+            "keywatch_webhook_posted",
+            "Alerts the webhook receiver accepted (when KEYWATCH_WEBHOOK_URL is set).",
+            registry=r,
+        )
+        self.webhook_dropped = Counter(
+            "keywatch_webhook_dropped",
+            "Alerts lost on the way to the webhook: queue overflow, refused by the receiver (4xx), or given up "
+            "after every retry.",
+            ["reason"],
+            registry=r,
+        )
         self.build = Info("keywatch_build", "keywatch version.", registry=r)
         self.build.info({"version": __version__})
         self._newest: dict[str, float] = {}

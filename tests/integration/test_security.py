@@ -280,30 +280,38 @@ def _escaped_json(fields: dict[str, Any], raw: dict[str, str]) -> bytes:
 
 
 @pytest.fixture
-async def alert_receiver() -> AsyncIterator[tuple[str, list[bytes]]]:
-    """A real local HTTP server standing in for Alertmanager's v2 API: keeps every body posted to it."""
+async def alert_receiver() -> AsyncIterator[tuple[str, list[bytes], list[bytes]]]:
+    """A real local HTTP server standing in for Alertmanager's v2 API and for a webhook (`/hook`): keeps every
+    body posted to each."""
     bodies: list[bytes] = []
+    hooked: list[bytes] = []
 
     async def alerts(request: web.Request) -> web.Response:
         bodies.append(await request.read())
         return web.Response(status=200)
 
+    async def hook(request: web.Request) -> web.Response:
+        hooked.append(await request.read())
+        return web.Response(status=204)
+
     app = web.Application()
     app.router.add_post("/api/v2/alerts", alerts)
+    app.router.add_post("/hook", hook)
     server = TestServer(app, host="127.0.0.1")
     await server.start_server()
     try:
-        yield str(server.make_url("")).rstrip("/"), bodies
+        yield str(server.make_url("")).rstrip("/"), bodies, hooked
     finally:
         await server.close()
 
 
 async def test_no_escaped_secret_reaches_any_output(
-    worker_factory: Callable[..., WorkerProcess], alert_receiver: tuple[str, list[bytes]]
+    worker_factory: Callable[..., WorkerProcess], alert_receiver: tuple[str, list[bytes], list[bytes]]
 ) -> None:
     """Secrets behind JSON escapes, percent-encoding (double too) and surrogate pairs, in fields, object keys and
-    Kafka keys, cannot be read back from the alert, DLQ, keyed or changelog topics, Alertmanager or the DEBUG log."""
-    url, posted = alert_receiver
+    Kafka keys, cannot be read back from the alert, DLQ, keyed or changelog topics, Alertmanager, the webhook or
+    the DEBUG log."""
+    url, posted, hooked = alert_receiver
     worker = worker_factory(
         metrics_port=0,
         extra_env={
@@ -311,6 +319,8 @@ async def test_no_escaped_secret_reaches_any_output(
             "KEYWATCH_LOG_LEVEL": "DEBUG",
             "KEYWATCH_ALERTMANAGER_URL": url,
             "KEYWATCH_ALERTMANAGER_FLUSH_SECONDS": "0.2",
+            "KEYWATCH_WEBHOOK_URL": f"{url}/hook",
+            "KEYWATCH_WEBHOOK_SECRET": "w" * 24,
         },
     )
     worker.start()
@@ -365,8 +375,9 @@ async def test_no_escaped_secret_reaches_any_output(
     await wait_caught_up(worker.bootstrap, worker.app_id, worker.topics["keyed"])
     await wait_until(lambda: sum(len(orjson.loads(b)) for b in posted) >= len(alerts), deadline_s=30,
                      what="every alert posted to the Alertmanager receiver")  # fmt: skip
+    await wait_until(lambda: len(hooked) >= len(alerts), deadline_s=30, what="every alert posted to the webhook")
     outputs: dict[str, list[bytes]] = {
-        "alerts": [], "dlq": [], "keyed": [], "changelog": [], "alertmanager": posted,
+        "alerts": [], "dlq": [], "keyed": [], "changelog": [], "alertmanager": posted, "webhook": hooked,
     }  # fmt: skip
     topics = {"alerts": worker.topics["alerts"], "dlq": worker.topics["dlq"], "keyed": worker.topics["keyed"],
               "changelog": f"{worker.app_id}-keys-changelog"}  # fmt: skip

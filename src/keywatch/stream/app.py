@@ -42,6 +42,7 @@ from keywatch.redact import Redactor
 from keywatch.security import faust_kwargs
 from keywatch.sinks.alertmanager import AlertmanagerSink
 from keywatch.sinks.base import Channel, Outputs, OutputSink, SinkSet, Undeliverable
+from keywatch.sinks.webhook import WebhookSink
 from keywatch.stream.delivery import classify
 from keywatch.stream.ingest import IngestStage
 from keywatch.stream.kafka_internals import consumer_connected
@@ -285,7 +286,8 @@ class Health:
 
 
 def build_alert_sinks(settings: Settings, kafka: FaustSink, metrics: Metrics) -> SinkSet[Alert]:
-    """The alert sinks these settings ask for: the alert topic (required), and Alertmanager if a URL is set."""
+    """The alert sinks these settings ask for: the alert topic (required); Alertmanager and the webhook, each if
+    its URL is set (optional: their outages never hold up the topic)."""
     sinks: list[OutputSink[Alert]] = [TopicAlertSink(kafka)]
     if settings.alertmanager_url:
         sinks.append(
@@ -293,6 +295,15 @@ def build_alert_sinks(settings: Settings, kafka: FaustSink, metrics: Metrics) ->
                 settings.alertmanager_url,
                 batch_size=settings.alertmanager_batch_size,
                 interval_s=settings.alertmanager_flush_seconds,
+                metrics=metrics,
+            )
+        )
+    if settings.webhook_url and settings.webhook_secret is not None:
+        sinks.append(
+            WebhookSink(
+                settings.webhook_url,
+                settings.webhook_secret.get_secret_value().encode(),
+                max_queue=settings.webhook_max_queue,
                 metrics=metrics,
             )
         )
