@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from keywatch.cli.options import CONTEXT_SETTINGS
+from keywatch.cli.progress import Progress
 from keywatch.config import Settings
 from keywatch.sim.scenario import DEFAULT_START, ScenarioConfig, build_plan
 
@@ -132,11 +133,18 @@ def command(
     if out_dir is not None:
         from keywatch.sim.generator import write_outputs
 
+        minutes = Progress(
+            "simulate",
+            max(1, (config.end_ms - config.start_ms) // 60_000),
+            "minutes of traffic",
+            already_s=time.monotonic() - began,
+        )
+
         def progress(count: int, minute_ms: int) -> None:
-            done = (minute_ms - config.start_ms) / max(1, config.end_ms - config.start_ms)
-            _say(f"{count:,} requests, {done:.0%} of the scenario, {time.monotonic() - began:.0f}s")
+            minutes.update((minute_ms - config.start_ms) // 60_000)
 
         summary = write_outputs(plan, out_dir, progress=progress, disorder_ms=disorder_ms)
+        minutes.close(f"{summary.requests:,} requests")
         _say(
             f"wrote {summary.requests:,} requests, {sum(summary.lifecycle.values())} lifecycle events, "
             f"{len(plan.incidents)} labels to {out_dir} in {time.monotonic() - began:.1f}s"
