@@ -15,7 +15,6 @@ from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
-from aiokafka.conn import create_conn
 from aiokafka.errors import (
     IllegalSaslStateError,
     KafkaConnectionError,
@@ -28,6 +27,7 @@ from aiokafka.errors import (
 from keywatch.backoff import Backoff
 from keywatch.config import Settings
 from keywatch.logs import UNFOLDED
+from keywatch.stream.kafka_internals import open_connection
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ async def diagnose(bootstrap: list[str], security: Mapping[str, Any] | None = No
     kwargs = dict(security or {})
     who = f"{kwargs.get('sasl_mechanism', 'SASL')} user {kwargs.get('sasl_plain_username')!r}"
     try:
-        conn = await asyncio.wait_for(create_conn(host, int(port), request_timeout_ms=5000, **kwargs), timeout_s)
+        conn = await asyncio.wait_for(open_connection(host, int(port), request_timeout_ms=5000, **kwargs), timeout_s)
     except ssl.SSLCertVerificationError as exc:
         raise BrokerAuthError(
             f"TLS: the certificate of the Kafka broker at {bootstrap[0]} is not trusted ({exc.verify_message}); "

@@ -1,4 +1,5 @@
-"""Prometheus metrics of the worker. Label values are bounded: topics, outcomes, reason codes, alert types.
+"""Prometheus metrics of the worker. Label values are bounded: topics, outcomes, reason codes, alert types,
+detector names (the registered specs' `name`, from `keywatch.core.catalog`).
 
 No tenant, key or IP label values: their cardinality is unbounded and would take Prometheus down.
 """
@@ -19,6 +20,7 @@ from prometheus_client import (
 )
 
 from keywatch import __version__
+from keywatch.core import catalog
 from keywatch.progress import ProgressTracker
 
 # Event time to alert emitted: seconds for live traffic, days when replaying a backlog.
@@ -27,6 +29,7 @@ PROCESSING_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.
 
 
 OTHER_TENANT = "_other"
+OTHER_DETECTOR = "_other"  # an alert type no registered detector declares (an engine built by hand)
 
 
 class Metrics:
@@ -76,6 +79,14 @@ class Metrics:
             ["type", "severity", "status"],
             registry=r,
         )
+        self.detector_alerts = Counter(
+            "keywatch_detector_alerts",
+            "Alerts emitted, by the detector that emitted them (its name, as in [detection.<name>]).",
+            ["detector"],
+            registry=r,
+        )
+        self._detector_of: dict[str, str] = {}
+        self._catalog_version = -1
         self.detection_delay = Histogram(
             "keywatch_detection_delay_seconds",
             "Event time of the triggering event to the alert being emitted, in seconds.",
@@ -193,8 +204,17 @@ class Metrics:
     ) -> None:
         """Count an emitted alert and its detection delay (and its tenant, when tenant labels are on)."""
         self.alerts.labels(alert_type, severity, status).inc()
+        self.detector_alerts.labels(self._detector(alert_type)).inc()
         if self.tenant_labels and tenant is not None:
             if tenant not in self._tenants and len(self._tenants) < self.tenant_labels:
                 self._tenants.add(tenant)
             self.tenant_alerts.labels(tenant if tenant in self._tenants else OTHER_TENANT, alert_type).inc()
         self.detection_delay.labels(alert_type).observe(max(0.0, time.time() - event_time.timestamp()))
+
+    def _detector(self, alert_type: str) -> str:
+        """The name of the registered detector that emits `alert_type`: label values come from the catalog, never
+        from input."""
+        if self._catalog_version != catalog.version():
+            self._detector_of = {alert.type: spec.name for spec in catalog.specs() for alert in spec.alerts}
+            self._catalog_version = catalog.version()
+        return self._detector_of.get(alert_type, OTHER_DETECTOR)

@@ -22,7 +22,6 @@ from typing import Any, cast
 
 import faust
 from aiokafka.errors import MessageSizeTooLargeError
-from faust.types import TP
 
 from keywatch.backoff import Backoff
 from keywatch.config import Settings
@@ -45,7 +44,15 @@ from keywatch.sinks.base import Channel, Outputs, OutputSink, SinkSet, Undeliver
 from keywatch.sinks.webhook import WebhookSink
 from keywatch.stream.delivery import classify
 from keywatch.stream.ingest import IngestStage
-from keywatch.stream.kafka_internals import consumer_connected
+from keywatch.stream.kafka_internals import (
+    changelog_topic_name,
+    consumer_connected,
+    faust_assignment,
+    faust_producer,
+    hold_stream_flow,
+    set_persisted_offset,
+    table_store,
+)
 from keywatch.stream.kafka_sinks import Headers, TopicAlertSink, TopicLetterSink
 from keywatch.stream.lag import MEASURE_TIMEOUT_S, GroupOffsets, Offsets, measure
 
@@ -145,13 +152,13 @@ class TableView:
     def get(self, key: bytes, default: bytes | None = None) -> bytes | None:
         """Current state bytes of a key (read from the table's store: faust's own `get` adds only a sensor call and
         a KeyError per missing key)."""
-        value = self._table.data.get(key)
+        value = table_store(self._table).get(key)
         if value is None:
             return default
         return value if type(value) is bytes else bytes(value)
 
     def __setitem__(self, key: bytes, value: bytes) -> None:
-        self._table.data[key] = value
+        table_store(self._table)[key] = value
         self._pending[key] = value
 
     def pop(self, key: bytes, default: bytes | None = None) -> bytes | None:
@@ -159,13 +166,13 @@ class TableView:
         value = self.get(key)
         if value is None:
             return default
-        del self._table.data[key]
+        del table_store(self._table)[key]
         self._pending[key] = None
         return value
 
     def items(self) -> list[tuple[bytes, bytes]]:
         """Every key and state this worker holds (active and standby partitions)."""
-        return [(bytes(k), bytes(v)) for k, v in self._table.data.items()]
+        return [(bytes(k), bytes(v)) for k, v in table_store(self._table).items()]
 
     @property
     def pending(self) -> int:
@@ -185,7 +192,7 @@ class TableView:
         if not self._pending:
             return 0
         producer = self._producer()
-        topic = self._table.changelog_topic.get_topic_name()
+        topic = changelog_topic_name(self._table)
         backoff = Backoff()
         while True:
             try:
@@ -209,7 +216,7 @@ class TableView:
                 )
                 await asyncio.sleep(delay)
         if last is not None:
-            self._table.data.set_persisted_offset(TP(topic, partition), last)
+            set_persisted_offset(self._table, topic, partition, last)
         sent = len(self._pending)
         self._pending = {}
         return sent
@@ -360,7 +367,7 @@ def create_app(settings: Settings, engine: Engine, metrics: Metrics | None = Non
         key_cap=key_cap,
     )
     # faust's own aiokafka producer: started before the agents, stopped after them (and after the last commit)
-    view = TableView(table, lambda: cast(Any, app.producer)._ensure_producer(), metrics)
+    view = TableView(table, lambda: faust_producer(app), metrics)
     store = cast("MutableMapping[bytes, bytes]", view)
     detect_seconds = metrics.processing.labels("detect")
     detect_records = metrics.processed_records.labels("detect")
@@ -381,7 +388,7 @@ def create_app(settings: Settings, engine: Engine, metrics: Metrics | None = Non
         # between reached the detect agent and its acknowledgement was lost, so the group never committed that
         # partition again (seen after a SIGKILL in test_faults). Stop the flow here; faust resumes it once the
         # seek is done (a fetch that returns meanwhile is dropped and faust seeks back to the committed offsets).
-        app.consumer.stop_flow()
+        hold_stream_flow(app)
 
     progress = ProgressTracker(settings.stall_seconds, settings.watchdog_seconds)
     recovery = RecoveryClock()
@@ -460,7 +467,7 @@ def create_app(settings: Settings, engine: Engine, metrics: Metrics | None = Non
         if not health.assigned or app.rebalancing or app.in_recovery:
             return None  # nothing is processed while faust recovers or rebalances: not a stall
         try:
-            assigned = [tp for tp in app.consumer.assignment() if tp.topic == keyed_name]  # not the changelog
+            assigned = [tp for tp in faust_assignment(app) if tp.topic == keyed_name]  # not the changelog
         except Exception:  # faust's consumer not started (yet, or any more)
             return None
         return await measure(settings.app_id, assigned, probe)

@@ -1,26 +1,197 @@
-"""Every use of a faust or aiokafka private attribute, in one place.
+"""Every use of a faust or aiokafka internal, in one place.
 
-Each function is self-contained, says why the public API is not enough, and names the versions it was checked
-against (faust-streaming 0.15.3, aiokafka 0.14.0: both pinned exactly). `tests/unit/test_kafka_internals.py`
-fails loudly when an upgrade removes an attribute used here.
+An internal is a private (underscore) attribute, or a public-looking one that is not part of faust's or aiokafka's
+documented API (faust's store behind a table, its transport consumer, its leader assignor; aiokafka's raw
+connections and protocol requests). Each function below is small, says why keywatch needs it and what breaks if it
+goes, and every internal it touches is an entry of `INTERNALS`, checked against the versions pinned exactly in
+pyproject.toml (`FAUST_VERSION`, `AIOKAFKA_VERSION`). `tests/unit/test_kafka_internals.py` checks each entry
+against the installed packages (an upgrade that removes one fails there, naming the function here) and that no
+other module of keywatch reaches into a private attribute of anything but itself.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Any
+from collections.abc import MutableMapping
+from dataclasses import dataclass
+from typing import Any, Literal, cast
 
 from aiokafka import TopicPartition
 
+FAUST_VERSION = "0.15.3"
+AIOKAFKA_VERSION = "0.14.0"
+
+
+@dataclass(frozen=True)
+class Internal:
+    """One faust or aiokafka internal the adapter relies on, and how the test proves it is still there.
+
+    `check` is "member" when `attribute` can be found on `owner` (a class or module: methods, properties, class
+    attributes), "assigned" when it is an instance attribute the owner's source assigns (`self.<attribute> =`).
+    `params` are the first parameter names the adapter relies on (it passes them by position or name).
+    """
+
+    owner: str
+    attribute: str
+    used_by: str
+    why: str
+    check: Literal["member", "assigned"] = "member"
+    params: tuple[str, ...] = ()
+
+
+INTERNALS: tuple[Internal, ...] = (
+    # consumer_connected
+    Internal(
+        "faust.transport.consumer.ThreadDelegateConsumer",
+        "_thread",
+        "consumer_connected",
+        "faust's consumer runs aiokafka's in a thread object; no public way to reach it",
+        check="assigned",
+    ),
+    Internal(
+        "faust.transport.drivers.aiokafka.AIOKafkaConsumerThread",
+        "_consumer",
+        "consumer_connected",
+        "the AIOKafkaConsumer faust created (None until started)",
+    ),
+    Internal(
+        "aiokafka.AIOKafkaConsumer",
+        "_coordinator",
+        "consumer_connected",
+        "the group coordinator: which broker node the group talks to",
+        check="assigned",
+    ),
+    Internal(
+        "aiokafka.AIOKafkaConsumer",
+        "_client",
+        "consumer_connected",
+        "the consumer's client, which holds its connections",
+        check="assigned",
+    ),
+    Internal(
+        "aiokafka.consumer.group_coordinator.GroupCoordinator",
+        "coordinator_id",
+        "consumer_connected",
+        "the coordinator's node id, cleared when a request to it fails",
+        check="assigned",
+    ),
+    Internal(
+        "aiokafka.client.AIOKafkaClient",
+        "_conns",
+        "consumer_connected",
+        "the open connections by (node id, connection group)",
+        check="assigned",
+    ),
+    Internal(
+        "aiokafka.client.ConnectionGroup",
+        "COORDINATION",
+        "consumer_connected",
+        "the connection group of coordinator connections (a key of _conns)",
+    ),
+    Internal(
+        "aiokafka.conn.AIOKafkaConnection",
+        "connected",
+        "consumer_connected",
+        "False as soon as the connection's socket closes",
+        params=("self",),
+    ),
+    # list_offsets
+    Internal(
+        "aiokafka.admin.AIOKafkaAdminClient",
+        "_send_request_to_node",
+        "list_offsets",
+        "the admin client has no ListOffsets; this sends any request to one node",
+        params=("self", "node_id", "request"),
+    ),
+    Internal(
+        "aiokafka.protocol.offset",
+        "OffsetRequest",
+        "list_offsets",
+        "aiokafka's ListOffsets request, built by position",
+        params=("replica_id", "isolation_level", "topics"),
+    ),
+    # faust_internal_topics
+    Internal(
+        "faust.app.base.App",
+        "_leader_assignor",
+        "faust_internal_topics",
+        "faust's leader assignor, the owner of faust's own leader topic",
+    ),
+    Internal(
+        "faust.assignor.leader_assignor.LeaderAssignor",
+        "_leader_topic_name",
+        "faust_internal_topics",
+        "the name of the leader topic faust creates at start-up",
+    ),
+    Internal(
+        "faust.tables.base.Collection",
+        "changelog_topic",
+        "changelog_topic_name",
+        "the table's changelog topic (its name is what TableView writes to and what start-up checks)",
+    ),
+    # TableView's write path
+    Internal(
+        "faust.tables.base.Collection",
+        "data",
+        "table_store",
+        "the store behind a table, read and written without faust's per-write changelog send",
+    ),
+    Internal(
+        "faust.stores.base.Store",
+        "set_persisted_offset",
+        "set_persisted_offset",
+        "the changelog offset a store has applied, which faust reads on recovery",
+        params=("self", "tp", "offset"),
+    ),
+    Internal(
+        "faust.stores.rocksdb.Store",
+        "set_persisted_offset",
+        "set_persisted_offset",
+        "the same for the rocksdb:// store, which persists it on disk",
+        params=("self", "tp", "offset"),
+    ),
+    Internal(
+        "faust.transport.drivers.aiokafka.Producer",
+        "_ensure_producer",
+        "faust_producer",
+        "the AIOKafkaProducer inside faust's producer, for create_batch/send_batch",
+        params=("self",),
+    ),
+    # the detect agent's consumer
+    Internal(
+        "faust.transport.consumer.Consumer",
+        "stop_flow",
+        "hold_stream_flow",
+        "stops faust's consumer handing fetched messages to the agents until faust resumes the flow",
+        params=("self",),
+    ),
+    Internal(
+        "faust.transport.consumer.Consumer",
+        "assignment",
+        "faust_assignment",
+        "the partitions faust's consumer has assigned now (keyed topic and changelog)",
+        params=("self",),
+    ),
+    # kafka_admin.diagnose
+    Internal(
+        "aiokafka.conn",
+        "create_conn",
+        "open_connection",
+        "one raw connection, whose errors say TLS or SASL instead of 'Unable to bootstrap'",
+        params=("host", "port"),
+    ),
+)
+
 
 def consumer_connected(app: Any) -> bool:
-    """Whether faust's consumer has a live connection to its group coordinator.
+    """Whether faust's consumer has a live connection to its group coordinator (/readyz `connected`).
 
-    faust exposes nothing for this, so it is read from aiokafka's internals (checked: faust 0.15.3, aiokafka
-    0.14.0): faust's `Consumer._thread._consumer` is the AIOKafkaConsumer; its group coordinator's node id
-    (`_coordinator.coordinator_id`) is cleared when a request to it fails (`coordinator_dead`), and that node's
-    connection in `_client._conns` reports `connected()` False as soon as the socket closes; heartbeats every few
-    seconds keep both current while the broker is up.
+    faust exposes nothing for this, so it is read from aiokafka's internals: faust's `Consumer._thread._consumer`
+    is the AIOKafkaConsumer; its group coordinator's node id (`_coordinator.coordinator_id`) is cleared when a
+    request to it fails (`coordinator_dead`), and that node's connection in `_client._conns` (keyed by
+    `ConnectionGroup.COORDINATION`) reports `connected()` False as soon as the socket closes; heartbeats every few
+    seconds keep both current while the broker is up. If one goes, the check would read False for ever (a worker
+    never ready): the test of `INTERNALS` fails first.
     """
     try:
         from aiokafka.client import ConnectionGroup
@@ -41,13 +212,13 @@ async def list_offsets(admin: Any, partitions: list[TopicPartition], *, latest: 
     """The log-end (`latest`) or log-start offset of each partition, fresh from its leader, through an admin
     client; raises KafkaError when one cannot be had (no leader now, an error from the broker).
 
-    aiokafka 0.14.0's admin client has no ListOffsets, and the consumer's `end_offsets()` adds the topic of a
-    partition it has no leader for to the topics its metadata requests name (`Fetcher._proc_offset_requests` calls
+    The admin client has no ListOffsets, and the consumer's `end_offsets()` adds the topic of a partition it has
+    no leader for to the topics its metadata requests name (`Fetcher._proc_offset_requests` calls
     `client.add_topic`), which creates a deleted or misspelled input topic on a broker with
     `auto.create.topics.enable=true` (seen: an input topic deleted under a running worker came back with one
     partition). So the leaders come from all-topic metadata (`describe_topics()` without names, which never
     creates a topic) and the request is aiokafka's own `OffsetRequest`, sent with the admin client's private
-    `_send_request_to_node` (checked: aiokafka 0.14.0; faust 0.15.3 is not involved).
+    `_send_request_to_node` (aiokafka only; faust is not involved). Without them lag and stalls go unmeasured.
     """
     from aiokafka.errors import KafkaError, for_code
     from aiokafka.protocol.offset import OffsetRequest
@@ -77,14 +248,91 @@ async def list_offsets(admin: Any, partitions: list[TopicPartition], *, latest: 
     return out
 
 
+def changelog_topic_name(table: Any) -> str:
+    """The name of a faust table's changelog topic.
+
+    `Collection.changelog_topic` is how faust names it internally (undocumented; `Topic.get_topic_name()` is
+    public). TableView writes the table's changelog itself, and `keywatch worker` checks the topic's replication
+    before faust starts: both need the name faust will use, or state goes to a topic faust never recovers from.
+    """
+    return str(table.changelog_topic.get_topic_name())
+
+
 def faust_internal_topics(app: Any) -> list[str]:
     """The topics faust creates for `app` at start-up: every table's changelog and the leader assignor's topic.
 
     keywatch checks their replication against the cluster before faust starts (and fails with a clear message
     instead of faust's traceback). faust has no public list of them: the leader topic's name is
-    `LeaderAssignor._leader_topic_name` (faust 0.15.3: f"{conf.id}-__assignor-__leader", declared with
-    `topic_replication_factor` like the changelogs).
+    `App._leader_assignor._leader_topic_name` (f"{conf.id}-__assignor-__leader", declared with
+    `topic_replication_factor` like the changelogs). If it goes, start-up fails with AttributeError.
     """
-    names = [table.changelog_topic.get_topic_name() for table in app.tables.values()]
+    names = [changelog_topic_name(table) for table in app.tables.values()]
     names.append(str(app._leader_assignor._leader_topic_name))
     return names
+
+
+def table_store(table: Any) -> MutableMapping[bytes, Any]:
+    """The store behind a faust table: its keys and raw values, without faust's table logic.
+
+    faust's `table[key] = value` sends one changelog record per write (`send_soon`), which fell behind the detect
+    agent; TableView reads and writes `Collection.data` (the StoreT faust creates on first use) and writes the
+    changelog in batches itself. If it goes, every read and write of state fails.
+    """
+    return cast("MutableMapping[bytes, Any]", table.data)
+
+
+def set_persisted_offset(table: Any, topic: str, partition: int, offset: int) -> None:
+    """Record that a table's store holds its changelog `topic[partition]` up to `offset`.
+
+    faust does this itself after each changelog write it sends; TableView sends the writes, so it does it through
+    `Store.set_persisted_offset` (a no-op for memory://; rocksdb:// keeps it on disk and recovery reads the
+    changelog only after it). If it goes, flush raises AttributeError; skipped, a rocksdb:// worker would replay
+    its whole changelog at every start.
+    """
+    from faust.types import TP
+
+    table.data.set_persisted_offset(TP(topic, partition), offset)
+
+
+def faust_producer(app: Any) -> Any:
+    """The AIOKafkaProducer inside faust's producer (started before the agents, stopped after them).
+
+    TableView sends changelog batches with aiokafka's public `create_batch`/`send_batch`, which faust's Producer
+    does not offer; `Producer._ensure_producer()` returns its aiokafka producer (NotReady before it started).
+    Using faust's own keeps one producer per worker and faust's shutdown order. If it goes, no state is written.
+    """
+    return app.producer._ensure_producer()
+
+
+def hold_stream_flow(app: Any) -> None:
+    """Stop faust's consumer handing fetched messages to the agents until faust itself resumes the flow.
+
+    faust resumes the keyed-topic partitions after recovery and only then seeks them to their committed offsets,
+    with its fetcher already running: a message fetched in between reached the detect agent and its
+    acknowledgement was lost. `Consumer.stop_flow()` (faust's transport consumer, not documented) holds the
+    agents until faust's `resume_flow()` after the seek. If it goes, the rebalance handler raises AttributeError.
+    """
+    app.consumer.stop_flow()
+
+
+def faust_assignment(app: Any) -> set[Any]:
+    """The partitions faust's consumer has assigned now (faust TPs: keyed topic and changelog); raises while the
+    consumer is not started.
+
+    The detect agent's lag is measured on these. `Consumer.assignment()` is faust's transport consumer's
+    (`app.consumer`, not documented). If it goes, the detect group's lag and stalls go unmeasured.
+    """
+    return set(app.consumer.assignment())
+
+
+async def open_connection(host: str, port: int, **kwargs: Any) -> Any:
+    """One raw connection to a broker (close it with `.close()`), for telling a broker that is down from one
+    that rejects us.
+
+    aiokafka's clients turn every failure into "Unable to bootstrap"; `aiokafka.conn.create_conn` (undocumented)
+    raises the TLS or SASL error itself. `kwargs` are `create_conn`'s keyword arguments (`request_timeout_ms` and
+    those of `keywatch.security.aiokafka_kwargs`). If it goes, `keywatch worker` cannot start.
+    """
+    from aiokafka.conn import create_conn
+
+    return await create_conn(host, port, **kwargs)

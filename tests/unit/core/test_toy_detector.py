@@ -22,6 +22,7 @@ from keywatch.core import catalog
 from keywatch.core.config import load_detection_config
 from keywatch.core.engine import Engine, Outcome
 from keywatch.core.state import KeyState
+from keywatch.metrics import Metrics
 from keywatch.pipeline.ingest import Topics
 from keywatch.pipeline.processor import Processor
 from keywatch.replay import replay
@@ -76,11 +77,11 @@ def _replayed(engine: Engine) -> list[Alert]:
     return alerts
 
 
-def _worker(engine: Engine) -> list[Alert]:
+def _worker(engine: Engine, metrics: Metrics | None = None) -> list[Alert]:
     """The worker's detect path: packed messages on one partition, forwards delivered as keyed messages."""
     sink = MemorySink()
     store: dict[bytes, bytes] = {}
-    processor = Processor(engine, sink, Topics("requests", "lifecycle"))
+    processor = Processor(engine, sink, Topics("requests", "lifecycle"), metrics=metrics)
 
     async def run() -> None:
         out = processor.pack_batch([("requests", 0, i, None, line) for i, line in enumerate(LINES)], lambda s: 0)
@@ -131,6 +132,20 @@ def test_worker_detect_path_gives_replays_alerts(registered: Path) -> None:
     by_worker = sorted(a.model_dump_json() for a in _worker(make_engine(Settings(), registered)))
     assert by_worker == by_replay
     assert any(teapot.MANY_KEYS in line for line in by_worker)
+
+
+def test_the_worker_counts_alerts_under_the_detectors_names(registered: Path) -> None:
+    """keywatch_detector_alerts_total is labelled with each spec's `name` (its [detection.<name>] section): the
+    teapot's three alerts and the tenant detector's one, and no series for a name no alert came from."""
+    metrics = Metrics()
+    alerts = _worker(make_engine(Settings(), registered), metrics)
+
+    def count(detector: str) -> float | None:
+        return metrics.registry.get_sample_value("keywatch_detector_alerts_total", {"detector": detector})
+
+    assert (count(teapot.SPEC.name), count(teapot.TENANT_SPEC.name)) == (3.0, 1.0)
+    assert sum(count(spec.name) or 0.0 for spec in catalog.specs()) == len(alerts)
+    assert count("_other") is None
 
 
 def test_a_due_tick_runs_before_a_later_record_of_the_key(registered: Path) -> None:
