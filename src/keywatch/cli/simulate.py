@@ -64,6 +64,9 @@ def _say(message: str) -> None:
               "then each record when the wall clock reaches it.")  # fmt: skip
 @click.option("--duration", type=click.FloatRange(min=0), default=None, help="Kafka: stop after this many seconds.")
 @click.option("--audit", is_flag=True, help="Files: check afterwards that every label is supported by the data.")
+@click.option("--hard-network", is_flag=True,
+              help="Add the hard network situations: browsers on residential networks, keys created long before "
+              "the logs start, trusted CI runners (files: their [detection.trusted] in keywatch.toml).")  # fmt: skip
 def command(
     out_dir: Path | None,
     seed: int,
@@ -83,6 +86,7 @@ def command(
     lead: float | None,
     duration: float | None,
     audit: bool,
+    hard_network: bool,
 ) -> None:
     """Generate API request logs and key lifecycle events for many tenants and keys, with labelled incidents.
 
@@ -102,6 +106,7 @@ def command(
         scale=scale,
         learning_days=learning_days,
         incidents_per_type=incidents_per_type,
+        hard_network=hard_network,
     )
     began = time.monotonic()
     plan = build_plan(config)
@@ -124,6 +129,11 @@ def command(
             _say(f"{count:,} requests, {done:.0%} of the scenario, {time.monotonic() - began:.0f}s")
 
         summary = write_outputs(plan, out_dir, progress=progress)
+        if hard_network:
+            from keywatch.sim.situations_network import trusted_config
+
+            (out_dir / "keywatch.toml").write_text(trusted_config(plan), encoding="utf-8")
+            _say(f"trusted CI runner ranges in {out_dir / 'keywatch.toml'}: replay with --config to use them")
         _say(
             f"wrote {summary.requests:,} requests, {sum(summary.lifecycle.values())} lifecycle events, "
             f"{len(plan.incidents)} labels to {out_dir} in {time.monotonic() - began:.1f}s"
