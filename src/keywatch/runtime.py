@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from keywatch.config import ConfigError, Settings, config_path
@@ -9,6 +10,8 @@ from keywatch.core.config import load_detection_config
 from keywatch.core.engine import Engine
 from keywatch.core.wiring import build_engine
 from keywatch.geo import Geoip2Lookup, GeoLookup
+
+log = logging.getLogger("keywatch.runtime")
 
 
 def make_geo(asn_db: Path | None, country_db: Path | None) -> GeoLookup | None:
@@ -30,5 +33,10 @@ def make_engine(
 ) -> Engine:
     """The engine with every detector, thresholds from the [detection] section of the config file."""
     detection = load_detection_config(config_path(config_file))
+    for line in detection.trusted.describe():  # the worker and replay both start here
+        log.info("%s", line)
+    if detection.tenant:
+        tenants = ", ".join(detection.tenant)
+        log.info("per-tenant detection settings for %d tenant(s): %s", len(detection.tenant), tenants)
     geo = make_geo(asn_db or settings.geoip_asn_db, country_db or settings.geoip_country_db)
     return build_engine(detection, settings.alert_source, geo)

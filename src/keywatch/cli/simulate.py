@@ -69,6 +69,9 @@ def _say(message: str) -> None:
               help="Deliver records out of event-time order by up to this many seconds (a random delay per "
               "record, from the seed; labels unchanged). 0: sorted, as before, byte for byte.")  # fmt: skip
 @click.option("--audit", is_flag=True, help="Files: check afterwards that every label is supported by the data.")
+@click.option("--hard-network", is_flag=True,
+              help="Add the hard network situations: browsers on residential networks, keys created long before "
+              "the logs start, trusted CI runners (files: their [detection.trusted] in keywatch.toml).")  # fmt: skip
 def command(
     out_dir: Path | None,
     seed: int,
@@ -89,6 +92,7 @@ def command(
     duration: float | None,
     disorder_seconds: float,
     audit: bool,
+    hard_network: bool,
 ) -> None:
     """Generate API request logs and key lifecycle events for many tenants and keys, with labelled incidents.
 
@@ -116,6 +120,7 @@ def command(
         scale=scale,
         learning_days=learning_days,
         incidents_per_type=incidents_per_type,
+        hard_network=hard_network,
     )
     began = time.monotonic()
     plan = build_plan(config)
@@ -145,6 +150,11 @@ def command(
 
         summary = write_outputs(plan, out_dir, progress=progress, disorder_ms=disorder_ms)
         minutes.close(f"{summary.requests:,} requests")
+        if hard_network:
+            from keywatch.sim.situations_network import trusted_config
+
+            (out_dir / "keywatch.toml").write_text(trusted_config(plan), encoding="utf-8")
+            _say(f"trusted CI runner ranges in {out_dir / 'keywatch.toml'}: replay with --config to use them")
         _say(
             f"wrote {summary.requests:,} requests, {sum(summary.lifecycle.values())} lifecycle events, "
             f"{len(plan.incidents)} labels to {out_dir} in {time.monotonic() - began:.1f}s"

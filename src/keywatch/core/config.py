@@ -4,6 +4,13 @@
     min_per_minute = 100
     [detection.sandbox.rate]      # per-environment overrides, only the settings that differ
     enabled = false
+    [detection.tenant.acme.ip]    # per-tenant overrides (over the environment's), only what differs
+    fanout_networks = 5
+    [detection.trusted.tenant.acme]
+    ci-runners = ["198.51.100.0/26"]
+
+Precedence: defaults < `[detection.<detector>]` < `[detection.<env>.<detector>]` < `[detection.tenant.<tenant>.
+<detector>]`. Trusted networks: `keywatch.core.trusted`.
 
 The model is built from the registered detector specs (`keywatch.core.catalog`): one section per detector,
 named like the detector, holding its settings model. Every setting has a documented default (see
@@ -23,6 +30,7 @@ from keywatch.config import ConfigError, read_table
 from keywatch.contract.events import Env
 from keywatch.core import catalog
 from keywatch.core.spec import DetectorSpec
+from keywatch.core.trusted import TrustedConfig
 
 ConfigT = TypeVar("ConfigT", bound=BaseModel)
 
@@ -67,6 +75,8 @@ class DetectionConfig(BaseModel):
     )
     live: EnvOverrides = Field(default_factory=EnvOverrides)
     sandbox: EnvOverrides = Field(default_factory=EnvOverrides)
+    tenant: dict[str, EnvOverrides] = Field(default_factory=dict, max_length=10_000)
+    trusted: TrustedConfig = Field(default_factory=TrustedConfig)
 
     def settings(self, spec: DetectorSpec[ConfigT, Any]) -> ConfigT:
         """The settings of one detector."""
@@ -84,19 +94,35 @@ class DetectionConfig(BaseModel):
                 self.for_env(env)
             except ValidationError as exc:
                 raise ValueError(_describe(exc, prefix=f"{env}.")) from None
+        for tenant in self.tenant:
+            for env in envs:
+                try:
+                    self.for_tenant(tenant, env)
+                except ValidationError as exc:
+                    raise ValueError(_describe(exc, prefix=f"tenant.{tenant}.")) from None
         return self
 
     def for_env(self, env: Env) -> DetectionConfig:
         """The settings that apply to keys of `env`, overrides applied (without further overrides)."""
-        overrides: EnvOverrides = getattr(self, env)
+        return self._overridden(getattr(self, env))
+
+    def for_tenant(self, tenant: str, env: Env) -> DetectionConfig:
+        """The settings that apply to keys of `tenant` in `env`: the environment's, then the tenant's overrides."""
+        base = self.for_env(env)
+        overrides = self.tenant.get(tenant)
+        return base if overrides is None else base._overridden(overrides)
+
+    def _overridden(self, overrides: EnvOverrides) -> DetectionConfig:
+        """These settings with `overrides` applied, without any overrides left (trusted lists kept)."""
         empty = type(overrides)()
         if overrides.is_empty():
-            return self.model_copy(update={"live": empty, "sandbox": empty})
+            return self.model_copy(update={"live": empty, "sandbox": empty, "tenant": {}})
         data: dict[str, Any] = {}
         for spec in self.specs:
             data[spec.name] = {**self.section(spec.name).model_dump(), **overrides.overrides(spec.name)}
         data["max_suppressions"] = overrides.max_suppressions or self.max_suppressions
         data["allowed_lateness_seconds"] = self.allowed_lateness_seconds
+        data["trusted"] = self.trusted
         return type(self).model_validate(data)
 
 
@@ -111,6 +137,7 @@ def config_model(specs: tuple[DetectorSpec[Any, Any], ...]) -> type[DetectionCon
     }
     fields["live"] = (overrides, Field(default_factory=overrides))
     fields["sandbox"] = (overrides, Field(default_factory=overrides))
+    fields["tenant"] = (dict[str, overrides], Field(default_factory=dict, max_length=10_000))
     model = create_model("DetectionConfig", __base__=DetectionConfig, **fields)
     model.specs = specs
     return model

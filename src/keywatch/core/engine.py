@@ -100,6 +100,7 @@ class Engine:
         source: str,
         specs: Iterable[DetectorSpec[Any, Any]] = (),
         by_env: dict[str, DetectorSet] | None = None,
+        by_tenant: dict[str, dict[str, DetectorSet]] | None = None,
         allowed_lateness_ms: int = 300_000,
     ) -> None:
         if by_env is None:  # the key registry alone (imported here: its module imports this one)
@@ -111,6 +112,8 @@ class Engine:
         self.source = source
         self.specs = tuple(specs)
         self.by_env = by_env
+        # Tenants with settings of their own (overrides, trusted lists): their detectors per environment.
+        self.by_tenant = by_tenant or {}
         self.allowed_lateness_ms = allowed_lateness_ms
         self._types: dict[str, AlertSpec] = {a.type: a for spec in self.specs for a in spec.alerts}
 
@@ -119,8 +122,13 @@ class Engine:
         """State for a key (or, `key_id` empty, a tenant) never seen before."""
         return KeyState(tenant=tenant, key_id=key_id)
 
+    def detectors(self, tenant: str, env: str | None) -> DetectorSet:
+        """The detectors for keys of `tenant` in `env` (one dict lookup more only when some tenant has its own)."""
+        sets = (self.by_tenant.get(tenant) or self.by_env) if self.by_tenant else self.by_env
+        return sets.get(env or "live") or sets["live"]
+
     def _set_of(self, state: KeyState) -> DetectorSet:
-        return self.by_env.get(state.registry.env or "live") or self.by_env["live"]
+        return self.detectors(state.tenant, state.registry.env)
 
     # -- entry points ----------------------------------------------------------------------------------------
 
@@ -131,7 +139,7 @@ class Engine:
         when = ts_ms(event.ts)
         if state.ticks:
             self._run_ticks(state, when, outcome)
-        detectors = self.by_env.get(event.env) or self.by_env["live"]
+        detectors = self.detectors(event.tenant, event.env)
         for detector in detectors.lifecycle:
             effects = detector.on_lifecycle(state, event, when)
             if effects:
@@ -146,7 +154,7 @@ class Engine:
         if state.ticks:
             self._run_ticks(state, when, outcome)
         _touch(state, record, when)
-        detectors = self.by_env[record.env]
+        detectors = self.detectors(record.tenant, record.env)
         for detector in detectors.request:
             effects = detector.on_request(state, record, when)
             if effects:
@@ -157,7 +165,7 @@ class Engine:
         """Only the detectors' `on_request` hooks, at an explicit event time `when` (tests drive one detector
         minute by minute with one record object)."""
         outcome = Outcome(state)
-        detectors = self.by_env[record.env]
+        detectors = self.detectors(record.tenant, record.env)
         for detector in detectors.request:
             effects = detector.on_request(state, record, when)
             if effects:
@@ -251,7 +259,8 @@ class Engine:
         if declared is None:
             raise ValueError(f"detector {detector!r} found an undeclared alert type {finding.type!r}")
         slot = suppression_key(finding.type, finding.discriminator)
-        if finding.suppress_for_ms > 0 or slot in state.suppressed:
+        # The end of an episode that fired is never suppressed: the suppression its start set would hide it.
+        if finding.episode != "close" and (finding.suppress_for_ms > 0 or slot in state.suppressed):
             if is_suppressed(state, slot, at_ms):
                 return None
             if finding.suppress_for_ms > 0:

@@ -1,8 +1,15 @@
 """IP baseline: which network ranges (and ASNs, countries) a key is used from; alerts on a new one.
 
 State: `IpState`, under `ip` (times in epoch seconds): the ranges, ASNs and countries seen, at most
-`max_ranges` / `max_asns` / `max_countries`, each map evicting its least recently seen entry when full.
-Suppression is the engine's, per range.
+`max_ranges` / `max_asns` / `max_countries`, each map evicting its least recently seen entry when full; the
+open episodes per network (at most `MAX_OPEN_NETWORKS`) and the networks new within the fan-out window (at
+most `MAX_RECENT_NETWORKS`); the requests skipped per trusted list since the last alert (one counter per list).
+
+Alerts fold: novelty is judged per range (an IPv4 /24), alerts are per network (the range's ASN with GeoIP,
+else its IPv4 /16 or IPv6 /32). The first new range of a network opens an episode; later new ranges of the
+network are counted into it; it resolves once the network has brought no new range for `fold_quiet_seconds`.
+A key with `fanout_networks` new networks within `fanout_window_seconds` gets one "many-networks" alert
+instead, and no per-network alert for `suppress_seconds`. Suppression is the engine's, per network.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from keywatch.core.registry import ROTATED
 from keywatch.core.spec import AlertSpec, BuildContext, Detector, DetectorSpec, Effects, Finding
 from keywatch.core.state import KeyState
 from keywatch.core.suppression import is_suppressed, suppression_key
+from keywatch.core.trusted import TrustedNetworks
 from keywatch.geo import UNKNOWN, GeoInfo, GeoLookup
 
 NAME = "ip"
@@ -27,6 +35,10 @@ ALERT_TYPE = "apiKey.usedFromNewIp"
 INHERIT = "inherit"  # forward kind: the replaced key's baseline, for the key that replaced it
 SWEEP_EVERY_S = 3600
 SUMMARY_TOP = 3
+SAMPLE = 5  # ranges (networks) listed in an episode's (the fan-out's) evidence
+MAX_OPEN_NETWORKS = 16  # open per-network episodes per key; a new network beyond it is learned silently
+MAX_RECENT_NETWORKS = 32  # networks new within the fan-out window, per key (oldest dropped)
+MANY_NETWORKS = "many-networks"  # discriminator of the fan-out alert
 
 
 class RangeSeen(msgspec.Struct, array_like=True):
@@ -54,6 +66,15 @@ class CountrySeen(msgspec.Struct, array_like=True):
     count: int
 
 
+class NetworkEpisode(msgspec.Struct, array_like=True):
+    """An open usedFromNewIp episode of one network: the new ranges counted into it."""
+
+    first_s: int
+    last_s: int  # when the network last brought a new range
+    ranges: int
+    sample: list[str]  # the first `SAMPLE` new ranges
+
+
 class IpState(msgspec.Struct, array_like=True):
     """A key's networks."""
 
@@ -62,6 +83,9 @@ class IpState(msgspec.Struct, array_like=True):
     countries: dict[str, CountrySeen]
     learned: bool = False  # the learning period is over
     swept_s: int = 0  # when entries unused for `forget_after_seconds` were last swept out
+    open: dict[str, NetworkEpisode] = {}  # network -> its open episode
+    recent: dict[str, int] = {}  # network -> when it brought its first new range within the fan-out window
+    trusted: dict[str, int] = {}  # trusted list name -> requests from it since the last alert
 
 
 class IpBaselineConfig(BaseModel):
@@ -73,7 +97,9 @@ class IpBaselineConfig(BaseModel):
     ipv4_prefix: int = Field(default=24, ge=8, le=32, description="IPv4 addresses are compared as /ipv4_prefix.")
     ipv6_prefix: int = Field(default=64, ge=16, le=128, description="IPv6 addresses are compared as /ipv6_prefix.")
     learning_seconds: int = Field(
-        default=24 * 3600, ge=0, description="A new key learns silently for at least this long after creation."
+        default=24 * 3600,
+        ge=0,
+        description="A key learns silently for at least this long after the first request keywatch sees of it.",
     )
     learning_requests: int = Field(
         default=50, ge=0, description="... and until it has made at least this many requests."
@@ -93,9 +119,28 @@ class IpBaselineConfig(BaseModel):
     severity_without_geo: Severity = Field(
         default="medium", description="Severity when the new range's ASN and country are unknown (no GeoIP data)."
     )
+    network_ipv4_prefix: int = Field(
+        default=16, ge=8, le=32, description="Without an ASN, IPv4 ranges fold into networks of this prefix."
+    )
+    network_ipv6_prefix: int = Field(
+        default=32, ge=16, le=128, description="Without an ASN, IPv6 ranges fold into networks of this prefix."
+    )
+    fold_quiet_seconds: int = Field(
+        default=3600, ge=60, description="A network's episode resolves once it brought no new range for this long."
+    )
+    fanout_networks: int = Field(
+        default=3, ge=2, le=MAX_RECENT_NETWORKS, description="This many new networks within the window: one alert."
+    )
+    fanout_window_seconds: int = Field(default=24 * 3600, ge=60, description="The window of `fanout_networks`.")
 
     @model_validator(mode="after")
     def _check_learning(self) -> IpBaselineConfig:
+        if self.network_ipv4_prefix > self.ipv4_prefix or self.network_ipv6_prefix > self.ipv6_prefix:
+            raise ValueError(
+                f"network_ipv4_prefix/network_ipv6_prefix ({self.network_ipv4_prefix}/{self.network_ipv6_prefix}) "
+                f"must be at most ipv4_prefix/ipv6_prefix ({self.ipv4_prefix}/{self.ipv6_prefix}): a network "
+                "holds ranges"
+            )
         if self.learning_max_seconds < self.learning_seconds:
             raise ValueError(
                 f"learning_max_seconds ({self.learning_max_seconds}) must be >= learning_seconds "
@@ -123,6 +168,16 @@ def range_of(ip: str, ipv4_prefix: int = 24, ipv6_prefix: int = 64) -> str:
     return f"{socket.inet_ntop(socket.AF_INET6, (value & mask).to_bytes(16, 'big'))}/{ipv6_prefix}"
 
 
+def network_of(ip: str, ipv4_prefix: int = 16, ipv6_prefix: int = 32) -> str:
+    """The network a range folds into when its ASN is unknown, e.g. `203.0.0.0/16`."""
+    return range_of(ip, ipv4_prefix, ipv6_prefix)
+
+
+def _evict_oldest(table: dict[str, int], cap: int) -> None:
+    while len(table) > cap:
+        del table[min(table, key=lambda k: (table[k], k))]
+
+
 def _evict_lru(table: dict[str, Any], cap: int) -> None:
     """Drop the least recently seen entries beyond `cap`."""
     while len(table) > cap:
@@ -132,9 +187,12 @@ def _evict_lru(table: dict[str, Any], cap: int) -> None:
 class IpBaseline(Detector[IpState]):
     """Learns a key's ranges, ASNs and countries; finds the first request from a new range after learning."""
 
-    def __init__(self, config: IpBaselineConfig, *, geo: GeoLookup | None = None) -> None:
+    def __init__(
+        self, config: IpBaselineConfig, *, geo: GeoLookup | None = None, trusted: TrustedNetworks | None = None
+    ) -> None:
         self.config = config
         self.geo = geo
+        self.trusted = trusted if trusted is not None and trusted.lists else None
 
     # -- state helpers -------------------------------------------------------------------------------------
 
@@ -144,11 +202,12 @@ class IpBaseline(Detector[IpState]):
             st = key.detectors[NAME] = IpState({}, {}, {})
         return st
 
-    def _learning_start_ms(self, key: KeyState, now_ms: int) -> int:
-        reg = key.registry
-        if reg.created_ms is not None:
-            return reg.created_ms
-        return reg.first_seen_ms if reg.first_seen_ms is not None else now_ms
+    @staticmethod
+    def _learning_start_ms(key: KeyState, now_ms: int) -> int:
+        # The first request keywatch saw, whatever the key's age: a key created long before its traffic reached
+        # keywatch (a backfilled audit log, state evicted by the key cap) has no baseline yet either.
+        first = key.registry.first_seen_ms
+        return first if first is not None else now_ms
 
     def _still_learning(self, key: KeyState, st: IpState, now_ms: int) -> bool:
         if st.learned:
@@ -217,25 +276,126 @@ class IpBaseline(Detector[IpState]):
                 self._touch_geo(st, entry.asn, entry.country, None, t)
             return None
 
+        if self.trusted is not None:
+            listed = self.trusted.list_of(ip, rk)
+            if listed is not None:  # known to every key of the tenant: counted, never learned
+                st.trusted[listed] = st.trusted.get(listed, 0) + 1
+                return None
         geo = self.geo.lookup(ip, rk) if self.geo is not None else UNKNOWN
         asn = str(geo.asn) if geo.asn is not None else None
         known_asn = asn is not None and asn in st.asns
         new_asn = asn is not None and not known_asn and bool(st.asns)
         new_country = geo.country is not None and geo.country not in st.countries and bool(st.countries)
-        # Whether this alerts does not depend on the maps: decided first, so the evidence of what was known
-        # before is only gathered for an alert (most new ranges come while learning or suppressed).
-        quiet = (
-            self._still_learning(key, st, ts_ms)
-            or not ranges
-            or is_suppressed(key, suppression_key(ALERT_TYPE, rk), ts_ms)
-        )
-        summary_before = None if quiet else self._summary(st)
+        learning = self._still_learning(key, st, ts_ms) or not ranges
+        found: Finding | None = None
+        if not learning:
+            net = f"AS{asn}" if asn is not None else network_of(ip, cfg.network_ipv4_prefix, cfg.network_ipv6_prefix)
+            episode = st.open.get(net)
+            if episode is not None:  # folded into the network's open episode
+                episode.ranges += 1
+                episode.last_s = max(episode.last_s, t)
+                if len(episode.sample) < SAMPLE:
+                    episode.sample.append(rk)
+                key.ask_tick(NAME, (episode.last_s + cfg.fold_quiet_seconds) * 1000)
+            else:
+                found = self._new_network(key, st, record, ts_ms, rk, net, geo, new_asn, new_country, known_asn)
         ranges[rk] = RangeSeen(t, t, 1, asn, geo.country)
         _evict_lru(ranges, cfg.max_ranges)
         self._touch_geo(st, asn, geo.country, geo.org, t)
-        if summary_before is None:
+        return None if found is None else [found]
+
+    def _new_network(
+        self,
+        key: KeyState,
+        st: IpState,
+        record: RequestRecord,
+        ts_ms: int,
+        rk: str,
+        net: str,
+        geo: GeoInfo,
+        new_asn: bool,
+        new_country: bool,
+        known_asn: bool,
+    ) -> Finding | None:
+        """A new range from a network without an open episode: the network's alert, the fan-out alert, or
+        nothing (suppressed); decided before the evidence is gathered (most new ranges are quiet)."""
+        cfg = self.config
+        t = ts_ms // 1000
+        recent = st.recent
+        horizon = t - cfg.fanout_window_seconds
+        for old in [n for n, since in recent.items() if since <= horizon]:
+            del recent[old]
+        if net not in recent:
+            recent[net] = t
+            _evict_oldest(recent, MAX_RECENT_NETWORKS)
+        if is_suppressed(key, suppression_key(ALERT_TYPE, MANY_NETWORKS), ts_ms):
             return None
-        return [self._finding(key, record, ts_ms, rk, geo, summary_before, new_asn, new_country, known_asn)]
+        fanout = len(recent) >= cfg.fanout_networks
+        if not fanout and (
+            len(st.open) >= MAX_OPEN_NETWORKS or is_suppressed(key, suppression_key(ALERT_TYPE, net), ts_ms)
+        ):
+            return None
+        finding = self._finding(key, record, ts_ms, rk, net, geo, self._summary(st), new_asn, new_country, known_asn)
+        if st.trusted:
+            finding.evidence["trusted"] = dict(st.trusted)
+            st.trusted.clear()
+        if fanout:
+            networks = sorted(recent, key=lambda n: (recent[n], n))
+            finding.discriminator = MANY_NETWORKS
+            finding.id_parts = (MANY_NETWORKS, str(ts_ms))
+            if finding.severity in ("low", "info"):
+                finding.severity = "medium"
+            finding.summary = (
+                f"Key {record.key_id} was used from {len(networks)} new networks within "
+                f"{cfg.fanout_window_seconds // 3600 or 1} h (the latest: {record.ip}, {net}): one alert for all of "
+                f"them, none per network for {cfg.suppress_seconds // 3600} h."
+            )
+            finding.evidence["networks"] = {
+                "count": len(networks),
+                "sample": networks[-SAMPLE:],
+                "window_seconds": cfg.fanout_window_seconds,
+            }
+            return finding
+        st.open[net] = NetworkEpisode(t, t, 1, [rk])
+        key.ask_tick(NAME, (t + cfg.fold_quiet_seconds) * 1000)
+        finding.episode = "open"
+        return finding
+
+    def on_tick(self, key: KeyState, now_ms: int) -> Effects:
+        """Resolve the episodes of networks that brought no new range for `fold_quiet_seconds`."""
+        st = self.state(key)
+        if not st or not st.open:
+            return None
+        quiet = self.config.fold_quiet_seconds
+        out: list[Finding | Forward] = []
+        for net in sorted(st.open, key=lambda n: (st.open[n].last_s, n)):
+            episode = st.open[net]
+            due_ms = (episode.last_s + quiet) * 1000
+            if due_ms > now_ms:
+                continue
+            del st.open[net]
+            out.append(
+                Finding(
+                    type=ALERT_TYPE,
+                    discriminator=net,
+                    episode="close",
+                    time_ms=due_ms,
+                    summary=(
+                        f"Key {key.key_id}: network {net} brought {episode.ranges} new range(s); none for "
+                        f"{quiet // 60} min."
+                    ),
+                    evidence={
+                        "network": net,
+                        "new_ranges": episode.ranges,
+                        "sample_ranges": list(episode.sample),
+                        "first_seen_ms": episode.first_s * 1000,
+                        "last_seen_ms": episode.last_s * 1000,
+                    },
+                )
+            )
+        if st.open:
+            key.ask_tick(NAME, (min(e.last_s for e in st.open.values()) + quiet) * 1000)
+        return out or None
 
     def _finding(
         self,
@@ -243,6 +403,7 @@ class IpBaseline(Detector[IpState]):
         record: RequestRecord,
         ts_ms: int,
         rk: str,
+        net: str,
         geo: GeoInfo,
         known: dict[str, Any],
         new_asn: bool,
@@ -263,6 +424,7 @@ class IpBaseline(Detector[IpState]):
         evidence = {
             "ip": record.ip,
             "range": rk,
+            "network": net,
             "asn": geo.asn,
             "org": geo.org,
             "country": geo.country,
@@ -273,11 +435,11 @@ class IpBaseline(Detector[IpState]):
         }
         return Finding(
             type=ALERT_TYPE,
-            id_parts=(rk, str(ts_ms)),
-            discriminator=rk,
+            id_parts=(net, str(ts_ms)),
+            discriminator=net,
             suppress_for_ms=self.config.suppress_seconds * 1000,
             severity=severity,
-            summary=f"Key {record.key_id} was used from a new {what}: {record.ip} ({rk}).",
+            summary=f"Key {record.key_id} was used from a new {what}: {record.ip} ({rk}, network {net}).",
             evidence=evidence,
         )
 
@@ -350,7 +512,7 @@ class IpBaseline(Detector[IpState]):
 
 
 def _build(config: IpBaselineConfig, context: BuildContext) -> IpBaseline:
-    return IpBaseline(config, geo=context.geo)
+    return IpBaseline(config, geo=context.geo, trusted=context.trusted)
 
 
 SPEC: DetectorSpec[IpBaselineConfig, IpState] = DetectorSpec(

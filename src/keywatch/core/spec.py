@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from keywatch.contract.events import LifecycleEvent, RequestRecord
     from keywatch.core.engine import Forward
     from keywatch.core.state import KeyState
+    from keywatch.core.trusted import TrustedNetworks
     from keywatch.geo import GeoLookup
 
 Scope = Literal["key", "tenant"]
@@ -52,10 +53,11 @@ class AlertSpec:
 class Finding:
     """What a detector found; the engine makes it an alert (id, envelope, suppression, episodes).
 
-    `discriminator` tells one incident of the type from another (a range, a 4xx kind): suppression and episodes
-    are kept per (alert type, discriminator). `suppress_for_ms` > 0 keeps later findings under the same
-    discriminator quiet for that long. `episode` "open" starts an episode (status firing), "close" ends the open
-    one (status resolved, same episode_id); an open while one is open, or a close without one, is dropped.
+    `discriminator` tells one incident of the type from another (a network, a 4xx kind): suppression and
+    episodes are kept per (alert type, discriminator). `suppress_for_ms` > 0 keeps later findings under the same
+    discriminator quiet for that long (a "close" is never suppressed). `episode` "open" starts an episode
+    (status firing), "close" ends the open one (status resolved, same episode_id); an open while one is open,
+    or a close without one, is dropped.
     `id_parts` (with the type and subject) make the alert id; a close reuses its episode's. `time_ms` overrides
     the alert time (default: the triggering event's time; a tick's time for a tick).
     """
@@ -107,6 +109,7 @@ class BuildContext:
 
     source: str
     geo: GeoLookup | None = None
+    trusted: TrustedNetworks | None = None  # the trusted lists of the keys this detector serves
 
 
 @dataclass(frozen=True, slots=True)

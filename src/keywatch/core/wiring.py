@@ -19,16 +19,22 @@ def build_detectors(config: DetectionConfig, context: BuildContext) -> DetectorS
 
 
 def build_engine(config: DetectionConfig, source: str, geo: GeoLookup | None = None) -> Engine:
-    """An engine running every detector of `config`, with the live or sandbox settings chosen per key."""
-    context = BuildContext(source=source, geo=geo)
+    """An engine running every detector of `config`, with the live or sandbox settings chosen per key, and
+    detectors of their own for the tenants with overrides or trusted lists (built once, here)."""
+    context = BuildContext(source=source, geo=geo, trusted=config.trusted.for_tenant(None))
     live = config.for_env("live")
     sandbox = config.for_env("sandbox")
     by_env = {"live": build_detectors(live, context)}
     same = config.live.is_empty() and config.sandbox.is_empty()
     by_env["sandbox"] = by_env["live"] if same else build_detectors(sandbox, context)
+    by_tenant: dict[str, dict[str, DetectorSet]] = {}
+    for tenant in sorted({*config.tenant, *config.trusted.tenant}):
+        own = BuildContext(source=source, geo=geo, trusted=config.trusted.for_tenant(tenant))
+        by_tenant[tenant] = {env: build_detectors(config.for_tenant(tenant, env), own) for env in ("live", "sandbox")}
     return Engine(
         source=source,
         specs=config.specs,
         by_env=by_env,
+        by_tenant=by_tenant,
         allowed_lateness_ms=int(config.allowed_lateness_seconds * 1000),
     )

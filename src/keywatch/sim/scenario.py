@@ -110,6 +110,7 @@ class ScenarioConfig:
     scale: float = 1.0
     learning_days: float = 2.0
     incidents_per_type: int | None = None  # default: one per 20 keys, at least 1
+    hard_network: bool = False  # add keywatch.sim.situations_network (residential browsers, old keys, CI)
 
     @property
     def start_ms(self) -> int:
@@ -810,6 +811,10 @@ class _Planner:
                     self.plan_spike(when)
                 else:
                     self.plan_after_revoke(when)
+        if self.c.hard_network:
+            from keywatch.sim.situations_network import plan_network_situations
+
+            plan_network_situations(self)
         self.plan_benign()
         self.lifecycle.sort(key=lambda item: (item[0], item[1]["type"] != "apiKey.created"))
         self.incidents.sort(key=lambda inc: (inc.start_ms, inc.id))

@@ -119,3 +119,23 @@ def test_flood_of_distinct_ips_paths_and_errors_is_bounded() -> None:
     assert len(err_state.ips) <= 16
     assert len(state.suppressed) <= 64
     assert state_bytes(state) < MAX_STATE_BYTES
+
+
+def test_open_network_episodes_and_fan_out_networks_are_capped() -> None:
+    """With the fan-out as high as it goes, a flood of new networks keeps at most 16 open episodes and 32
+    recent networks, and the state stays under the bound."""
+    config = detection_config_from_mapping(
+        {"ip": {"learning_seconds": 0, "learning_requests": 0, "fanout_networks": 32, "suppress_seconds": 0}}
+    )
+    cluster = Cluster(build_engine(config, "/keywatch/test", FloodGeo()))
+    base = {"tenant": "acme", "key_id": "key-1", "env": "live", "method": "GET", "path": "/v1/x", "status": 200}
+    cluster.feed(
+        RequestRecord.model_validate(
+            {**base, "ts": T0 + i * 1000, "ip": str(ipaddress.IPv4Address(0x0B000000 + (i << 16)))}
+        )
+        for i in range(200)
+    )
+    ip_state = cluster.states["acme/key-1"].detectors["ip"]
+    assert len(ip_state.open) == 16
+    assert len(ip_state.recent) == 32
+    assert state_bytes(cluster.states["acme/key-1"]) < MAX_STATE_BYTES

@@ -110,17 +110,23 @@ def _events() -> list[Any]:
     return events
 
 
+def _not_new_ip(alerts: list[str]) -> list[str]:
+    # usedFromNewIp changed its rule after these states were captured (learning from the first request seen,
+    # one alert per network): its alerts are no longer the ones that version gave, by design.
+    return [a for a in alerts if '"type":"apiKey.usedFromNewIp"' not in a]
+
+
 def test_states_written_by_the_first_format_continue_exactly() -> None:
     """States captured from keywatch before typed state (baselines, an open 4xx episode, an open spike, new-IP
     and revoked-use suppressions) load, and the same events after them give the alerts that version gave,
-    byte for byte."""
+    byte for byte (but for usedFromNewIp, whose rule changed since)."""
     captured = orjson.loads(FORMAT_1.read_bytes())
     events = _events()
     for cut in captured["cuts"]:
         cluster = Cluster(build_engine(detection_config_from_mapping(captured["config"]), "/keywatch/test"))
         cluster.states = {subject: codec.decode_state(raw.encode()) for subject, raw in cut["states"].items()}
         alerts = [alert.model_dump_json() for alert in cluster.feed(events[cut["cut"] :])]
-        assert alerts == cut["alerts_after"], cut["cut"]
+        assert _not_new_ip(alerts) == _not_new_ip(cut["alerts_after"]), cut["cut"]
     episodes = [codec.decode_state(raw.encode()).episodes for cut in captured["cuts"] for raw in cut["states"].values()]
     assert {"4xxcluster|403": ["403", "28492200"]} in episodes
     assert {"requestspike": ["28492260"]} in episodes

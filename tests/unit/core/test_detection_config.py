@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from coretest import MINUTE, T0
+from hypothesis import given
+from hypothesis import strategies as st
 
 from keywatch.config import ConfigError
 from keywatch.contract.events import RequestRecord
@@ -89,3 +92,124 @@ def test_build_engine_uses_env_specific_settings(
         record = request_factory(ts=T0 + 10 * MINUTE, env=env, key_id=f"key-{env}")
         alerts = [a for a in engine.on_request(state, record).alerts if a.type == "apiKey.usedAfterRevoke"]
         assert len(alerts) == expected
+
+
+# -- per-tenant overrides -----------------------------------------------------------------------------------
+
+
+def test_tenant_overrides_win_over_env_overrides_over_defaults() -> None:
+    """Precedence: defaults < [detection.<d>] < [detection.<env>.<d>] < [detection.tenant.<t>.<d>]."""
+    config = detection_config_from_mapping(
+        {
+            "rate": {"min_per_minute": 100},
+            "sandbox": {"rate": {"min_ratio": 10, "min_score": 8}},
+            "tenant": {"acme": {"rate": {"min_ratio": 20}, "max_suppressions": 8}},
+        }
+    )
+    acme_sandbox, acme_live = config.for_tenant("acme", "sandbox"), config.for_tenant("acme", "live")
+    assert (acme_sandbox.rate.min_ratio, acme_sandbox.rate.min_score, acme_sandbox.rate.min_per_minute) == (20, 8, 100)
+    assert (acme_live.rate.min_ratio, acme_live.rate.min_score, acme_live.max_suppressions) == (20, 6.0, 8)
+    assert config.for_tenant("globex", "sandbox") == config.for_env("sandbox")
+
+
+@pytest.mark.parametrize(
+    ("data", "named"),
+    [
+        ({"tenant": {"acme": {"colour": {"x": 1}}}}, "detection.tenant.acme.colour: unknown setting"),
+        ({"tenant": {"acme": {"ip": {"fanout_networkz": 3}}}}, "detection.tenant.acme.ip.fanout_networkz"),
+        ({"tenant": {"acme": {"ip": {"fanout_networks": 1}}}}, "detection.tenant.acme.ip.fanout_networks"),
+    ],
+)
+def test_tenant_override_errors_name_the_setting(data: dict[str, Any], named: str) -> None:
+    """An unknown detector or setting, or a bad value, under a tenant is an error naming it."""
+    with pytest.raises(ConfigError) as info:
+        detection_config_from_mapping(data)
+    assert named in str(info.value)
+
+
+def test_engine_picks_the_tenants_detectors(
+    engine_factory: Callable[..., Engine], request_factory: Callable[..., RequestRecord]
+) -> None:
+    """A tenant that turns a detector off gets no alert from it; other tenants still do."""
+    engine = engine_factory(tenant={"acme": {"revoked": {"enabled": False}}})
+    for tenant, expected in (("acme", 0), ("globex", 1)):
+        state = engine.new_state(tenant, "key-1")
+        state.registry.status, state.registry.revoked_ms = "revoked", T0
+        record = request_factory(ts=T0 + 10 * MINUTE, tenant=tenant)
+        alerts = [a for a in engine.on_request(state, record).alerts if a.type == "apiKey.usedAfterRevoke"]
+        assert len(alerts) == expected
+
+
+def test_load_tenant_and_trusted_from_toml(tmp_path: Path) -> None:
+    """[detection.tenant.<t>.<d>] and [detection.trusted] are read from a TOML file; describe() names each list."""
+    path = tmp_path / "keywatch.toml"
+    path.write_text(
+        "[detection.tenant.acme.ip]\nfanout_networks = 5\n"
+        '[detection.trusted.global]\ncorp-egress = ["203.0.113.0/24", "2001:db8:100::/48"]\n'
+        '[detection.trusted.tenant.acme]\nci-runners = ["198.51.100.0/26"]\n',
+        encoding="utf-8",
+    )
+    config = load_detection_config(path)
+    assert config.for_tenant("acme", "live").ip.fanout_networks == 5
+    assert config.trusted.describe() == [
+        "trusted networks: global list 'corp-egress' holds 2",
+        "trusted networks: tenant 'acme' list 'ci-runners' holds 1",
+    ]
+    acme = config.trusted.for_tenant("acme")
+    assert acme.list_of("198.51.100.9", "198.51.100.0/24") == "ci-runners"
+    assert acme.list_of("198.51.100.99", "198.51.100.0/24") is None
+    assert acme.list_of("::ffff:203.0.113.5", "203.0.113.0/24") == "corp-egress"
+    assert config.trusted.for_tenant("globex").list_of("198.51.100.9", "198.51.100.0/24") is None
+
+
+# -- trusted networks: the CIDR boundary ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("networks", "named"),
+    [
+        (["300.1.1.0/24"], "detection.trusted.tenant.acme.ci.0: '300.1.1.0/24' is not an IP network"),
+        (["198.51.100.5/24"], "host bits set (the network is 198.51.100.0/24)"),
+        ("198.51.100.0/24", "detection.trusted.tenant.acme.ci: Input should be a valid list"),
+    ],
+)
+def test_bad_trusted_network_names_the_list(networks: Any, named: str) -> None:
+    """A bad CIDR (or a string instead of a list) is an error naming the list and the entry."""
+    with pytest.raises(ConfigError) as info:
+        detection_config_from_mapping({"trusted": {"tenant": {"acme": {"ci": networks}}}})
+    assert named in str(info.value)
+
+
+def test_unknown_trusted_section_is_an_error() -> None:
+    """Only `global` and `tenant` exist under [detection.trusted]."""
+    with pytest.raises(ConfigError, match=r"detection\.trusted\.tenants: unknown setting"):
+        detection_config_from_mapping({"trusted": {"tenants": {}}})
+
+
+@given(st.ip_addresses(), st.integers(min_value=0, max_value=128))
+def test_any_cidr_parses_or_fails_with_one_clear_error(address: Any, prefix: int) -> None:
+    """Every address/prefix either is a valid trusted network or a ConfigError naming the list, never a crash."""
+    text = f"{address}/{prefix}"
+    try:
+        expected = str(ipaddress.ip_network(text, strict=True))
+    except ValueError:
+        expected = None
+    data = {"trusted": {"global": {"lst": [text]}}}
+    if expected is None:
+        with pytest.raises(ConfigError, match=r"detection\.trusted\.global\.lst\.0"):
+            detection_config_from_mapping(data)
+    else:
+        assert detection_config_from_mapping(data).trusted.global_["lst"] == [expected]
+
+
+@given(st.text(max_size=30))
+def test_arbitrary_text_as_cidr_never_crashes(text: str) -> None:
+    """Any string is a network or an error naming the list."""
+    try:
+        config = detection_config_from_mapping({"trusted": {"global": {"lst": [text]}}})
+    except ConfigError as exc:
+        message = str(exc)
+    else:
+        message = "detection.trusted.global.lst.0 parsed"
+        assert ipaddress.ip_network(config.trusted.global_["lst"][0])
+    assert "detection.trusted.global.lst.0" in message

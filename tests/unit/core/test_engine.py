@@ -9,7 +9,10 @@ from typing import Any
 from coretest import HOUR, MINUTE, T0, Cluster
 
 from keywatch.contract.events import LifecycleEvent, RequestRecord
-from keywatch.core.engine import Forward
+from keywatch.core.engine import DetectorSet, Engine, Forward
+from keywatch.core.spec import AlertSpec, Detector, DetectorSpec, Finding
+from keywatch.core.state import KeyState
+from keywatch.core.suppression import DEFAULT_MAX_ENTRIES
 
 
 def mixed_stream(
@@ -38,7 +41,7 @@ def test_replay_gives_identical_alerts(
     """Processing the same stream twice (state serialised between events) yields the same alerts and ids."""
     runs = []
     for _ in range(2):
-        cluster = cluster_factory(rate={"min_history_minutes": 60})
+        cluster = cluster_factory(rate={"min_history_minutes": 60}, ip={"learning_seconds": 3600})
         cluster.feed(mixed_stream(request_factory, lifecycle_factory))
         runs.append([a.model_dump(mode="json") for a in cluster.alerts])
     assert runs[0] == runs[1]
@@ -59,3 +62,23 @@ def test_unknown_forward_kind_is_ignored(cluster_factory: Callable[..., Cluster]
     cluster = cluster_factory()
     outcome = cluster.engine.on_forward(None, Forward("acme", "key-9", "mystery", {"x": 1}, T0))
     assert (outcome.alerts, outcome.forwards, outcome.state.detectors) == ([], [], {})
+
+
+def test_an_episode_end_is_not_suppressed_by_its_start() -> None:
+    """A close under a discriminator its open suppressed still resolves; a second open stays suppressed."""
+    spec: DetectorSpec[Any, None] = DetectorSpec(
+        name="toy", alerts=(AlertSpec("apiKey.toy", "low"),), config=dict, state=None, build=lambda c, x: Detector()
+    )
+    engine = Engine(source="/t", specs=[spec], by_env={"live": DetectorSet([], DEFAULT_MAX_ENTRIES)})
+    state = KeyState("acme", "key-1")
+
+    def finding(edge: Any) -> Finding:
+        return Finding("apiKey.toy", "s", {}, discriminator="n", suppress_for_ms=HOUR, episode=edge)
+
+    opened = engine._alert(state, "toy", finding("open"), None, T0, "live")
+    closed = engine._alert(state, "toy", finding("close"), None, T0 + MINUTE, "live")
+    again = engine._alert(state, "toy", finding("open"), None, T0 + 2 * MINUTE, "live")
+    assert opened is not None
+    assert closed is not None
+    assert again is None
+    assert (closed.data.status, closed.data.episode_id) == ("resolved", opened.data.episode_id)

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from coretest import DAY, HOUR, MINUTE, T0, Cluster
 
+from keywatch.config import ConfigError
 from keywatch.contract.alerts import Alert
 from keywatch.contract.events import LifecycleEvent, RequestRecord
 from keywatch.core.ip_baseline import range_of
@@ -19,8 +20,13 @@ FAST_LEARNING = {"learning_seconds": 3600, "learning_requests": 5}
 
 
 def new_ip(alerts: list[Alert]) -> list[Alert]:
-    """Only the new-IP alerts."""
-    return [a for a in alerts if a.type == NEW_IP]
+    """Only the new-IP alerts that fire (not the ends of episodes)."""
+    return [a for a in alerts if a.type == NEW_IP and a.data.status != "resolved"]
+
+
+def resolved(alerts: list[Alert]) -> list[Alert]:
+    """Only the new-IP episode ends."""
+    return [a for a in alerts if a.type == NEW_IP and a.data.status == "resolved"]
 
 
 @pytest.fixture
@@ -216,18 +222,32 @@ def test_learning_ends_after_max_even_for_rare_keys(
     assert len(new_ip(cluster.feed([request_factory(ts=T0 + 8 * DAY, ip="203.0.113.1")]))) == 1
 
 
-def test_learning_starts_at_creation_when_known(
+def test_learning_starts_at_the_first_request_seen_not_at_creation(
     cluster_factory: Callable[..., Cluster],
     request_factory: Callable[..., RequestRecord],
     lifecycle_factory: Callable[..., LifecycleEvent],
 ) -> None:
-    """A key created long before its first use is judged from its creation time, not its first request."""
-    cluster = cluster_factory(ip={"learning_seconds": 3600, "learning_requests": 0})
-    cluster.feed([lifecycle_factory(ts=T0 - 2 * HOUR), request_factory(ts=T0)])
-    assert len(new_ip(cluster.feed([request_factory(ts=T0 + MINUTE, ip="203.0.113.1")]))) == 1
-    unknown = cluster_factory(ip={"learning_seconds": 3600, "learning_requests": 0})
-    unknown.feed([request_factory(ts=T0)])
-    assert new_ip(unknown.feed([request_factory(ts=T0 + MINUTE, ip="203.0.113.1")])) == []
+    """A key created 88 days before its first request keywatch sees learns from that request on."""
+    cluster = cluster_factory(ip=FAST_LEARNING)
+    cluster.feed([lifecycle_factory(ts=T0 - 88 * DAY)])
+    ips = ["192.0.2.10", "198.51.100.1", "203.0.113.1", "10.1.2.3"]
+    first = [request_factory(ts=T0 + i * 10 * MINUTE, ip=ips[i % len(ips)]) for i in range(8)]
+    assert new_ip(cluster.feed(first)) == []
+    # Past learning (1 h and 5 requests after the first request), a new range alerts again.
+    [alert] = new_ip(cluster.feed([request_factory(ts=T0 + 2 * HOUR, ip="172.16.5.5")]))
+    assert alert.data.evidence["key_known_for_seconds"] == 7200.0
+
+
+def test_learning_restarts_when_the_keys_state_was_evicted(
+    learned: Callable[..., Cluster], request_factory: Callable[..., RequestRecord]
+) -> None:
+    """After the key cap evicted a learned key's state, its next requests learn again instead of alerting."""
+    cluster = learned()
+    assert len(new_ip(cluster.feed([request_factory(ts=T0 + 2 * HOUR, ip="203.0.113.9")]))) == 1
+    del cluster.states["acme/key-1"]  # what the key cap does: the whole state goes
+    later = [request_factory(ts=T0 + 3 * HOUR + i * MINUTE, ip=f"172.16.{i}.5") for i in range(4)]
+    assert new_ip(cluster.feed(later)) == []
+    assert cluster.states["acme/key-1"].registry.first_seen_ms == T0 + 3 * HOUR
 
 
 def _rotation_events(
@@ -315,3 +335,128 @@ def test_same_input_twice_gives_same_alert_ids(
         )
     assert [a.id for a in runs[0]] == [a.id for a in runs[1]]
     assert len({a.id for a in runs[0]}) == 2
+
+
+# -- folding per network, fan-out, resolution ---------------------------------------------------------------
+
+
+def test_new_ranges_of_one_network_fold_into_one_episode_that_resolves(
+    learned: Callable[..., Cluster], request_factory: Callable[..., RequestRecord]
+) -> None:
+    """Forty new /24s of one /16 give one firing alert; the resolved end counts them once the network is quiet."""
+    cluster = learned()
+    t = T0 + 2 * HOUR
+    events = [request_factory(ts=t + i * MINUTE, ip=f"172.20.{i}.7") for i in range(40)]
+    [fired] = new_ip(cluster.feed(events))
+    assert (fired.data.status, fired.data.evidence["network"]) == ("firing", "172.20.0.0/16")
+    assert resolved(cluster.alerts) == []
+    later = cluster.feed([request_factory(ts=t + 39 * MINUTE + HOUR + 1, ip="192.0.2.10")])
+    [end] = resolved(later)
+    ev = end.data.evidence
+    assert end.data.episode_id == fired.data.episode_id
+    assert (ev["network"], ev["new_ranges"], len(ev["sample_ranges"])) == ("172.20.0.0/16", 40, 5)
+    assert ev["last_seen_ms"] == t + 39 * MINUTE
+    assert end.time.timestamp() * 1000 == t + 39 * MINUTE + HOUR
+
+
+def test_a_network_stays_quiet_for_the_suppression_period_after_its_episode(
+    learned: Callable[..., Cluster], request_factory: Callable[..., RequestRecord]
+) -> None:
+    """A network whose episode resolved fires again only after suppress_seconds (24 h)."""
+    cluster = learned()
+    t = T0 + 2 * HOUR
+    assert len(new_ip(cluster.feed([request_factory(ts=t, ip="172.20.1.7")]))) == 1
+    assert new_ip(cluster.feed([request_factory(ts=t + 3 * HOUR, ip="172.20.2.7")])) == []
+    assert len(new_ip(cluster.feed([request_factory(ts=t + 25 * HOUR, ip="172.20.3.7")]))) == 1
+
+
+def test_each_new_network_alerts_on_its_own_below_the_fan_out(
+    learned: Callable[..., Cluster], request_factory: Callable[..., RequestRecord]
+) -> None:
+    """Two new /16s within the window are two alerts, each with its own network."""
+    cluster = learned()
+    alerts = new_ip(cluster.feed([request_factory(ts=T0 + 2 * HOUR + i, ip=f"172.{20 + i}.1.7") for i in range(2)]))
+    assert [a.data.evidence["network"] for a in alerts] == ["172.20.0.0/16", "172.21.0.0/16"]
+    assert len({a.id for a in alerts}) == 2
+
+
+def test_many_new_networks_are_one_fan_out_alert(
+    learned: Callable[..., Cluster], request_factory: Callable[..., RequestRecord]
+) -> None:
+    """Browsers on 300 residential /24s in 60 /16s: two network alerts, then one many-networks alert, no more."""
+    cluster = learned()
+    t = T0 + 2 * HOUR
+    events = [request_factory(ts=t + i * 20_000, ip=f"100.{64 + i % 60}.{i // 60}.9") for i in range(300)]
+    alerts = new_ip(cluster.feed(events))
+    assert len(alerts) == 3
+    fan = alerts[-1]
+    ev = fan.data.evidence
+    assert ev["networks"] == {
+        "count": 3,
+        "sample": ["100.64.0.0/16", "100.65.0.0/16", "100.66.0.0/16"],
+        "window_seconds": 86400,
+    }
+    assert "new networks" in fan.data.summary
+    assert fan.severity == "medium"
+    later = [request_factory(ts=t + 20 * HOUR + i * MINUTE, ip=f"100.{64 + i}.200.9") for i in range(30)]
+    assert new_ip(cluster.feed(later)) == []
+
+
+def test_fan_out_threshold_and_window_are_settings(
+    learned: Callable[..., Cluster], request_factory: Callable[..., RequestRecord]
+) -> None:
+    """With fanout_networks 5 in 1 h, four networks alert singly; networks an hour apart never fan out."""
+    cluster = learned(ip={**FAST_LEARNING, "fanout_networks": 5, "fanout_window_seconds": 3600})
+    t = T0 + 2 * HOUR
+    burst = new_ip(cluster.feed([request_factory(ts=t + i, ip=f"172.{20 + i}.1.7") for i in range(5)]))
+    assert [a.data.evidence.get("networks", {}).get("count") for a in burst] == [None, None, None, None, 5]
+    slow = learned(ip={**FAST_LEARNING, "fanout_networks": 3, "fanout_window_seconds": 3600})
+    spread = new_ip(slow.feed([request_factory(ts=t + i * 2 * HOUR, ip=f"172.{20 + i}.1.7") for i in range(4)]))
+    assert len(spread) == 4
+    assert all("networks" not in a.data.evidence for a in spread)
+
+
+def test_with_geoip_the_network_is_the_asn(
+    learned: Callable[..., Cluster], request_factory: Callable[..., RequestRecord], geo: Geoip2Lookup
+) -> None:
+    """With GeoIP, a new range is folded under its ASN."""
+    cluster = learned(geo=geo)
+    [alert] = new_ip(cluster.feed([request_factory(ts=T0 + 2 * HOUR, ip="198.51.100.7")]))
+    assert alert.data.evidence["network"] == "AS64500"
+
+
+def test_network_prefixes_must_hold_the_ranges(config_factory: Callable[..., Any]) -> None:
+    """A network smaller than a range is a config error naming both settings."""
+    with pytest.raises(ConfigError, match="network_ipv4_prefix"):
+        config_factory(ip={"network_ipv4_prefix": 28})
+
+
+# -- trusted networks ---------------------------------------------------------------------------------------
+
+
+def test_trusted_networks_are_known_and_named_in_the_next_alert(
+    learned: Callable[..., Cluster], request_factory: Callable[..., RequestRecord]
+) -> None:
+    """Requests from a tenant's trusted list never alert; the list's name and count show in the next alert."""
+    trusted = {"global": {"corp": ["203.0.113.0/28"]}, "tenant": {"acme": {"ci-runners": ["172.20.0.0/16"]}}}
+    cluster = learned(config=None, ip=FAST_LEARNING, trusted=trusted)
+    t = T0 + 2 * HOUR
+    quiet = [request_factory(ts=t + i, ip=f"172.20.{i}.7") for i in range(10)]
+    quiet += [request_factory(ts=t + 20 + i, ip=f"203.0.113.{i}") for i in range(3)]
+    assert new_ip(cluster.feed(quiet)) == []
+    [alert] = new_ip(cluster.feed([request_factory(ts=t + MINUTE, ip="203.0.113.200")]))  # outside the /28
+    assert alert.data.evidence["trusted"] == {"ci-runners": 10, "corp": 3}
+    assert "172.20.0.0/24" not in cluster.states["acme/key-1"].detectors["ip"].ranges
+
+
+def test_trusted_lists_of_one_tenant_do_not_apply_to_another(
+    cluster_factory: Callable[..., Cluster],
+    request_factory: Callable[..., RequestRecord],
+    lifecycle_factory: Callable[..., LifecycleEvent],
+) -> None:
+    """Tenant globex still alerts on acme's CI range."""
+    cluster = cluster_factory(ip=FAST_LEARNING, trusted={"tenant": {"acme": {"ci": ["172.20.0.0/16"]}}})
+    cluster.feed([lifecycle_factory(tenant="globex")])
+    cluster.feed([request_factory(tenant="globex", ts=T0 + i * 10 * MINUTE) for i in range(8)])
+    [alert] = new_ip(cluster.feed([request_factory(tenant="globex", ts=T0 + 2 * HOUR, ip="172.20.1.1")]))
+    assert "trusted" not in alert.data.evidence
