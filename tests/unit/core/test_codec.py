@@ -110,18 +110,20 @@ def _events() -> list[Any]:
     return events
 
 
-NEW_4XX_EVIDENCE = (
-    "rule", "recent_errors", "recent_total", "recent_seconds", "learned_ratio", "expected_errors", "p_value",
-    "surprise",
-)  # fmt: skip
+NEW_EVIDENCE = {
+    "apiKey.4xxCluster": (
+        "rule", "recent_errors", "recent_total", "recent_seconds", "learned_ratio", "expected_errors", "p_value",
+        "surprise",
+    ),
+    "apiKey.requestSpike": ("rule", "sustained_threshold_per_minute", "sustained_minutes"),
+}  # fmt: skip
 
 
 def _without_new_evidence(alert_json: str) -> str:
-    """The alert as that version serialised it: without the 4xx evidence fields added since, order kept."""
+    """The alert as that version serialised it: without the evidence fields added since, order kept."""
     alert = orjson.loads(alert_json)
-    if alert["type"] == "apiKey.4xxCluster":
-        evidence = alert["data"]["evidence"]
-        alert["data"]["evidence"] = {k: v for k, v in evidence.items() if k not in NEW_4XX_EVIDENCE}
+    added = NEW_EVIDENCE.get(alert["type"], ())
+    alert["data"]["evidence"] = {k: v for k, v in alert["data"]["evidence"].items() if k not in added}
     return orjson.dumps(alert).decode()
 
 
@@ -131,9 +133,13 @@ def test_states_written_by_the_first_format_continue_exactly() -> None:
     byte for byte."""
     captured = orjson.loads(FORMAT_1.read_bytes())
     events = _events()
-    # That version had only the share rule of the 4xx cluster: run with it alone, and compare its alerts
-    # without the evidence fields added since (the surprise rule's baseline vs observed).
-    config = {**captured["config"], "errors": {"surprise": False}}
+    # That version had only the share rule of the 4xx cluster and the per-minute spike rule (with the hour
+    # profile from 3 days): run with those alone, and compare its alerts without the evidence fields added since.
+    config = {
+        **captured["config"],
+        "errors": {"surprise": False},
+        "rate": {**captured["config"]["rate"], "sustained_ratio": 0, "profile_min_days": 3.0},
+    }
     for cut in captured["cuts"]:
         cluster = Cluster(build_engine(detection_config_from_mapping(config), "/keywatch/test"))
         cluster.states = {subject: codec.decode_state(raw.encode()) for subject, raw in cut["states"].items()}
