@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from keywatch.config import Settings
+from keywatch.sim.profiles import PROFILES
 from keywatch.sim.scenario import DEFAULT_START, ScenarioConfig, build_plan
 
 _DEFAULT_REQUESTS_TOPIC = str(Settings.model_fields["topic_requests"].default)
@@ -63,6 +64,9 @@ def _say(message: str) -> None:
               help="Kafka: re-time the scenario so its learning period ends now; send the history at once, "
               "then each record when the wall clock reaches it.")  # fmt: skip
 @click.option("--duration", type=click.FloatRange(min=0), default=None, help="Kafka: stop after this many seconds.")
+@click.option("--profile", type=click.Choice(sorted(PROFILES)), default="default", show_default=True,
+              help="default: the standard scenario; hard: plus the situations of keywatch.sim.profiles (bursts "
+              "on busy keys, slow probing, ramps, daily batch jobs, deploy bumps).")  # fmt: skip
 @click.option("--audit", is_flag=True, help="Files: check afterwards that every label is supported by the data.")
 def command(
     out_dir: Path | None,
@@ -82,6 +86,7 @@ def command(
     realtime: bool,
     lead: float | None,
     duration: float | None,
+    profile: str,
     audit: bool,
 ) -> None:
     """Generate API request logs and key lifecycle events for many tenants and keys, with labelled incidents.
@@ -104,7 +109,7 @@ def command(
         incidents_per_type=incidents_per_type,
     )
     began = time.monotonic()
-    plan = build_plan(config)
+    plan = build_plan(config, PROFILES[profile])
     by_type: dict[str, int] = {}
     for incident in plan.incidents:
         by_type[incident.type] = by_type.get(incident.type, 0) + 1
