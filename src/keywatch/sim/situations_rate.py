@@ -6,7 +6,8 @@ situation is about, whatever `--scale` (a busy key makes hundreds of requests a 
 
 Positives (labelled): credential stuffing (15-40 401/min on a quiet key), slow 404 enumeration (15/min on a
 medium key), a 403 probe at 6/min on a busy key (200-400 requests/min), a ramp (x1 -> x8 over 30 minutes,
-then 30 minutes at x8; labelled from the first minute at x5, the sustained rule's multiple, to its end).
+then 30 minutes at x8; labelled from the first minute at x3, the lowest multiple at which a spike rule may
+alert, to its end).
 Negatives (unlabelled: they count against precision if they fire): a daily batch job (x8 for 15 minutes at
 the same UTC hour every day), a deploy bump (x1.6 for 10 minutes), a bad deploy with 2 minutes of 40% 5xx.
 """
@@ -16,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from keywatch.core.rate_baseline import RateBaselineConfig
 from keywatch.sim.scenario import (
     _ATTACKER_AGENTS,
     _PROBE_PATHS,
@@ -34,7 +36,9 @@ if TYPE_CHECKING:
 Situation = Callable[["_Planner"], None]
 RAMP_FACTOR = 8.0
 RAMP_MINUTES = 30
-ALERT_MULTIPLE = 5.0  # the sustained rule's default multiple: a ramp's label starts where it reaches it
+# A ramp's label starts at the first minute at the lowest multiple of its normal rate at which the spike rules
+# may alert (the per-minute rule's `min_ratio`); the sustained rule (x5 by default) fires later on the climb.
+ALERT_MULTIPLE = float(RateBaselineConfig.model_fields["min_ratio"].default)
 
 
 def _count(p: _Planner) -> int:
@@ -127,11 +131,14 @@ def ramp(p: _Planner) -> None:
         flat = start + RAMP_MINUTES * MINUTE_MS
         end = flat + RAMP_MINUTES * MINUTE_MS
         key.app.bumps.append((flat, end, RAMP_FACTOR))
-        first = next(i for i in range(RAMP_MINUTES) if 1.0 + (RAMP_FACTOR - 1.0) * (i + 0.5) / RAMP_MINUTES >= 5.0)
+        first = next(
+            i for i in range(RAMP_MINUTES) if 1.0 + (RAMP_FACTOR - 1.0) * (i + 0.5) / RAMP_MINUTES >= ALERT_MULTIPLE
+        )
         p.add_incident(
             SPIKE, key, start + first * MINUTE_MS, end,
             f"Gradual ramp x1 -> x{RAMP_FACTOR:.0f} over {RAMP_MINUTES} min, then {RAMP_MINUTES} min flat; "
-            f"labelled from minute {first} of the ramp, the first at >= x{ALERT_MULTIPLE:.0f}.",
+            f"labelled from minute {first} of the ramp, the first at >= x{ALERT_MULTIPLE:g} (the lowest multiple "
+            "a spike rule alerts at).",
         )  # fmt: skip
 
 

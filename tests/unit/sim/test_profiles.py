@@ -30,7 +30,7 @@ def test_hard_profile_keeps_the_default_part_and_adds_labelled_situations() -> N
     assert default_ids <= {i.id for i in hard.incidents} | {i.id for i in added}
     ramps = [i for i in added if i.type == SPIKE]
     for ramp in ramps:
-        # labelled from the first minute at the alerting multiple to the end of the flat part
+        # labelled from the first minute at the lowest alerting multiple (x3) to the end of the flat part
         assert ramp.key.normal_rate(ramp.start_ms, CONFIG.scale) >= ALERT_MULTIPLE * 0.7 * ramp.key.app.peak_rate
         assert ramp.end_ms - ramp.start_ms < 2 * RAMP_MINUTES * 60_000
         assert f"x{RAMP_FACTOR:.0f}" in ramp.description
