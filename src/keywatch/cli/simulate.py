@@ -13,6 +13,7 @@ import click
 from keywatch.cli.options import CONTEXT_SETTINGS
 from keywatch.cli.progress import Progress
 from keywatch.config import Settings
+from keywatch.sim.profiles import PROFILES
 from keywatch.sim.scenario import DEFAULT_START, ScenarioConfig, build_plan
 
 _DEFAULT_REQUESTS_TOPIC = str(Settings.model_fields["topic_requests"].default)
@@ -68,6 +69,10 @@ def _say(message: str) -> None:
 @click.option("--disorder-seconds", type=click.FloatRange(min=0, max=3600), default=0.0, show_default=True,
               help="Deliver records out of event-time order by up to this many seconds (a random delay per "
               "record, from the seed; labels unchanged). 0: sorted, as before, byte for byte.")  # fmt: skip
+@click.option("--profile", type=click.Choice(sorted(PROFILES)), default="default", show_default=True,
+              help="default: the standard scenario; hard: plus every situation of keywatch.sim.profiles (bursts "
+              "on busy keys, slow probing, ramps, daily batch jobs, deploy bumps) and of --hard-network; add "
+              "--disorder-seconds 30 for late records too.")  # fmt: skip
 @click.option("--audit", is_flag=True, help="Files: check afterwards that every label is supported by the data.")
 @click.option("--hard-network", is_flag=True,
               help="Add the hard network situations: browsers on residential networks, keys created long before "
@@ -91,6 +96,7 @@ def command(
     lead: float | None,
     duration: float | None,
     disorder_seconds: float,
+    profile: str,
     audit: bool,
     hard_network: bool,
 ) -> None:
@@ -107,6 +113,7 @@ def command(
       keywatch simulate --out-dir sim --seed 7 --disorder-seconds 30
     """
     disorder_ms = int(disorder_seconds * 1000)
+    hard_network = hard_network or profile == "hard"  # the hard profile holds every situation
     if audit and disorder_ms:
         raise click.UsageError("--audit reads the files in event-time order: run it without --disorder-seconds")
     if (out_dir is None) == (bootstrap is None):
@@ -123,7 +130,7 @@ def command(
         hard_network=hard_network,
     )
     began = time.monotonic()
-    plan = build_plan(config)
+    plan = build_plan(config, PROFILES[profile])
     by_type: dict[str, int] = {}
     for incident in plan.incidents:
         by_type[incident.type] = by_type.get(incident.type, 0) + 1

@@ -6,11 +6,22 @@ Counts are kept in one-minute buckets over a short rolling window; each kind ope
 The key's normal error ratio per kind (EWMA over minutes with traffic) is the baseline: a client that always
 gets 20% 404s does not alert at 25%.
 
+Two rules open an episode, checked on every 4xx as it arrives (so a burst is found inside its first minute):
+- surprise: the errors of the kind in the last `surprise_minutes` buckets (the current minute and the ones
+  before it) are improbable given the requests of those minutes and the key's learned share of the kind
+  (binomial upper tail below `surprise_p_value`, with at least `surprise_min_errors` errors). The learned
+  share starts from a prior (`prior_ratio`, weighted as `prior_requests` requests) so a new key is judged too,
+  and never goes below `min_learned_ratio`, so a kind a key never saw is not infinitely surprising. It applies
+  once `surprise_min_minutes` minutes with traffic have been learned.
+- share (the original rule, kept for long, diluted bursts): over the whole window, at least `min_errors`
+  errors making at least `min_ratio` of all requests, well above the usual share.
+
 State: `ErrorBurstState`, under `errors`.
 """
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
 from operator import sub
 from typing import Any
@@ -98,10 +109,61 @@ class ErrorBurstConfig(BaseModel):
     resolve_minutes: int = Field(
         default=5, ge=1, description="An episode ends after this many consecutive minutes below the floors."
     )
+    surprise: bool = Field(default=True, description="Also open an episode on a surprising last minute or two.")
+    surprise_minutes: int = Field(
+        default=2,
+        ge=1,
+        le=60,
+        description="Buckets the surprise is judged over: the current minute and the ones before it "
+        "(at most window_minutes).",
+    )
+    surprise_p_value: float = Field(
+        default=1e-6, gt=0, lt=1, description="Fire when the binomial upper tail of the errors is below this."
+    )
+    surprise_min_errors: int = Field(
+        default=8, ge=1, description="... and at least this many errors of the kind are in those buckets."
+    )
+    surprise_min_minutes: int = Field(
+        default=10,
+        ge=0,
+        description="Minutes with traffic learned before the surprise rule applies (the share rule covers a "
+        "brand-new key).",
+    )
+    prior_ratio: float = Field(
+        default=0.02, gt=0, lt=1, description="Share of each kind assumed for a key without history."
+    )
+    prior_requests: float = Field(
+        default=200.0, ge=0, description="Weight of that prior, in requests, against the key's learned minutes."
+    )
+    min_learned_ratio: float = Field(
+        default=0.001, gt=0, lt=1, description="The learned share of a kind is never taken below this."
+    )
     max_paths: int = Field(default=16, ge=1, le=256, description="4xx paths remembered per key (LRU).")
     max_ips: int = Field(default=16, ge=1, le=256, description="4xx client IPs remembered per key (LRU).")
     max_path_chars: int = Field(default=96, ge=8, le=2048, description="Paths are cut to this length in state.")
     top: int = Field(default=5, ge=1, le=50, description="Top paths and IPs shown in the evidence.")
+
+
+def binomial_log_tail(errors: int, requests: int, p: float) -> float:
+    """log P(X >= errors) for X ~ Binomial(requests, p); 0.0 (probability 1) when `errors` is not above the
+    mean, where only "not surprising" matters."""
+    if errors <= 0 or errors <= requests * p:
+        return 0.0
+    if errors > requests:
+        return -math.inf
+    k, n = errors, requests
+    log_first = (
+        math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1) + k * math.log(p) + (n - k) * math.log1p(-p)
+    )
+    # The terms after the first fall geometrically above the mean: sum until they no longer matter.
+    odds = p / (1.0 - p)
+    term, total = 1.0, 1.0
+    for j in range(k, min(n, k + 400)):
+        term *= (n - j) / (j + 1) * odds
+        total += term
+        if term < 1e-12 * total:
+            break
+    return min(0.0, log_first + math.log(total))
 
 
 def _iso(ms: int) -> str:
@@ -129,6 +191,8 @@ class ErrorBurst(Detector[ErrorBurstState]):
         self.config = config
         self._alpha = 1.0 - 0.5 ** (1.0 / config.baseline_half_life_minutes)
         self._warm = int(1.0 / self._alpha)  # minutes with traffic before the EWMA replaces the plain mean
+        self._surprise_minutes = min(config.surprise_minutes, config.window_minutes)
+        self._log_p_value = math.log(config.surprise_p_value)
 
     def on_request(self, key: KeyState, record: RequestRecord, ts_ms: int) -> Effects:
         """Count the request in its minute; open an episode when a 4xx kind crosses the floors."""
@@ -174,9 +238,41 @@ class ErrorBurst(Detector[ErrorBurstState]):
         if code in episodes:
             if window[kind] > episodes[code].peak:
                 episodes[code].peak = window[kind]
-        elif window[kind] >= cfg.min_errors and self._bursting(st, kind):
+        elif (window[kind] >= cfg.min_errors and self._bursting(st, kind)) or self._surprising(st, kind):
             findings.append(self._start(st, record, ts_ms, minute, kind))
         return findings
+
+    def learned_ratio(self, st: ErrorBurstState, kind: int) -> float:
+        """The key's share of requests answered with `kind`, for the surprise rule: the learned EWMA blended
+        with the prior (weighted as `prior_requests` requests), floored at `min_learned_ratio`."""
+        cfg = self.config
+        minutes = min(st.active_minutes, self._warm)
+        requests = st.usual_total * minutes
+        errors = st.usual_errors[kind - 1] * minutes
+        weight = cfg.prior_requests
+        blended = (errors + cfg.prior_ratio * weight) / (requests + weight) if requests + weight > 0 else 0.0
+        return min(0.999, max(cfg.min_learned_ratio, blended))
+
+    def recent(self, st: ErrorBurstState, kind: int) -> tuple[int, int]:
+        """Errors of `kind` and all requests in the last `surprise_minutes` buckets."""
+        errors = total = 0
+        for bucket in st.buckets[-self._surprise_minutes :]:
+            errors += bucket[kind]
+            total += bucket[0]
+        return errors, total
+
+    def _surprising(self, st: ErrorBurstState, kind: int) -> bool:
+        cfg = self.config
+        if not cfg.surprise or st.active_minutes < cfg.surprise_min_minutes:
+            return False
+        errors, total = self.recent(st, kind)
+        if errors < cfg.surprise_min_errors:
+            return False
+        return binomial_log_tail(errors, total, self.learned_ratio(st, kind)) < self._log_p_value
+
+    def holds(self, st: ErrorBurstState, kind: int) -> bool:
+        """True while either rule sees a burst of `kind` (an open episode is not calm)."""
+        return self._bursting(st, kind) or self._surprising(st, kind)
 
     def baseline_ratio(self, st: ErrorBurstState, kind: int) -> float:
         """The key's usual share of requests answered with `kind` (0 until enough history)."""
@@ -223,7 +319,7 @@ class ErrorBurst(Detector[ErrorBurstState]):
         for code in list(episodes):
             kind = KIND_OF_CODE[code]
             episode = episodes[code]
-            episode.quiet_minutes = 0 if self._bursting(st, kind) else episode.quiet_minutes + 1
+            episode.quiet_minutes = 0 if self.holds(st, kind) else episode.quiet_minutes + 1
             if episode.quiet_minutes >= self.config.resolve_minutes:
                 findings.append(self._end(st, record, kind))
 
@@ -271,6 +367,9 @@ class ErrorBurst(Detector[ErrorBurstState]):
             return [[k, v.count] for k, v in sorted(table.items(), key=lambda kv: -kv[1].count)[: cfg.top]]
 
         code, kind_name, _ = KINDS[kind]
+        recent_errors, recent_total = self.recent(st, kind)
+        learned = self.learned_ratio(st, kind)
+        log_tail = binomial_log_tail(recent_errors, recent_total, learned)
         return {
             "kind": kind_name,
             "status": code,
@@ -280,26 +379,43 @@ class ErrorBurst(Detector[ErrorBurstState]):
             "ratio": round(window[kind] / window[0], 3) if window[0] else None,
             "baseline_ratio": round(self.baseline_ratio(st, kind), 3),
             "window_seconds": cfg.window_minutes * 60,
+            "recent_errors": recent_errors,
+            "recent_total": recent_total,
+            "recent_seconds": self._surprise_minutes * 60,
+            "learned_ratio": round(learned, 5),
+            "expected_errors": round(learned * recent_total, 2),
+            "p_value": float(f"{math.exp(log_tail):.3g}"),
+            "surprise": round(-log_tail / math.log(10), 1) + 0.0,  # + 0.0: no "-0.0" for a tail of 1
             "distinct_paths": window[NEW_PATHS],
             "top_paths": top(st.paths),
             "top_ips": top(st.ips),
         }
 
     def _start(self, st: ErrorBurstState, record: RequestRecord, ts_ms: int, minute: int, kind: int) -> Finding:
-        code, kind_name, severity = KINDS[kind]
+        code, _, severity = KINDS[kind]
         st.episodes[code] = ErrorEpisode(minute, ts_ms, st.window[kind], 0, severity)
-        evidence = self._summary(st, kind)
+        evidence = {"rule": "share" if self._bursting(st, kind) else "surprise", **self._summary(st, kind)}
         return Finding(
             type=ALERT_TYPE,
             episode="open",
             discriminator=code,
             id_parts=(code, str(minute)),
             severity=severity,
-            summary=(
-                f"Key {record.key_id} got {evidence['errors']} {code} answers out of {evidence['total']} requests "
-                f"in {self.config.window_minutes} min ({kind_name.replace('_', ' ')})."
-            ),
+            summary=self._start_summary(record, evidence),
             evidence=evidence,
+        )
+
+    def _start_summary(self, record: RequestRecord, evidence: dict[str, Any]) -> str:
+        code, what = evidence["status"], evidence["kind"].replace("_", " ")
+        if evidence["rule"] == "share":
+            return (
+                f"Key {record.key_id} got {evidence['errors']} {code} answers out of {evidence['total']} requests "
+                f"in {self.config.window_minutes} min ({what})."
+            )
+        return (
+            f"Key {record.key_id} got {evidence['recent_errors']} {code} answers out of {evidence['recent_total']} "
+            f"requests in the last {self._surprise_minutes} min, against {evidence['expected_errors']} expected "
+            f"(p = {evidence['p_value']:.2g}; {what})."
         )
 
     def _end(self, st: ErrorBurstState, record: RequestRecord, kind: int) -> Finding:

@@ -9,9 +9,16 @@ normal daily peak is expected. Every minute counts, including the ones without r
 quiet and comes back has the gap folded in as zero minutes (in closed form, however long the gap).
 
 Detection runs on the current minute as requests arrive: once its count reaches the threshold computed when
-the minute opened, the episode starts (status firing). It ends (status resolved, same episode_id) after
-`resolve_minutes` consecutive closed minutes below the threshold. This detector asks for no ticks: a key that
-stops completely resolves on its next request.
+the minute opened, the episode starts (status firing). A second rule finds what climbs slowly (a ramp, a
+runaway rollout): the sustained rule fires when `sustained_minutes` consecutive minutes, the current one at
+its pace so far, are each at `sustained_ratio` x the hour-of-day level (at least `min_per_minute`). It
+ignores the recent peak and the spread, which a slow climb raises with itself (the boiling frog); a daily
+batch job at the same hour is in its hour's level, a short deploy bump is far below the ratio. Minutes at
+or above the sustained threshold while a run of them lasts enter the baseline clipped at it and never raise
+the recent peak (a single busy minute, a cron burst, still does). An episode ends (status resolved, same
+episode_id) after `resolve_minutes` consecutive closed minutes below the threshold (the lower of the two
+while a sustained run lasts). This detector asks for no ticks: a key that stops completely resolves on its
+next request.
 
 Late requests are counted into their minute while it is among the last `late_minutes` minutes; minutes are
 folded into the baseline only when they leave that window, so late and skewed producers are counted
@@ -71,6 +78,10 @@ class RateState(msgspec.Struct, array_like=True):
     peak: int | float = 0.0  # recent peak minute (decaying max of closed minutes below the threshold)
     episode: RateEpisode | None = None
     late_dropped: int = 0  # late requests dropped from rate accounting
+    sustained_threshold: int | None = None  # sustained-rule threshold for `minute` (None until armed or when off)
+    sustained_run: int = 0  # consecutive closed minutes up to `minute` - 1 at or above their sustained threshold
+    reference: int | float = 0.0  # the sustained rule's level: this hour's level as it was when the hour began
+    reference_hour: int = -1  # the epoch hour `reference` was taken in
 
 
 class RateBaselineConfig(BaseModel):
@@ -94,7 +105,7 @@ class RateBaselineConfig(BaseModel):
     level_half_life_minutes: float = Field(default=240.0, gt=0, description="Half-life of the long-run level.")
     profile_half_life_days: float = Field(default=7.0, gt=0, description="Half-life of each hour-of-day level.")
     profile_min_days: float = Field(
-        default=3.0, ge=0, description="History needed before the hour-of-day profile is used."
+        default=1.0, ge=0, description="History needed before the hour-of-day profile is used."
     )
     peak_ratio: float = Field(
         default=2.0,
@@ -103,6 +114,24 @@ class RateBaselineConfig(BaseModel):
     )
     peak_half_life_minutes: float = Field(
         default=1440.0, gt=0, description="Half-life of the recent peak minute, in minutes."
+    )
+    sustained_ratio: float = Field(
+        default=5.0,
+        ge=0,
+        description="Sustained rule: minutes at this multiple of the hour-of-day level (the long-run level "
+        "before the profile is used) fire however slowly they were reached; 0 = off.",
+    )
+    sustained_minutes: int = Field(
+        default=2,
+        ge=1,
+        le=60,
+        description="... for this many consecutive minutes, the last being the current one at its pace so far.",
+    )
+    sustained_pace_seconds: float = Field(
+        default=15.0,
+        ge=1,
+        le=60,
+        description="The current minute's pace (requests per minute so far) is judged after at least this long.",
     )
     resolve_minutes: int = Field(
         default=5, ge=1, description="An episode ends after this many consecutive minutes below the threshold."
@@ -189,6 +218,7 @@ class RateBaseline(Detector[RateState]):
         self._profile_warm = int(1.0 / self._profile_alpha)
         self._profile_keep1 = (1.0 - self._profile_alpha) ** 1
         self._profile_gain1 = 1.0 - self._profile_keep1
+        self._pace_ms = int(config.sustained_pace_seconds * 1000)
 
     def on_request(self, key: KeyState, record: RequestRecord, ts_ms: int) -> Effects:
         """Count the request in its minute; open an episode when the minute crosses the threshold."""
@@ -226,7 +256,56 @@ class RateBaseline(Detector[RateState]):
                 episode.peak = count
         elif threshold is not None and count >= threshold:
             findings.append(self._start(st, record, ts_ms, minute, count))
+        elif minute == st.minute and self._sustained(st, count, ts_ms - minute * MINUTE_MS):
+            findings.append(self._start(st, record, ts_ms, minute, count, rule="sustained"))
         return findings
+
+    def _sustained(self, st: RateState, count: int, elapsed_ms: int) -> bool:
+        """The sustained rule for the current minute: the minutes before it were at the multiple, and this one
+        is on pace for it (judged after `sustained_pace_seconds`)."""
+        threshold = st.sustained_threshold
+        if threshold is None or st.sustained_run < self.config.sustained_minutes - 1:
+            return False
+        elapsed = min(MINUTE_MS, max(elapsed_ms + 1, self._pace_ms))
+        return count * MINUTE_MS >= threshold * elapsed
+
+    def _close_sustained(self, st: RateState, minute: int) -> None:
+        """Count the closing minute into the run of minutes at the sustained threshold (a gap ends the run)."""
+        threshold = st.sustained_threshold
+        if threshold is not None and minute == st.minute + 1 and st.counts[-1] >= threshold:
+            st.sustained_run += 1
+        else:
+            st.sustained_run = 0
+
+    def _cap(self, st: RateState) -> int | None:
+        """What a closing minute enters the baseline clipped at, and must stay below to raise the peak: the
+        threshold, and the sustained threshold while a run of minutes at it lasts (a single busy minute, a cron
+        burst, is the recent peak's to learn)."""
+        cap = st.threshold
+        sustained = st.sustained_threshold
+        if sustained is not None and st.sustained_run >= max(2, self.config.sustained_minutes):
+            cap = sustained if cap is None else min(cap, sustained)
+        return cap
+
+    def calm_threshold(self, st: RateState, episode: RateEpisode) -> int:
+        """A closed minute below this is calm for an open episode."""
+        cap = self._cap(st)
+        return cap if cap is not None else episode.threshold
+
+    def _arm_sustained(self, st: RateState, minute: int) -> None:
+        """The sustained rule's threshold for `minute`: the multiple of the hour's own level once the profile is
+        used (the long-run level before), never below `min_per_minute`. The level is taken when the hour begins
+        and held for the hour, so the first minutes of a climb, learned as they close, do not raise the bar the
+        rest of the climb is judged by."""
+        cfg = self.config
+        if cfg.sustained_ratio <= 0 or st.minutes < cfg.min_history_minutes:
+            st.sustained_threshold = None
+            return
+        hour = minute // 60
+        if hour != st.reference_hour:
+            st.reference_hour = hour
+            st.reference = st.hour_level[hour % 24] if st.minutes >= self._profile_min else st.level
+        st.sustained_threshold = math.ceil(max(cfg.min_per_minute, cfg.sustained_ratio * st.reference))
 
     # -- baseline ------------------------------------------------------------------------------------------
 
@@ -301,14 +380,15 @@ class RateBaseline(Detector[RateState]):
         b = st.counts
         episode = st.episode
         if episode is not None:
-            threshold = st.threshold if st.threshold is not None else episode.threshold
+            threshold = self.calm_threshold(st, episode)
             for i in range(min(minute - m, self.config.resolve_minutes + 1)):
                 closed = b[-1] if i == 0 else 0
                 episode.quiet_minutes = 0 if closed >= threshold else episode.quiet_minutes + 1
                 if episode.quiet_minutes >= self.config.resolve_minutes:
                     findings.append(self._end(st, record, end_minute=m + i + 1))
                     break
-        cap = st.threshold  # spike minutes enter the baseline clipped at the threshold, so an attack is not learned
+        self._close_sustained(st, minute)
+        cap = self._cap(st)  # spike minutes enter the baseline clipped at the threshold, so an attack is not learned
         ring = len(b)
         shift = minute - m
         leaving = min(shift, ring)
@@ -357,6 +437,7 @@ class RateBaseline(Detector[RateState]):
         st.level, st.spread = rounded, round(st.spread, 3)
         st.expected = rounded if expected is level else round(expected, 3)  # one round fewer when it is the level
         st.expected_spread = round(spread, 3)
+        self._arm_sustained(st, minute)
         if st.minutes < cfg.min_history_minutes:
             st.threshold = None
             return
@@ -371,28 +452,37 @@ class RateBaseline(Detector[RateState]):
 
     # -- episodes ------------------------------------------------------------------------------------------
 
-    def _start(self, st: RateState, record: RequestRecord, ts_ms: int, minute: int, count: int) -> Finding:
+    def _start(
+        self, st: RateState, record: RequestRecord, ts_ms: int, minute: int, count: int, rule: str = "minute"
+    ) -> Finding:
         expected, spread = st.expected, st.expected_spread
         ratio = round(count / expected, 2) if expected > 0 else None
         severity: Severity = "high" if ratio is None or ratio >= self.config.high_ratio else "medium"
-        threshold = st.threshold
+        threshold = st.threshold if rule == "minute" else st.sustained_threshold
         assert threshold is not None  # only an armed minute starts an episode
         st.episode = RateEpisode(minute, ts_ms, count, 0, threshold, severity)
+        if rule == "minute":
+            text = f"against {expected:.1f} expected."
+        else:
+            text = (
+                f"{self.config.sustained_minutes} minutes in a row at >= {threshold}/min "
+                f"(x{self.config.sustained_ratio:g} the usual level for this hour): a sustained rise."
+            )
         return Finding(
             type=ALERT_TYPE,
             episode="open",
             id_parts=(str(minute),),
             severity=severity,
-            summary=(
-                f"Key {record.key_id} made {count} requests in the minute from {_iso_minute(minute)}, "
-                f"against {expected:.1f} expected."
-            ),
+            summary=(f"Key {record.key_id} made {count} requests in the minute from {_iso_minute(minute)}, {text}"),
             evidence={
                 "observed_per_minute": count,
                 "expected_per_minute": expected,
                 "ratio": ratio,
                 "score": round((count - expected) / spread, 2),
                 "threshold_per_minute": threshold,
+                "rule": rule,
+                "sustained_threshold_per_minute": st.sustained_threshold,
+                "sustained_minutes": st.sustained_run + 1 if rule == "sustained" else None,
                 "recent_peak_per_minute": st.peak,
                 "baseline_minutes": st.minutes,
                 "hour_profile_used": st.minutes >= self._profile_min,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import ipaddress
 import math
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -791,7 +791,7 @@ class _Planner:
             self.created_event(key, created)
             self.count("new_keys_after_learning")
 
-    def build(self) -> Plan:
+    def build(self, situations: Sequence[Callable[[_Planner], None]] = ()) -> Plan:
         self.make_tenants()
         self.make_keys()
         n = self.c.per_type
@@ -816,6 +816,9 @@ class _Planner:
 
             plan_network_situations(self)
         self.plan_benign()
+        if self.end - self.learn_end >= 2 * HOUR_MS:
+            for situation in situations:  # after everything else: the default part of the plan is unchanged
+                situation(self)
         self.lifecycle.sort(key=lambda item: (item[0], item[1]["type"] != "apiKey.created"))
         self.incidents.sort(key=lambda inc: (inc.start_ms, inc.id))
         return Plan(
@@ -830,6 +833,7 @@ class _Planner:
         )
 
 
-def build_plan(config: ScenarioConfig) -> Plan:
-    """Draw the whole scenario from `config` (deterministic for a given config)."""
-    return _Planner(config).build()
+def build_plan(config: ScenarioConfig, situations: Sequence[Callable[[_Planner], None]] = ()) -> Plan:
+    """Draw the whole scenario from `config` (deterministic for a given config), with extra `situations`
+    (see keywatch.sim.profiles)."""
+    return _Planner(config).build(situations)

@@ -1,7 +1,9 @@
-"""Error burst (apiKey.4xxCluster): floors, baseline error share, kinds, episodes."""
+"""Error burst (apiKey.4xxCluster): floors, baseline error share, the surprise rule, kinds, episodes."""
 
 from __future__ import annotations
 
+import math
+import random
 from collections.abc import Callable
 from typing import Any
 
@@ -12,7 +14,14 @@ from hypothesis import HealthCheck, given, settings, strategies
 from keywatch.contract.alerts import Alert
 from keywatch.contract.events import RequestRecord
 from keywatch.core.codec import encode_state
-from keywatch.core.error_burst import KIND_OF_CODE, SPEC, ErrorBurst, ErrorBurstConfig, ErrorBurstState
+from keywatch.core.error_burst import (
+    KIND_OF_CODE,
+    SPEC,
+    ErrorBurst,
+    ErrorBurstConfig,
+    ErrorBurstState,
+    binomial_log_tail,
+)
 from keywatch.core.state import KeyState
 
 
@@ -75,7 +84,7 @@ def test_burst_of_each_kind_alerts_with_its_kind(
 
 def test_evidence_counts_paths_and_ips(feeder: Callable[..., Feeder]) -> None:
     """Evidence has per-status counts, totals, ratio, distinct and top paths (query dropped) and top IPs."""
-    f = feeder()
+    f = feeder(surprise=False)
     f.minute(T0, 10)
     [alert] = f.minute(
         T0 + MINUTE,
@@ -87,7 +96,7 @@ def test_evidence_counts_paths_and_ips(feeder: Callable[..., Feeder]) -> None:
     )
     ev = alert.data.evidence
     assert ev["counts"] == {"401": 0, "403": 0, "404": 20, "429": 0, "other_4xx": 0}
-    assert (ev["errors"], ev["total"], ev["ratio"], ev["baseline_ratio"]) == (20, 30, 0.667, 0.0)
+    assert (ev["errors"], ev["total"], ev["ratio"], ev["baseline_ratio"], ev["rule"]) == (20, 30, 0.667, 0.0, "share")
     assert ev["distinct_paths"] == 20
     assert all("?" not in path for path, _ in ev["top_paths"])
     assert len(ev["top_paths"]) == 5
@@ -95,14 +104,16 @@ def test_evidence_counts_paths_and_ips(feeder: Callable[..., Feeder]) -> None:
 
 
 def test_few_errors_do_not_alert(feeder: Callable[..., Feeder]) -> None:
-    """Fewer than min_errors 4xx, even at a 100% ratio, raise nothing."""
-    f = feeder()
-    assert f.minute(T0, 0, 19) == []
+    """Fewer than surprise_min_errors 4xx, even at a 100% ratio, raise nothing; on a brand-new key (before
+    surprise_min_minutes) nor do fewer than min_errors."""
+    assert feeder(surprise_min_minutes=0).minute(T0, 0, 7) == []
+    assert feeder().minute(T0, 0, 19) == []
+    assert len(feeder(surprise_min_minutes=0).minute(T0, 0, 8)) == 1
 
 
-def test_low_ratio_does_not_alert(feeder: Callable[..., Feeder]) -> None:
-    """Many 401s among many more successes (ratio < 0.5) raise nothing."""
-    f = feeder()
+def test_low_ratio_does_not_alert_by_share_alone(feeder: Callable[..., Feeder]) -> None:
+    """Many 401s among many more successes (ratio < 0.5) raise nothing under the share rule alone."""
+    f = feeder(surprise=False)
     assert f.minute(T0, 200, 60) == []
 
 
@@ -191,7 +202,7 @@ class SteppingErrorBurst(ErrorBurst):
         for code in list(episodes):
             kind = KIND_OF_CODE[code]
             episode = episodes[code]
-            episode.quiet_minutes = 0 if self._bursting(st, kind) else episode.quiet_minutes + 1
+            episode.quiet_minutes = 0 if self.holds(st, kind) else episode.quiet_minutes + 1
             if episode.quiet_minutes >= self.config.resolve_minutes:
                 findings.append(self._end(st, record, kind))
 
@@ -316,3 +327,136 @@ def test_roll_over_matches_stepping_for_any_traffic(
         at = now - late * MINUTE
         records += [_record(at + i, status, path=f"/p/{i % 5}", ip=f"198.51.100.{i % 4}") for i in range(count)]
     run_both(config, records)
+
+
+# -- the surprise rule --------------------------------------------------------------------------------------
+
+
+def _spread(
+    f: Feeder, start_ms: int, ok: int, errors: int, status: int = 401, error_path: Callable[[int], str] | None = None
+) -> list[Alert]:
+    """One minute from `start_ms` with `ok` 200s and `errors` answers with `status`, interleaved evenly."""
+    out: list[Alert] = []
+    n = ok + errors
+    error_at = {round(i * n / errors) for i in range(errors)} if errors else set()
+    seen = 0
+    for i in range(n):
+        ts = start_ms + i * (MINUTE // max(1, n))
+        if i in error_at and seen < errors:
+            path = error_path(seen) if error_path else "/v1/customers"
+            record = f.make(ts=ts, status=status, path=path)
+            seen += 1
+        else:
+            record = f.make(ts=ts)
+        out += f.engine.run_request(f.state, record, ts)
+    f.alerts += out
+    return out
+
+
+def _history(f: Feeder, minutes: int, ok: int, errors: int = 0, status: int = 401, start_ms: int = T0) -> None:
+    for m in range(minutes):
+        _spread(f, start_ms + m * MINUTE, ok, errors, status)
+
+
+def test_binomial_tail_against_an_exact_sum() -> None:
+    """binomial_log_tail is the log of the exact upper tail, and 0 at or below the mean."""
+    n, p = 300, 0.01
+    for k in (4, 8, 15, 40):
+        exact = sum(math.comb(n, j) * p**j * (1 - p) ** (n - j) for j in range(k, n + 1))
+        assert binomial_log_tail(k, n, p) == pytest.approx(math.log(exact), rel=1e-9)
+    assert binomial_log_tail(3, 300, 0.01) == 0.0
+    assert binomial_log_tail(5, 4, 0.5) == -math.inf
+
+
+def test_stuffing_burst_on_a_quiet_key_fires_within_the_first_minute(feeder: Callable[..., Feeder]) -> None:
+    """15 401s a minute on a key that makes 2 requests a minute and never errs fire inside the first minute,
+    with the learned rate, expected and observed errors and the p-value in the evidence."""
+    f = feeder()
+    _history(f, 120, 2)
+    burst = T0 + 120 * MINUTE
+    [alert] = _spread(f, burst, 2, 15)
+    ev = alert.data.evidence
+    assert alert.time.timestamp() * 1000 - burst < MINUTE
+    assert ev["rule"] == "surprise"
+    assert ev["recent_errors"] == 8
+    assert ev["learned_ratio"] < 0.01  # the prior, fading as requests are learned: the key never got a 401
+    assert ev["expected_errors"] < 0.5
+    assert ev["p_value"] < 1e-6
+    assert ev["surprise"] > 6
+    assert ev["recent_seconds"] == 120
+    assert "against" in alert.data.summary
+
+
+def test_slow_404_enumeration_fires(feeder: Callable[..., Feeder]) -> None:
+    """404s at 15 a minute with distinct ids on a key with 20 requests a minute and 1% 404s fire."""
+    f = feeder()
+    for m in range(240):
+        _spread(f, T0 + m * MINUTE, 20, 1 if m % 5 == 0 else 0, status=404)
+    assert f.alerts == []
+    start = T0 + 240 * MINUTE
+    out = _spread(f, start, 20, 15, status=404, error_path=lambda i: f"/v1/customers/cus_{i:06d}")
+    [alert] = out
+    assert alert.data.evidence["kind"] == "enumeration"
+
+
+def test_403_probe_on_a_busy_key_fires_within_two_minutes(feeder: Callable[..., Feeder]) -> None:
+    """6 403s a minute on a key with 300 requests a minute and 0.2% 403s normally fire within 2 minutes."""
+    f = feeder()
+    for m in range(180):
+        _spread(f, T0 + m * MINUTE, 300, 1 if m % 2 == 0 else 0, status=403)
+    assert f.alerts == []
+    start = T0 + 180 * MINUTE
+    for m in range(2):
+        _spread(f, start + m * MINUTE, 300, 6, status=403)
+    [alert] = f.alerts
+    assert alert.data.evidence["kind"] == "scope_probing"
+    assert alert.time.timestamp() * 1000 - start < 2 * MINUTE
+
+
+def test_steady_high_error_rate_at_high_volume_is_quiet(feeder: Callable[..., Feeder]) -> None:
+    """A key that always gets 5% 404s at 400 requests a minute never alerts."""
+    f = feeder()
+    _history(f, 240, 380, 20, status=404)
+    assert f.alerts == []
+
+
+def test_brief_blip_and_busy_noise_are_quiet(feeder: Callable[..., Feeder]) -> None:
+    """3 401s in a minute on a quiet key, and a busy key's usual scattered errors, raise nothing."""
+    quiet = feeder()
+    _history(quiet, 60, 2)
+    assert _spread(quiet, T0 + 60 * MINUTE, 2, 3) == []
+    busy = feeder()
+    rng = random.Random(3)
+    for m in range(600):
+        errors = sum(rng.random() < 0.004 for _ in range(250))
+        _spread(busy, T0 + m * MINUTE, 250 - errors, errors, status=404)
+    assert busy.alerts == []
+
+
+def test_5xx_during_a_deploy_are_not_counted(feeder: Callable[..., Feeder]) -> None:
+    """Two minutes of 40% 5xx (a bad deploy) are not 4xx and raise nothing."""
+    f = feeder()
+    _history(f, 60, 20)
+    for m in range(2):
+        _spread(f, T0 + (60 + m) * MINUTE, 30, 20, status=503)
+    assert f.alerts == []
+
+
+def test_key_used_to_a_share_is_judged_against_it(feeder: Callable[..., Feeder]) -> None:
+    """A key that always gets ~20% 401s does not alert at 25%, but does at 60%."""
+    f = feeder()
+    _history(f, 180, 80, 20)
+    before = len(f.alerts)
+    _history(f, 3, 75, 25, start_ms=T0 + 180 * MINUTE)
+    assert len(f.alerts) == before
+    _history(f, 1, 40, 60, start_ms=T0 + 183 * MINUTE)
+    assert [a.data.status for a in f.alerts[before:]] == ["firing"]
+
+
+def test_surprise_episode_resolves_once_calm(feeder: Callable[..., Feeder]) -> None:
+    """An episode opened by the surprise rule resolves after resolve_minutes calm minutes."""
+    f = feeder()
+    _history(f, 60, 5)
+    _history(f, 3, 5, 20, start_ms=T0 + 60 * MINUTE)
+    _history(f, 10, 5, start_ms=T0 + 63 * MINUTE)
+    assert [a.data.status for a in f.alerts] == ["firing", "resolved"]

@@ -324,14 +324,15 @@ class SteppingRateBaseline(RateBaseline):
         b: list[int] = st.counts
         episode = st.episode
         if episode is not None:
-            threshold = st.threshold if st.threshold is not None else episode.threshold
+            threshold = self.calm_threshold(st, episode)
             for i in range(min(minute - m, self.config.resolve_minutes + 1)):
                 closed = b[-1] if i == 0 else 0
                 episode.quiet_minutes = 0 if closed >= threshold else episode.quiet_minutes + 1
                 if episode.quiet_minutes >= self.config.resolve_minutes:
                     findings.append(self._end(st, record, end_minute=m + i + 1))
                     break
-        cap = st.threshold
+        self._close_sustained(st, minute)
+        cap = self._cap(st)
         ring = len(b)
         shift = minute - m
         leaving = min(shift, ring)
@@ -371,6 +372,7 @@ class SteppingRateBaseline(RateBaseline):
         spread = max(spread * 1.25, math.sqrt(expected), 1.0)
         st.level, st.spread = round(st.level, 3), round(st.spread, 3)
         st.expected, st.expected_spread = round(expected, 3), round(spread, 3)
+        self._arm_sustained(st, minute)
         if st.minutes < cfg.min_history_minutes:
             st.threshold = None
             return
@@ -506,3 +508,66 @@ def test_hours_touched_is_minutes_per_hour_without_the_empty_hours(first: int, c
     """`hours_touched` lists exactly the hours `minutes_per_hour` gives minutes to, with the same minutes."""
     split = minutes_per_hour(first, count)
     assert hours_touched(first, count) == {slot: j for slot, j in enumerate(split) if j}
+
+
+# -- the sustained rule: slow climbs fire, daily batch jobs and deploy bumps do not ----------------------------
+
+
+def _flat_days(rng: random.Random, days: int, mean: float, batch_hour: int | None = None) -> list[int]:
+    """`days` days at about `mean`/min; with `batch_hour`, x8 for the first 15 minutes of that UTC hour daily."""
+    counts = []
+    for i in range(days * 1440):
+        batch = batch_hour is not None and i % 1440 // 60 == batch_hour and i % 60 < 15
+        counts.append(noisy(rng, mean * (8 if batch else 1)))
+    return counts
+
+
+def _ramp(rng: random.Random, mean: float) -> list[int]:
+    """x1 -> x8 over 30 minutes, then 30 minutes at x8."""
+    return [noisy(rng, mean * (1 + 7 * min(i, 30) / 30)) for i in range(60)]
+
+
+def test_ramp_to_eight_times_fires_within_two_minutes_of_crossing(feeder: Callable[..., Feeder]) -> None:
+    """A rate climbing from x1 to x8 over 30 minutes fires by the sustained rule within 120 s of the first
+    minute at x5 (minute 18 of the ramp), not before the climb reached x4, and names the rule."""
+    rng = random.Random(21)
+    f = feeder(min_history_minutes=1440)
+    start = T0 + 2 * DAY + 10 * HOUR
+    assert f.run(T0, _flat_days(rng, 2, 20) + [noisy(rng, 20) for _ in range(600)]) == []
+    [alert, *_] = f.run(start, _ramp(rng, 20))
+    crossed = start + 18 * MINUTE  # noise may bring the first two minutes at x5 a little earlier
+    assert -4 * MINUTE <= alert.time.timestamp() * 1000 - crossed <= 120_000
+    assert alert.data.evidence["rule"] == "sustained"
+    assert alert.data.evidence["sustained_threshold_per_minute"] == pytest.approx(100, abs=8)
+
+
+def test_without_the_sustained_rule_the_ramp_is_the_boiling_frog(feeder: Callable[..., Feeder]) -> None:
+    """The same ramp with sustained_ratio = 0 fires nothing: each minute raises the recent peak it is judged by."""
+    rng = random.Random(21)
+    f = feeder(min_history_minutes=1440, sustained_ratio=0)
+    f.run(T0, _flat_days(rng, 2, 20) + [noisy(rng, 20) for _ in range(600)])
+    assert f.run(T0 + 2 * DAY + 10 * HOUR, _ramp(rng, 20)) == []
+
+
+def test_daily_batch_job_at_a_fixed_hour_stays_quiet(feeder: Callable[..., Feeder]) -> None:
+    """x8 for 15 minutes at 10:00 UTC every day is learned by its hour: no alert on any day once armed."""
+    rng = random.Random(22)
+    f = feeder(min_history_minutes=1440)
+    assert f.run(T0, _flat_days(rng, 4, 20, batch_hour=10)) == []
+
+
+def test_deploy_bump_stays_quiet(feeder: Callable[..., Feeder]) -> None:
+    """x1.6 for 10 minutes (a deploy) is far below both rules."""
+    rng = random.Random(23)
+    f = feeder(min_history_minutes=1440)
+    f.run(T0, _flat_days(rng, 2, 40))
+    assert f.run(T0 + 2 * DAY, [noisy(rng, 64) for _ in range(10)] + [noisy(rng, 40) for _ in range(30)]) == []
+
+
+def test_single_busy_minutes_do_not_make_a_sustained_run(feeder: Callable[..., Feeder]) -> None:
+    """x6 minutes every other minute never make two in a row, so only the per-minute rule could fire."""
+    rng = random.Random(24)
+    f = feeder(min_history_minutes=1440, peak_ratio=0, min_ratio=10, min_score=50)
+    f.run(T0, _flat_days(rng, 2, 20))
+    assert f.run(T0 + 2 * DAY, [120 if i % 2 == 0 else 20 for i in range(20)]) == []
+    assert len(f.run(T0 + 2 * DAY + 20 * MINUTE, [160, 160, 160])) == 1

@@ -1,0 +1,15 @@
+"""Scenario profiles for `keywatch simulate --profile`: the default scenario, plus lists of situations.
+
+A situation is a function of the planner run after the default scenario is planned; adding one to a profile
+is one line in `PROFILES`.
+"""
+
+from __future__ import annotations
+
+from keywatch.sim import situations_rate
+from keywatch.sim.situations_rate import Situation
+
+PROFILES: dict[str, tuple[Situation, ...]] = {
+    "default": (),  # today's scenario, byte for byte
+    "hard": (*situations_rate.SITUATIONS,),  # every situation of issue #12
+}
