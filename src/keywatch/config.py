@@ -12,6 +12,8 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from keywatch.contract.alerts import RUNBOOK_BASE
+
 ENV_PREFIX = "KEYWATCH_"
 # KEYWATCH_* variables that are not worker settings: read by scripts/ (set-up, demo, evaluation) and the tests.
 # Any other KEYWATCH_* name is most likely a typo of a setting, and is reported at start-up.
@@ -63,7 +65,17 @@ class Settings(BaseSettings):
         default="memory://", description="Table store: rocksdb:// in production (needs the rocksdb extra)."
     )
     data_dir: Path = Field(default=Path(".keywatch-data"), description="Where the worker keeps local state.")
-    alert_source: str = Field(default="/keywatch", min_length=1, description="CloudEvents `source` of emitted alerts.")
+    alert_source: str = Field(
+        default="/keywatch",
+        min_length=1,
+        description="CloudEvents `source` of emitted alerts, a URI reference naming this deployment (e.g. "
+        "/keywatch/prod-eu): set one per deployment so consumers can tell them apart.",
+    )
+    runbook_base_url: str = Field(
+        default=RUNBOOK_BASE,
+        description="Base URL of the triage steps: an alert's data.runbook is <base>#<anchor of its type> "
+        "(point it at your own copy of docs/alerts.md).",
+    )
     max_record_bytes: int = Field(
         default=64 * 1024, ge=1024, le=16 * 1024 * 1024, description="Larger input records go to the DLQ."
     )
@@ -166,6 +178,20 @@ class Settings(BaseSettings):
         description="Such a stall for this long makes /healthz 503 too (the liveness probe restarts the worker); "
         "0 = off. At least stall_seconds.",
     )
+
+    @field_validator("alert_source")
+    @classmethod
+    def _check_source(cls, value: str) -> str:
+        if any(c.isspace() for c in value) or not value.isascii():
+            raise ValueError(f"{value!r} is not a URI reference (no spaces, ASCII only)")
+        return value
+
+    @field_validator("runbook_base_url")
+    @classmethod
+    def _check_runbook(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")) or "#" in value or any(c.isspace() for c in value):
+            raise ValueError(f"{value!r} is not an http:// or https:// URL without a #fragment")
+        return value.rstrip("/")
 
     @field_validator("alertmanager_url", "webhook_url")
     @classmethod

@@ -39,4 +39,4 @@ def make_engine(
         tenants = ", ".join(detection.tenant)
         log.info("per-tenant detection settings for %d tenant(s): %s", len(detection.tenant), tenants)
     geo = make_geo(asn_db or settings.geoip_asn_db, country_db or settings.geoip_country_db)
-    return build_engine(detection, settings.alert_source, geo)
+    return build_engine(detection, settings.alert_source, geo, runbook_base=settings.runbook_base_url)

@@ -96,3 +96,30 @@ def test_watchdog_can_be_off(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("KEYWATCH_STALL_SECONDS", "300")
     monkeypatch.setenv("KEYWATCH_WATCHDOG_SECONDS", "0")
     assert load_settings().watchdog_seconds == 0
+
+
+def test_source_and_runbook_base_are_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Alerts carry the deployment's source and runbook base; bad values are one clear error each."""
+    from datetime import UTC, datetime
+
+    from keywatch.config import ConfigError, load_settings
+    from keywatch.contract.events import LifecycleEvent
+    from keywatch.runtime import make_engine
+
+    monkeypatch.setenv("KEYWATCH_ALERT_SOURCE", "/keywatch/prod-eu")
+    monkeypatch.setenv("KEYWATCH_RUNBOOK_BASE_URL", "https://wiki.example/security/keywatch/")
+    settings = load_settings()
+    event = LifecycleEvent.model_validate(
+        {"type": "apiKey.created", "ts": datetime(2026, 1, 5, tzinfo=UTC), "tenant": "acme", "key_id": "k1",
+         "name": "svc", "env": "live", "role": "read", "actor": "alice"}
+    )  # fmt: skip
+    (alert,) = make_engine(settings).on_lifecycle(None, event).alerts
+    assert alert.source == "/keywatch/prod-eu"
+    assert alert.data.runbook == "https://wiki.example/security/keywatch#created"
+    monkeypatch.setenv("KEYWATCH_RUNBOOK_BASE_URL", "wiki/keywatch#x")
+    with pytest.raises(ConfigError, match="KEYWATCH_RUNBOOK_BASE_URL"):
+        load_settings()
+    monkeypatch.delenv("KEYWATCH_RUNBOOK_BASE_URL")
+    monkeypatch.setenv("KEYWATCH_ALERT_SOURCE", "/key watch")
+    with pytest.raises(ConfigError, match="KEYWATCH_ALERT_SOURCE"):
+        load_settings()

@@ -15,6 +15,8 @@ SEVERITY_ORDER: dict[str, int] = {"info": 0, "low": 1, "medium": 2, "high": 3, "
 
 # Fixed namespace: alert ids are uuid5(namespace, what triggered the alert), so a re-emitted alert keeps its id.
 ALERT_ID_NAMESPACE = uuid.UUID("6f1c2a8e-3d4b-5e6f-8a9b-0c1d2e3f4a5b")
+# Where the triage steps live: `<base>#<anchor of the type>`. A deployment points it at its own copy of
+# docs/alerts.md (KEYWATCH_RUNBOOK_BASE_URL), e.g. an internal wiki or a pinned release.
 RUNBOOK_BASE = "https://github.com/keywatch/keywatch/blob/main/docs/alerts.md"
 
 
@@ -112,6 +114,7 @@ class Alert(BaseModel):
         evidence: dict[str, Any],
         status: Literal["firing", "resolved"] = "firing",
         episode_id: str | None = None,
+        runbook_base: str = RUNBOOK_BASE,
     ) -> Alert:
         """Build an alert whose id is derived from its type, subject and `id_parts` (`key_id` None: a tenant
         alert, subject `<tenant>`)."""
@@ -129,7 +132,7 @@ class Alert(BaseModel):
                 severity=severity,
                 summary=summary,
                 evidence=evidence,
-                runbook=f"{RUNBOOK_BASE}#{anchor}",
+                runbook=f"{runbook_base}#{anchor}",
                 status=status,
                 episode_id=episode_id,
             ),
@@ -149,6 +152,7 @@ class Alert(BaseModel):
         time: datetime | None = None,
         status: Literal["firing", "resolved"] = "firing",
         episode_id: str | None = None,
+        runbook_base: str = RUNBOOK_BASE,
     ) -> Alert:
         """`build` for an alert about `event`'s key, at `event`'s time unless `time` says otherwise."""
         return cls.build(

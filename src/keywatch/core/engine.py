@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from keywatch.contract.alerts import Alert, alert_id
+from keywatch.contract.alerts import RUNBOOK_BASE, Alert, alert_id
 from keywatch.contract.events import Env, LifecycleEvent, RequestRecord
 from keywatch.core.spec import AlertSpec, BuildContext, Detector, DetectorSpec, Effects, Finding
 from keywatch.core.state import TENANT_KEY_ID, KeyState
@@ -102,6 +102,7 @@ class Engine:
         by_env: dict[str, DetectorSet] | None = None,
         by_tenant: dict[str, dict[str, DetectorSet]] | None = None,
         allowed_lateness_ms: int = 300_000,
+        runbook_base: str = RUNBOOK_BASE,
     ) -> None:
         if by_env is None:  # the key registry alone (imported here: its module imports this one)
             from keywatch.core import registry
@@ -110,6 +111,7 @@ class Engine:
             alone = DetectorSet([(spec, spec.build(spec.config(), BuildContext(source)))], DEFAULT_MAX_ENTRIES)
             specs, by_env = (spec,), {"live": alone, "sandbox": alone}
         self.source = source
+        self.runbook_base = runbook_base
         self.specs = tuple(specs)
         self.by_env = by_env
         # Tenants with settings of their own (overrides, trusted lists): their detectors per environment.
@@ -303,6 +305,7 @@ class Engine:
             evidence=finding.evidence,
             status=status,
             episode_id=episode_id,
+            runbook_base=self.runbook_base,
         )
 
 

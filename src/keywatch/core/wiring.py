@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from keywatch.contract.alerts import RUNBOOK_BASE
 from keywatch.core.config import DetectionConfig
 from keywatch.core.engine import DetectorSet, Engine
 from keywatch.core.spec import BuildContext, Detector, DetectorSpec
@@ -18,7 +19,9 @@ def build_detectors(config: DetectionConfig, context: BuildContext) -> DetectorS
     return DetectorSet(pairs, config.max_suppressions)
 
 
-def build_engine(config: DetectionConfig, source: str, geo: GeoLookup | None = None) -> Engine:
+def build_engine(
+    config: DetectionConfig, source: str, geo: GeoLookup | None = None, runbook_base: str = RUNBOOK_BASE
+) -> Engine:
     """An engine running every detector of `config`, with the live or sandbox settings chosen per key, and
     detectors of their own for the tenants with overrides or trusted lists (built once, here)."""
     context = BuildContext(source=source, geo=geo, trusted=config.trusted.for_tenant(None))
@@ -37,4 +40,5 @@ def build_engine(config: DetectionConfig, source: str, geo: GeoLookup | None = N
         by_env=by_env,
         by_tenant=by_tenant,
         allowed_lateness_ms=int(config.allowed_lateness_seconds * 1000),
+        runbook_base=runbook_base,
     )
