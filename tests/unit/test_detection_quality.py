@@ -4,6 +4,7 @@ alerts of two simulated scenarios stay exactly the golden ones (ids included) un
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import orjson
@@ -14,6 +15,7 @@ from cloudevents.v1.http import from_json as cloudevents_from_json
 from keywatch.cli.main import cli
 from keywatch.config import Settings
 from keywatch.contract.alerts import Alert
+from keywatch.contract.events import TIME_PATTERN
 from keywatch.core import catalog, registry
 from keywatch.replay import replay
 from keywatch.runtime import make_engine
@@ -81,6 +83,19 @@ def test_every_emitted_alert_is_a_valid_cloudevent(scenario: Path) -> None:
             document["subject"],
         )
         assert event.data == document["data"]
+        for where, value in _leaves(document["data"]["evidence"]):
+            assert not where.endswith("_ms"), f"{document['type']}: {where} is epoch milliseconds"
+            if isinstance(value, str) and re.match(r"^\d{4}-\d{2}-\d{2}T", value):
+                assert re.fullmatch(TIME_PATTERN, value), f"{document['type']}: {where} = {value!r}"
+
+
+def _leaves(node: object, where: str = "") -> list[tuple[str, object]]:
+    """Every (path, value) of a JSON document's leaves."""
+    if isinstance(node, dict):
+        return [leaf for key, value in node.items() for leaf in _leaves(value, f"{where}.{key}")]
+    if isinstance(node, list):
+        return [leaf for i, value in enumerate(node) for leaf in _leaves(value, f"{where}[{i}]")]
+    return [(where, node)]
 
 
 def _golden_lines(alerts_file: Path) -> list[str]:

@@ -72,7 +72,11 @@ def _parse_rfc3339(value: str) -> datetime:
     return parsed.astimezone(UTC) if offset != _ZERO or parsed.tzinfo is not UTC else parsed
 
 
-def _format_ts(value: datetime) -> str:
+def format_time(value: datetime | int) -> str:
+    """Every time keywatch writes (alert `time`, evidence, Alertmanager): RFC 3339 UTC with milliseconds, e.g.
+    2026-01-05T09:00:00.000Z. An int is epoch milliseconds."""
+    if isinstance(value, int):
+        value = datetime.fromtimestamp(value / 1000.0, tz=UTC)
     return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
@@ -98,7 +102,7 @@ _TIME_OUT: dict[str, Any] = {
 EventTime = Annotated[
     datetime,
     BeforeValidator(_parse_ts),
-    PlainSerializer(_format_ts, return_type=str, when_used="json"),
+    PlainSerializer(format_time, return_type=str, when_used="json"),
     WithJsonSchema(_TIME_IN, mode="validation"),
     WithJsonSchema(_TIME_OUT, mode="serialization"),
 ]

@@ -22,7 +22,6 @@ State: `ErrorBurstState`, under `errors`.
 from __future__ import annotations
 
 import math
-from datetime import UTC, datetime
 from operator import sub
 from typing import Any
 
@@ -30,7 +29,7 @@ import msgspec
 from pydantic import BaseModel, ConfigDict, Field
 
 from keywatch.contract.alerts import Severity
-from keywatch.contract.events import RequestRecord
+from keywatch.contract.events import RequestRecord, format_time
 from keywatch.core.spec import AlertSpec, BuildContext, Detector, DetectorSpec, Effects, Finding
 from keywatch.core.state import KeyState
 
@@ -167,7 +166,7 @@ def binomial_log_tail(errors: int, requests: int, p: float) -> float:
 
 
 def _iso(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000.0, tz=UTC).isoformat().replace("+00:00", "Z")
+    return format_time(ms)
 
 
 def _count(table: dict[str, Seen], key: str, minute: int, cap: int) -> bool:

@@ -21,7 +21,7 @@ import msgspec
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from keywatch.contract.alerts import Severity
-from keywatch.contract.events import RequestRecord
+from keywatch.contract.events import RequestRecord, format_time
 from keywatch.core.engine import Forward
 from keywatch.core.registry import ROTATED
 from keywatch.core.spec import AlertSpec, BuildContext, Detector, DetectorSpec, Effects, Finding
@@ -388,8 +388,8 @@ class IpBaseline(Detector[IpState]):
                         "network": net,
                         "new_ranges": episode.ranges,
                         "sample_ranges": list(episode.sample),
-                        "first_seen_ms": episode.first_s * 1000,
-                        "last_seen_ms": episode.last_s * 1000,
+                        "first_seen": format_time(episode.first_s * 1000),
+                        "last_seen": format_time(episode.last_s * 1000),
                     },
                 )
             )

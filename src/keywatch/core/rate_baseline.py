@@ -30,14 +30,13 @@ State: `RateState`, under `rate`.
 from __future__ import annotations
 
 import math
-from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
 from pydantic import BaseModel, ConfigDict, Field
 
 from keywatch.contract.alerts import Severity
-from keywatch.contract.events import RequestRecord
+from keywatch.contract.events import RequestRecord, format_time
 from keywatch.core.spec import AlertSpec, BuildContext, Detector, DetectorSpec, Effects, Finding
 from keywatch.core.state import KeyState
 
@@ -197,7 +196,7 @@ def hours_touched(first_minute: int, count: int) -> dict[int, int]:
 
 
 def _iso_minute(minute: int) -> str:
-    return datetime.fromtimestamp(minute * 60, tz=UTC).isoformat().replace("+00:00", "Z")
+    return format_time(minute * 60_000)
 
 
 class RateBaseline(Detector[RateState]):
@@ -508,7 +507,7 @@ class RateBaseline(Detector[RateState]):
                 "peak_per_minute": episode.peak,
                 "expected_per_minute": st.expected,
                 "threshold_per_minute": episode.threshold,
-                "started": datetime.fromtimestamp(episode.start_ms / 1000.0, tz=UTC).isoformat().replace("+00:00", "Z"),
+                "started": format_time(episode.start_ms),
                 "ended": _iso_minute(end_minute),
                 "duration_seconds": round((end_ms - episode.start_ms) / 1000.0, 3),
                 "baseline_minutes": st.minutes,

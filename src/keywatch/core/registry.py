@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from keywatch.contract.alerts import Severity
-from keywatch.contract.events import LifecycleEvent
+from keywatch.contract.events import LifecycleEvent, format_time
 from keywatch.core.engine import Forward
 from keywatch.core.spec import AlertSpec, BuildContext, Detector, DetectorSpec, Effects, Finding
 from keywatch.core.state import KeyState
@@ -74,7 +74,7 @@ def apply_lifecycle(state: KeyState, event: LifecycleEvent) -> tuple[Finding, li
         reg.role = reg.role or event.role
         evidence.update(
             key_age_seconds=_age(state, when),
-            last_seen=reg.last_seen_ms,
+            last_seen=None if reg.last_seen_ms is None else format_time(reg.last_seen_ms),
             requests_seen=reg.requests,
             rotation={"replaces_key_id": reg.replaces, "replaced_by": reg.replaced_by},
         )

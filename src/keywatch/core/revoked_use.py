@@ -6,13 +6,11 @@ discriminator: per key); uses while suppressed are counted and reported in the n
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 import msgspec
 from pydantic import BaseModel, ConfigDict, Field
 
 from keywatch.contract.alerts import Severity
-from keywatch.contract.events import RequestRecord
+from keywatch.contract.events import RequestRecord, format_time
 from keywatch.core.spec import AlertSpec, BuildContext, Detector, DetectorSpec, Effects, Finding
 from keywatch.core.state import KeyState
 from keywatch.core.suppression import is_suppressed, suppression_key
@@ -49,7 +47,7 @@ class RevokedUseConfig(BaseModel):
 
 
 def _iso(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000.0, tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return format_time(ms)
 
 
 class RevokedUse(Detector[RevokedUseState]):

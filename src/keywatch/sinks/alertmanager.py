@@ -14,22 +14,18 @@ alert id is never posted twice, even when keywatch re-emits it after a restart o
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from typing import Any, Unpack
 
 import orjson
 
 from keywatch.contract.alerts import Alert
+from keywatch.contract.events import format_time
 from keywatch.metrics import Metrics
 from keywatch.sinks.queueing import HttpOptions, HttpRequest, HttpSink
 
 API_PATH = "/api/v2/alerts"
 # Alertmanager keeps label and annotation values as strings; evidence beyond this is cut (the topic has it all).
 MAX_EVIDENCE_CHARS = 4096
-
-
-def _rfc3339(when: datetime) -> str:
-    return when.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def to_postable(alert: Alert, *, generator_url: str | None = None) -> dict[str, Any]:
@@ -57,12 +53,12 @@ def to_postable(alert: Alert, *, generator_url: str | None = None) -> dict[str, 
             "subject": alert.subject,
             "source": alert.source,
         },
-        "startsAt": _rfc3339(alert.time),
+        "startsAt": format_time(alert.time),
     }
     if data.status == "resolved":
         # The firing alert of the episode has the same labels: Alertmanager merges the two and keeps the
         # earlier startsAt, so the episode is shown from its start to its end.
-        postable["endsAt"] = _rfc3339(alert.time)
+        postable["endsAt"] = format_time(alert.time)
     if generator_url:
         postable["generatorURL"] = generator_url
     return postable

@@ -11,7 +11,7 @@ from coretest import DAY, HOUR, MINUTE, T0, Cluster
 
 from keywatch.config import ConfigError
 from keywatch.contract.alerts import Alert
-from keywatch.contract.events import LifecycleEvent, RequestRecord
+from keywatch.contract.events import LifecycleEvent, RequestRecord, format_time
 from keywatch.core.ip_baseline import range_of
 from keywatch.geo import Geoip2Lookup
 
@@ -355,7 +355,7 @@ def test_new_ranges_of_one_network_fold_into_one_episode_that_resolves(
     ev = end.data.evidence
     assert end.data.episode_id == fired.data.episode_id
     assert (ev["network"], ev["new_ranges"], len(ev["sample_ranges"])) == ("172.20.0.0/16", 40, 5)
-    assert ev["last_seen_ms"] == t + 39 * MINUTE
+    assert ev["last_seen"] == format_time(t + 39 * MINUTE)
     assert end.time.timestamp() * 1000 == t + 39 * MINUTE + HOUR
 
 

@@ -212,7 +212,7 @@ def test_key_stopping_during_spike_resolves_on_next_request(feeder: Callable[...
     f.run(T0, [100] * 90 + [900])
     [end] = f.run(T0 + 3 * HOUR, [1])
     assert end.data.status == "resolved"
-    assert end.data.evidence["ended"] == "2024-03-04T01:36:00Z"
+    assert end.data.evidence["ended"] == "2024-03-04T01:36:00.000Z"
 
 
 def test_engine_wires_rate_detector(
