@@ -40,6 +40,14 @@ def _records(keys: int) -> list[Accepted]:
     return accepted
 
 
+def _per_key(messages: list[tuple[bytes | None, bytes]]) -> dict[bytes | None, list[bytes]]:
+    """The messages of a channel in order, per Kafka key (the order Kafka keeps)."""
+    out: dict[bytes | None, list[bytes]] = {}
+    for key, value in messages:
+        out.setdefault(key, []).append(value)
+    return out
+
+
 def _subject_of(item: Input) -> tuple[bytes, Input]:
     return item.subject.encode(), item
 
@@ -60,9 +68,14 @@ async def test_one_record_path_equals_the_batched_path(max_keys: int) -> None:
     batch_outcomes = await batch.detect_batch(items, _subject_of, batch_store, 0, newest)
 
     assert len(one_sink.messages["alerts"]) > 6
-    assert batch_sink.messages == one_sink.messages
-    # (an outcome's state is the key's live state, which the batched path goes on updating: compare the outputs)
-    assert [(o.alerts, o.forwards) for o in batch_outcomes] == [(o.alerts, o.forwards) for o in one_outcomes if o]
+    # Every channel carries the same messages in the same order per Kafka key. Only how the alerts of
+    # watermark-driven ticks (a key's timer, due while other keys' records arrive) interleave with other keys'
+    # alerts differs: record by record the watermark moves after each record, in a batch once at its end.
+    for channel in ("alerts", "keyed", "dlq"):
+        assert _per_key(batch_sink.messages[channel]) == _per_key(one_sink.messages[channel]), channel
+    # (an outcome's state is the key's live state, which the batched path goes on updating, and tick alerts are
+    # in the outcome of whichever record moved the watermark: compare the records' own forwards)
+    assert [o.forwards for o in batch_outcomes] == [o.forwards for o in one_outcomes if o]
     assert len(batch_outcomes) == len(one_outcomes)
     assert batch_store == one_store
     if max_keys:

@@ -104,15 +104,15 @@ class DetectionConfig(BaseModel):
 
     def for_env(self, env: Env) -> DetectionConfig:
         """The settings that apply to keys of `env`, overrides applied (without further overrides)."""
-        return self._overridden(getattr(self, env))
+        return self.with_overrides(getattr(self, env))
 
     def for_tenant(self, tenant: str, env: Env) -> DetectionConfig:
         """The settings that apply to keys of `tenant` in `env`: the environment's, then the tenant's overrides."""
         base = self.for_env(env)
         overrides = self.tenant.get(tenant)
-        return base if overrides is None else base._overridden(overrides)
+        return base if overrides is None else base.with_overrides(overrides)
 
-    def _overridden(self, overrides: EnvOverrides) -> DetectionConfig:
+    def with_overrides(self, overrides: EnvOverrides) -> DetectionConfig:
         """These settings with `overrides` applied, without any overrides left (trusted lists kept)."""
         empty = type(overrides)()
         if overrides.is_empty():

@@ -379,7 +379,7 @@ class _Planner:
                 {"network": str(net), "asn": 65000 + j, "org": f"hosting provider {j} (simulated)", "role": "attacker"}
             )
 
-    def _host(self, net: ipaddress.IPv4Network | ipaddress.IPv6Network, used: set[str], start: int, end: int) -> Host:
+    def host(self, net: ipaddress.IPv4Network | ipaddress.IPv6Network, used: set[str], start: int, end: int) -> Host:
         while True:
             index = self.rng.randint(10, 240) if net.version == 4 else self.rng.getrandbits(64) or 1
             ip = str(net[index])
@@ -401,7 +401,7 @@ class _Planner:
                 break
         used: set[str] = set()
         hosts = [
-            self._host(net, used, self.t0 - DAY_MS, self.end + DAY_MS) for net in nets for _ in range(rng.randint(1, 5))
+            self.host(net, used, self.t0 - DAY_MS, self.end + DAY_MS) for net in nets for _ in range(rng.randint(1, 5))
         ]
         if env == "live":
             tier = rng.choices(("quiet", "low", "medium", "busy"), weights=(44, 40, 13, 3))[0]
@@ -555,7 +555,7 @@ class _Planner:
         rng = self.rng
         net = self.attacker_ranges.pop()
         used: set[str] = set()
-        ips = [self._host(net, used, 0, 0).ip for _ in range(rng.choice((1, 1, 2)))]
+        ips = [self.host(net, used, 0, 0).ip for _ in range(rng.choice((1, 1, 2)))]
         agent = rng.choice(_ATTACKER_AGENTS)
         n = rng.randint(5, 40)
         duration = rng.randint(1, 20) * MINUTE_MS
@@ -775,7 +775,7 @@ class _Planner:
                 known = sorted({h.network for h in app.hosts})
                 for _ in range(rng.randint(1, 3)):
                     net = ipaddress.ip_network(rng.choice(known))
-                    app.hosts.append(self._host(net, used, at, self.end + DAY_MS))
+                    app.hosts.append(self.host(net, used, at, self.end + DAY_MS))
                 if len(app.hosts) > 2 and rng.random() < 0.5:
                     old = app.hosts[0]
                     app.hosts[0] = Host(old.ip, old.network, old.start_ms, at + rng.randint(1, 30) * MINUTE_MS)

@@ -125,7 +125,7 @@ def _plan_old_keys(planner: _Planner) -> None:
         used = {h.ip for h in app.hosts}
         for own in v4[:3]:
             if str(own) not in {h.network for h in app.hosts}:
-                app.hosts.append(planner._host(own, used, planner.t0 - DAY_MS, planner.end + DAY_MS))
+                app.hosts.append(planner.host(own, used, planner.t0 - DAY_MS, planner.end + DAY_MS))
         app.peak_rate = max(app.peak_rate, 2.0)
         app.schedule = "always"
         key = planner.new_key(tenant, "live", planner.t0 - OLD_KEY_AGE_MS, app=app)
@@ -136,7 +136,7 @@ def _plan_old_keys(planner: _Planner) -> None:
             continue
         leaked = True
         net = planner.attacker_ranges.pop()
-        ip = planner._host(net, set(), 0, 0).ip
+        ip = planner.host(net, set(), 0, 0).ip
         agent = "curl/7.81.0"
         records = [
             planner.record(key, when + i * rng.randint(5, 40) * 1000, ip, "GET", "/v1/balance", 200, 30.0, agent)
