@@ -10,6 +10,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import click
 import pytest
 from click.testing import CliRunner
 
@@ -72,11 +73,16 @@ def test_the_command_list_is_not_cut_off() -> None:
     assert "..." not in commands
 
 
-@pytest.mark.parametrize("name", ["worker", "tail", "schemas"])
-def test_commands_show_an_example(name: str) -> None:
+@pytest.mark.parametrize("name", sorted(_SHORT_HELP))
+def test_commands_show_an_example_and_every_option_has_help(name: str) -> None:
     done = CliRunner().invoke(cli, [name, "--help"])
-    assert "Examples:" in done.output
-    assert f"keywatch {name}" in done.output.split("Examples:")[1]
+    marker = "Examples:" if "Examples:" in done.output else "Example"
+    assert marker in done.output, done.output
+    assert f"keywatch {name}" in done.output.split(marker, 1)[1]
+    command = cli.get_command(click.Context(cli), name)
+    assert command is not None
+    bare = [p.name for p in command.params if isinstance(p, click.Option) and not p.help]
+    assert bare == [], f"{name}: options without help: {bare}"
 
 
 @pytest.mark.parametrize(

@@ -37,10 +37,12 @@ def _say(message: str) -> None:
 @click.command(context_settings=CONTEXT_SETTINGS)
 @click.option("--out-dir", type=click.Path(file_okay=False, path_type=Path), help="Write the scenario files here.")
 @click.option("--seed", type=int, default=7, show_default=True, help="Same seed, same scenario, byte for byte.")
-@click.option("--days", type=click.FloatRange(min=0.25, max=60), default=4.0, show_default=True)
+@click.option("--days", type=click.FloatRange(min=0.25, max=60), default=4.0, show_default=True,
+              help="Length of the scenario in days (learning period included).")  # fmt: skip
 @click.option("--learning-days", type=click.FloatRange(min=0), default=2.0, show_default=True,
               help="No incident starts before this (capped at half of --days).")  # fmt: skip
-@click.option("--tenants", type=click.IntRange(1, 250), default=20, show_default=True)
+@click.option("--tenants", type=click.IntRange(1, 250), default=20, show_default=True,
+              help="Tenants; the keys are spread over them.")  # fmt: skip
 @click.option("--keys", type=click.IntRange(1, 20_000), default=200, show_default=True,
               help="Keys at the start (rotations and new keys add ~10%).")  # fmt: skip
 @click.option("--start", default="2026-01-05T00:00:00Z", show_default=True, callback=_parse_start,
@@ -51,8 +53,10 @@ def _say(message: str) -> None:
               help="Incidents injected per alert type [default: keys / 20].")  # fmt: skip
 @click.option("--kafka", "bootstrap", metavar="BOOTSTRAP", help="Produce to Kafka at host:port instead of files.")
 @click.option("--rate", type=click.FloatRange(min=1), default=None, help="Kafka: at most N records/s.")
-@click.option("--topic-requests", default=_DEFAULT_REQUESTS_TOPIC, show_default=True)
-@click.option("--topic-lifecycle", default=_DEFAULT_LIFECYCLE_TOPIC, show_default=True)
+@click.option("--topic-requests", default=_DEFAULT_REQUESTS_TOPIC, show_default=True,
+              help="Kafka: the request log topic.")  # fmt: skip
+@click.option("--topic-lifecycle", default=_DEFAULT_LIFECYCLE_TOPIC, show_default=True,
+              help="Kafka: the key lifecycle topic.")  # fmt: skip
 @click.option("--partitions", type=click.IntRange(1, 1024), default=4, show_default=True,
               help="Kafka: partitions of the two topics when they do not exist yet (the simulator creates them, "
               "as the producers of the inputs; the worker never does).")  # fmt: skip
