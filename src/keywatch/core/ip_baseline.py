@@ -342,7 +342,7 @@ class IpBaseline(Detector[IpState]):
         if fanout:
             networks = sorted(recent, key=lambda n: (recent[n], n))
             finding.discriminator = MANY_NETWORKS
-            finding.id_parts = (MANY_NETWORKS, str(ts_ms))
+            finding.id_parts = (MANY_NETWORKS, self._window(ts_ms))
             if finding.severity in ("low", "info"):
                 finding.severity = "medium"
             finding.summary = (
@@ -397,6 +397,13 @@ class IpBaseline(Detector[IpState]):
             key.ask_tick(NAME, (min(e.last_s for e in st.open.values()) + quiet) * 1000)
         return out or None
 
+    def _window(self, ts_ms: int) -> str:
+        """The id part of the time: the suppression window the alert fires in, not the request's own time. A
+        network alerts at most once per window, so ids stay distinct; and whichever request of the network comes
+        first (records arrive out of order), the worker and replay give the alert the same id."""
+        window_ms = self.config.suppress_seconds * 1000
+        return f"w{ts_ms // window_ms}" if window_ms else str(ts_ms)  # no suppression: every request may alert
+
     def _finding(
         self,
         key: KeyState,
@@ -435,7 +442,7 @@ class IpBaseline(Detector[IpState]):
         }
         return Finding(
             type=ALERT_TYPE,
-            id_parts=(net, str(ts_ms)),
+            id_parts=(net, self._window(ts_ms)),
             discriminator=net,
             suppress_for_ms=self.config.suppress_seconds * 1000,
             severity=severity,
