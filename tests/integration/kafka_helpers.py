@@ -638,3 +638,24 @@ def summary(alerts: list[Alert]) -> dict[str, int]:
 def same_alert(a: Alert, b: Alert) -> bool:
     """Two emissions of one alert: same id, and the same trigger."""
     return (a.id, a.type, a.subject, a.time) == (b.id, b.type, b.subject, b.time)
+
+
+async def feed_in_order(worker: WorkerProcess, records: Iterable[tuple[str, bytes | None, bytes]]) -> None:
+    """Produce (input, key, value) records (input: "requests" or "lifecycle") to the worker's input topics in
+    exactly this order across both topics: consecutive records of one input are one run, and each run is on the
+    keyed topic before the next is produced (two topics are otherwise read in whatever order they race)."""
+    runs: list[tuple[str, list[tuple[bytes | None, bytes]]]] = []
+    for topic, key, value in records:
+        if not runs or runs[-1][0] != topic:
+            runs.append((topic, []))
+        runs[-1][1].append((key, value))
+    ingested = 0
+    for topic, run in runs:
+        await produce(worker.bootstrap, worker.topics[topic], run)
+        ingested += len(run)
+        keyed = await collect(
+            worker.bootstrap,
+            worker.topics["keyed"],
+            until=lambda m, n=ingested: sum(t in (b"R", b"L") for t in keyed_tags(m)) >= n,
+        )
+        assert sum(t in (b"R", b"L") for t in keyed_tags(keyed)) >= ingested, worker.log_text()[-3000:]

@@ -14,7 +14,7 @@ from keywatch.contract.alerts import Alert
 from keywatch.contract.events import _parse_ts
 from keywatch.replay import replay
 from keywatch.runtime import make_engine
-from tests.integration.kafka_helpers import WorkerProcess, collect, keyed_tags, produce
+from tests.integration.kafka_helpers import WorkerProcess, collect, feed_in_order
 
 SCENARIO = ["--seed", "11", "--days", "3", "--tenants", "2", "--keys", "6", "--scale", "0.3"]
 
@@ -66,21 +66,7 @@ async def test_replay_and_worker_emit_the_same_alert_ids(
     await worker.wait_ready()
     # Lifecycle events and requests travel on two topics; keywatch orders per key only within its keyed topic.
     # Feed segment by segment so that every lifecycle event is ingested after the requests before it.
-    segments: list[tuple[str, list[tuple[bytes, bytes]]]] = []
-    for kind, key, line in _merged(requests, lifecycle):
-        if not segments or segments[-1][0] != kind:
-            segments.append((kind, []))
-        segments[-1][1].append((key, line))
-    ingested = 0
-    for kind, records in segments:
-        await produce(worker.bootstrap, worker.topics[kind], records)  # type: ignore[arg-type]
-        ingested += len(records)
-        keyed = await collect(
-            worker.bootstrap,
-            worker.topics["keyed"],
-            until=lambda m, n=ingested: sum(t in (b"R", b"L") for t in keyed_tags(m)) >= n,
-        )
-        assert sum(t in (b"R", b"L") for t in keyed_tags(keyed)) >= ingested, worker.log_text()[-3000:]
+    await feed_in_order(worker, _merged(requests, lifecycle))
 
     online = await collect(
         worker.bootstrap,

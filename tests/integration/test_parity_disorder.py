@@ -17,7 +17,7 @@ from keywatch.replay import replay
 from keywatch.runtime import make_engine
 from keywatch.sim.generator import iter_events
 from keywatch.sim.scenario import ScenarioConfig, build_plan
-from tests.integration.kafka_helpers import WorkerProcess, collect, keyed_tags, produce
+from tests.integration.kafka_helpers import WorkerProcess, collect, feed_in_order
 
 CONFIG = ScenarioConfig(seed=11, days=3, tenants=2, keys=6, scale=0.3)
 DISORDER_MS = 30_000
@@ -54,22 +54,13 @@ async def test_worker_on_records_30_s_out_of_order_gives_the_sorted_replay_alert
     await worker.wait_ready()
     # Two input topics: feed in runs of one kind, each ingested before the next, so the order across the topics
     # is the delivered order (the disorder is the simulator's, not the topics' race).
-    segments: list[tuple[str, list[tuple[bytes, bytes]]]] = []
-    for _, kind, subject, value in delivered:
-        topic = "requests" if kind == "request" else "lifecycle"
-        if not segments or segments[-1][0] != topic:
-            segments.append((topic, []))
-        segments[-1][1].append((subject.encode(), value))
-    ingested = 0
-    for topic, records in segments:
-        await produce(worker.bootstrap, worker.topics[topic], records)  # type: ignore[arg-type]
-        ingested += len(records)
-        keyed = await collect(
-            worker.bootstrap,
-            worker.topics["keyed"],
-            until=lambda m, n=ingested: sum(t in (b"R", b"L") for t in keyed_tags(m)) >= n,
-        )
-        assert sum(t in (b"R", b"L") for t in keyed_tags(keyed)) >= ingested, worker.log_text()[-3000:]
+    await feed_in_order(
+        worker,
+        (
+            ("requests" if kind == "request" else "lifecycle", subject.encode(), value)
+            for _, kind, subject, value in delivered
+        ),
+    )
 
     online = await collect(
         worker.bootstrap,
