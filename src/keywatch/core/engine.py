@@ -83,8 +83,8 @@ class DetectorSet:
         for spec, detector in pairs:
             detector.name = spec.name
             self.by_name[spec.name] = detector
-        keyed = [d for s, d in pairs if s.scope == "key"]
-        tenant = [d for s, d in pairs if s.scope == "tenant"]
+        keyed = [d for s, d in pairs if s.scope in ("key", "both")]
+        tenant = [d for s, d in pairs if s.scope in ("tenant", "both")]
         self.request = [d for d in keyed if _overrides(d, "on_request")]
         self.lifecycle = [d for d in keyed if _overrides(d, "on_lifecycle")]
         self.key_forward = [d for d in keyed if _overrides(d, "on_forward")]

@@ -10,7 +10,9 @@ in a key's state, the `[detection.<name>]` line of its docs/alerts.md section. H
     on_tick(key, now_ms)               an event-time timer asked for with `KeyState.ask_tick`, at its time
 
 Each returns None or a list of `Finding`s and `Forward`s. Key-scoped detectors see key states, tenant-scoped
-ones the tenant's state (`KeyState.is_tenant`), reached only by forwards and ticks.
+ones the tenant's state (`KeyState.is_tenant`), reached only by forwards and ticks; a detector of scope "both"
+sees both (its `on_forward` and `on_tick` tell them apart by `KeyState.is_tenant`): a rule decided per key with
+what the tenant knows (the tenant's own state holds what its keys tell it).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ if TYPE_CHECKING:
     from keywatch.core.trusted import TrustedNetworks
     from keywatch.geo import GeoLookup
 
-Scope = Literal["key", "tenant"]
+Scope = Literal["key", "tenant", "both"]
 EpisodeEdge = Literal["open", "close"]
 StateT = TypeVar("StateT")
 ConfigT = TypeVar("ConfigT", bound=BaseModel)

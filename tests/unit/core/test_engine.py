@@ -82,3 +82,22 @@ def test_an_episode_end_is_not_suppressed_by_its_start() -> None:
     assert closed is not None
     assert again is None
     assert (closed.data.status, closed.data.episode_id) == ("resolved", opened.data.episode_id)
+
+
+def test_a_detector_of_scope_both_hears_forwards_to_keys_and_to_the_tenant() -> None:
+    """Scope "both": the detector's `on_forward` runs for a key's state and for its tenant's, and tells them apart."""
+    heard: list[tuple[str, bool]] = []
+
+    class Both(Detector[None]):
+        def on_forward(self, key: KeyState, forward: Forward) -> None:
+            heard.append((key.subject, key.is_tenant))
+
+    spec: DetectorSpec[Any, None] = DetectorSpec(
+        name="both", alerts=(AlertSpec("apiKey.bothTest", "low"),), config=Any, state=None, build=lambda c, x: Both(),
+        scope="both",
+    )  # fmt: skip
+    detectors = DetectorSet([(spec, Both())], DEFAULT_MAX_ENTRIES)
+    engine = Engine(source="/t", specs=[spec], by_env={"live": detectors, "sandbox": detectors})
+    engine.on_forward(None, Forward("acme", "key-1", "hello", {}, T0))
+    engine.on_forward(None, Forward.to_tenant("acme", "hello", {}, T0))
+    assert heard == [("acme/key-1", False), ("acme/", True)]
