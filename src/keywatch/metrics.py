@@ -20,7 +20,7 @@ from prometheus_client import (
 )
 
 from keywatch import __version__
-from keywatch.core import catalog
+from keywatch.core import catalog, hygiene
 from keywatch.progress import ProgressTracker
 
 # Event time to alert emitted: seconds for live traffic, days when replaying a backlog.
@@ -116,6 +116,15 @@ class Metrics:
             registry=r,
         )
         self.keys_tracked = Gauge("keywatch_keys_tracked", "Keys with state on this worker.", registry=r)
+        self.keys_by_hygiene = Gauge(
+            "keywatch_keys_by_hygiene_status",
+            "Keys with state on this worker in a hygiene status (overdue for rotation, unused, in a rotation, in a "
+            "stalled rotation); a key may be in several.",
+            ["status"],
+            registry=r,
+        )
+        for status in hygiene.STATUSES:
+            self.keys_by_hygiene.labels(status)
         self.state_bytes = Gauge(
             "keywatch_state_bytes", "Serialised size of the per-key state held by this worker, in bytes.", registry=r
         )

@@ -32,6 +32,7 @@ class KeyRegistryEntry(msgspec.Struct, array_like=True):
     first_seen_ms: int | None = None
     last_seen_ms: int | None = None
     requests: int = 0
+    hygiene: int = 0  # keywatch.core.hygiene's status bits, written by the worker with the state (for gauges)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> KeyRegistryEntry:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, MutableMapping
 
+from keywatch.core import hygiene
 from keywatch.core.codec import decode_state, encode_state
 from keywatch.core.state import KeyState
 
@@ -20,5 +21,7 @@ def load(store: Mapping[bytes, bytes], key: bytes) -> KeyState | None:
 
 
 def save(store: MutableMapping[bytes, bytes], key: bytes, state: KeyState) -> None:
-    """Write `key`'s state to `store`, encoded (one table write: one changelog record in the worker)."""
+    """Write `key`'s state to `store`, encoded (one table write: one changelog record in the worker), with its
+    hygiene status bits (`keywatch.core.hygiene`) brought up to date in its registry entry."""
+    state.registry.hygiene = hygiene.bits(state)
     store[key] = encode_state(state)

@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, MutableMapping
+from collections.abc import Callable, Iterator, MutableMapping
 from typing import Any, cast
 
 import faust
@@ -27,7 +27,10 @@ from keywatch.backoff import Backoff
 from keywatch.config import Settings
 from keywatch.contract.alerts import Alert
 from keywatch.contract.deadletter import PRODUCER_MAX_REQUEST_BYTES
+from keywatch.core import hygiene
+from keywatch.core.codec import peek
 from keywatch.core.engine import Engine
+from keywatch.core.state import KeyRegistryEntry
 from keywatch.http import serve
 from keywatch.kafka_admin import describe_missing, input_topics
 from keywatch.logs import REPEAT_INTERVAL_S, report_repeats
@@ -456,12 +459,20 @@ def create_app(settings: Settings, engine: Engine, metrics: Metrics | None = Non
         metrics.ready.set(1 if all(readiness().values()) else 0)
         if app.in_recovery:
             return
-        count = size = 0
-        for value in table.values():
-            count += 1
-            size += len(value)
-        metrics.keys_tracked.set(count)
-        metrics.state_bytes.set(size)
+        sizes = [0, 0]  # keys, bytes
+
+        def registries() -> Iterator[KeyRegistryEntry]:
+            for value in table.values():
+                sizes[0] += 1
+                sizes[1] += len(value)
+                with contextlib.suppress(ValueError):  # an undecodable state is in no hygiene status
+                    yield peek(value)[0]
+
+        by_status = hygiene.count(registries())
+        metrics.keys_tracked.set(sizes[0])
+        metrics.state_bytes.set(sizes[1])
+        for status, keys in by_status.items():
+            metrics.keys_by_hygiene.labels(status).set(keys)
 
     async def detect_offsets() -> Offsets | None:
         if not health.assigned or app.rebalancing or app.in_recovery:

@@ -32,7 +32,7 @@ FIELDS = KeyRegistryEntry.__struct_fields__
 def _value(name: str) -> strategies.SearchStrategy[Any]:
     if name == "status":
         return strategies.sampled_from(["unknown", "active", "revoked"])
-    if name == "requests":
+    if name in ("requests", "hygiene"):
         return strategies.integers(min_value=0, max_value=2**53)
     if name.endswith("_ms"):
         return strategies.one_of(strategies.none(), strategies.integers(min_value=0, max_value=2**53))
