@@ -1,7 +1,8 @@
 """Secrets behind escapes never survive ingest: JSON `\\uXXXX` (either case, surrogate pairs), `\\/`, percent-encoding
-(single, double, either case of hex, `+` for blanks) and mixed-case names, in every field, in unknown fields, in
-object keys and in the Kafka key, through the real ingest and detect; no output gives a planted secret back
-after any decoding a reader might apply.
+(single, double, either case of hex, `+` for blanks) and mixed-case names, in every field (the browser headers
+`origin`, `referer`, `sec_fetch_*` too: a token in a Referer's query string), in unknown fields, in object keys and
+in the Kafka key, through the real ingest and detect; no output gives a planted secret back after any decoding a
+reader might apply.
 """
 
 from __future__ import annotations
@@ -112,6 +113,7 @@ def plants(draw: st.DrawFn) -> Plant:
 CONTEXTS = [
     ("", ""), ("curl/8 ", ""), ("/v1/x?a=1&", "&b=2"), ("/v1/x?", ""), ("\U0001f600 ", " \U0001f600"),
     ("(", ")"), ("\t", "\n"), ("/p/", "/q"), ('"', '"'), ("a\\b ", " c\\d"), ("100% ", " 50%"),
+    ("https://app.example/callback?", ""), ("https://app.example/cb?state=1&", "#x"), ("chrome-extension://", "/"),
 ]  # fmt: skip
 
 
@@ -167,7 +169,10 @@ def json_text(rnd: random.Random, value: Any, share: float) -> str:
     return orjson.dumps(value).decode()
 
 
-REQUEST_FIELDS = ["tenant", "key_id", "env", "ip", "method", "path", "status", "user_agent", "request_id"]
+REQUEST_FIELDS = [
+    "tenant", "key_id", "env", "ip", "method", "path", "status", "user_agent", "request_id",
+    "origin", "referer", "sec_fetch_site", "sec_fetch_mode",
+]  # fmt: skip
 LIFECYCLE_FIELDS = ["type", "tenant", "key_id", "name", "env", "role", "actor", "replaces_key_id", "ip"]
 TARGETS = [("requests", f) for f in [*REQUEST_FIELDS, "extra", "object_key"]] + [
     ("lifecycle", f) for f in [*LIFECYCLE_FIELDS, "extra", "object_key"]
