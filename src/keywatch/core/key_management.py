@@ -71,7 +71,11 @@ class KeyManagementConfig(BaseModel):
 def normalise_path(path: str) -> str:
     """The path a router sees: no query or fragment, percent-decoded, repeated slashes collapsed, no `.`
     segments."""
-    path = path.split("?", 1)[0].split("#", 1)[0]
+    end = path.find("?")
+    if end >= 0:
+        path = path[:end]
+    if "#" in path:
+        path = path.split("#", 1)[0]
     if "%" in path:
         path = unquote(path).split("?", 1)[0]
     if "//" in path:
@@ -88,9 +92,16 @@ class KeyManagement(Detector[KeyManagementState]):
         self.config = config
         joined = "|".join(f"(?:{p})" for p in config.path_patterns)
         self._pattern = re.compile(joined, re.IGNORECASE)
+        # Every path the default patterns match holds "key", "cred" or "token" (lowercased), or a '%' that may
+        # decode to one: with the defaults, a path without any is no match, without running the patterns.
+        self._prefilter = tuple(config.path_patterns) == DEFAULT_PATTERNS
 
     def matches(self, path: str) -> bool:
         """Whether `path` (as logged) is a key-management path."""
+        if self._prefilter:
+            low = path.lower()
+            if "key" not in low and "cred" not in low and "token" not in low and "%" not in low:
+                return False
         return self._pattern.search(normalise_path(path)) is not None
 
     def on_request(self, key: KeyState, record: RequestRecord, ts_ms: int) -> Effects:

@@ -66,7 +66,7 @@ _ATTACK_AGENTS = ("curl/8.5.0", "python-requests/2.31.0", "Go-http-client/1.1", 
 
 
 def _count(p: _Planner) -> int:
-    return max(2, p.c.per_type // 3)
+    return max(2, p.c.per_type // 2)
 
 
 def _key(p: _Planner, rate: float, agent: str | None = None) -> KeyPlan:
@@ -152,7 +152,7 @@ def _sessions(p: _Planner, key: KeyPlan, ip: str, agent: str, headers: BrowserHe
     day = p.learn_end - p.learn_end % DAY_MS
     while day < p.end:
         start_min, start_max = max(day, p.learn_end + 30 * MINUTE_MS), min(day + DAY_MS, p.end - HOUR_MS)
-        if start_max > start_min and rng.random() < 0.75:
+        if start_max > start_min and rng.random() < 0.85:
             start, minutes = rng.randrange(start_min, start_max), rng.randint(5, 60)
             for _ in range(rng.randint(3, 25)):
                 method, path = _path(p, key)
@@ -189,7 +189,7 @@ def sec_fetch_only(p: _Planner) -> None:
 
 def stolen_key_management(p: _Planner) -> None:
     """A stolen key trying to mint keys or rotate itself: recon, then 2-5 key-management calls (403/404/405)."""
-    for i in range(_count(p)):
+    for i in range(max(2, p.c.per_type)):
         key, when, rng = _key(p, rng_rate(p, 1.0, 8.0)), p.random_time(), p.rng
         agent = rng.choice(_ATTACK_AGENTS)
         if i % 2 == 0:

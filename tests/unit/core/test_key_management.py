@@ -11,7 +11,7 @@ from keywatch.config import ConfigError
 from keywatch.contract.alerts import Alert
 from keywatch.contract.events import RequestRecord
 from keywatch.core.config import detection_config_from_mapping
-from keywatch.core.key_management import KeyManagement, KeyManagementConfig, normalise_path
+from keywatch.core.key_management import DEFAULT_PATTERNS, KeyManagement, KeyManagementConfig, normalise_path
 
 ATTEMPT = "apiKey.keyManagementAttempt"
 
@@ -136,3 +136,15 @@ def test_ids_are_stable_under_reprocessing_and_late_records(
     assert (len(first), len(late), again) == (1, 1, [])
     assert first[0].id == runs[0][0]
     assert late[0].id != first[0].id
+
+
+def test_the_default_prefilter_never_changes_a_verdict() -> None:
+    """With the default patterns a cheap word check skips most paths; it answers what the patterns answer."""
+    fast = KeyManagement(KeyManagementConfig())
+    slow = KeyManagement(KeyManagementConfig(path_patterns=(f"(?:{DEFAULT_PATTERNS[0]})",)))  # same, unfiltered
+    paths = [
+        "/v1/keys", "/v1/%4B%45%59%53", "/V1/CREDENTIALS", "/v1/Tokens/", "/v1/api_KEYS/1", "/v1/orders",
+        "/v1/customers/cus_1?key=1", "/v1/tokenization", "/v1/%2e/keys", "/v2//credentials", "/v1/keyring",
+    ]  # fmt: skip
+    for path in paths:
+        assert fast.matches(path) == slow.matches(path), path
