@@ -32,6 +32,7 @@ MAX_ORIGINS = 3  # distinct origins kept as a sample
 MAX_AGENTS = 2  # distinct user agents kept as a sample
 MAX_NETWORKS = 8  # distinct /24 (/64) ranges counted; past it the count says "at least"
 SAMPLE_CHARS = 96  # origins, user agents and paths are cut to this
+NOT_SENT = frozenset({"", "-"})  # what gateways log for a header the client did not send
 
 ENGINE_TOKENS = ("applewebkit", "gecko", "trident", "presto", "chrome", "chromium", "firefox", "safari", "edg/")
 NON_BROWSER_TOKENS = (
@@ -117,13 +118,16 @@ class Browser(Detector[BrowserState]):
         return verdict
 
     def signals(self, record: RequestRecord) -> list[str]:
-        """The browser provenance signals of a request (empty: none)."""
+        """The browser provenance signals of a request (empty: none). A header logged as "" or "-" was not sent."""
         cfg = self.config
         found = []
         origin = record.origin
-        if origin is not None and cfg.origin and origin.lower() not in self._ignored:
+        if origin is not None and origin not in NOT_SENT and cfg.origin and origin.lower() not in self._ignored:
             found.append("origin")
-        if (record.sec_fetch_site is not None or record.sec_fetch_mode is not None) and cfg.sec_fetch:
+        site, mode = record.sec_fetch_site, record.sec_fetch_mode
+        if cfg.sec_fetch and (
+            (site is not None and site not in NOT_SENT) or (mode is not None and mode not in NOT_SENT)
+        ):
             found.append("sec_fetch")
         agent = record.user_agent
         if agent is not None and cfg.user_agent and self.is_browser_agent(agent):

@@ -134,7 +134,10 @@ def test_servers_bots_and_proxies_without_browser_headers_are_quiet(
 def test_ignored_origins_and_disabled_signals(
     cluster_factory: Callable[..., Cluster], request_factory: Callable[..., RequestRecord]
 ) -> None:
-    """An ignored origin is no provenance; each signal can be switched off."""
+    """A header logged as "-" or "" is not sent; an ignored origin is no provenance; each signal can be switched
+    off."""
+    logged_absent = [request_factory(origin="-", sec_fetch_site="", sec_fetch_mode="-", user_agent="okhttp/4")]
+    assert browser_alerts(cluster_factory().feed(logged_absent)) == []  # how gateways log a header not sent
     cluster = cluster_factory(browser={"ignore_origins": ["https://Internal.example"], "sec_fetch": False})
     quiet = [request_factory(origin="https://internal.example"), request_factory(sec_fetch_site="same-origin")]
     assert browser_alerts(cluster.feed(quiet)) == []
