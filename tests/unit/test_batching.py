@@ -237,3 +237,21 @@ def test_a_failing_record_costs_that_record_only() -> None:
     assert store == clean_store
     assert decode_state(store[b"acme/key_live_1"]).registry.requests == 3
     assert [orjson.loads(v)["reason_code"] for _, v in sink.messages["dlq"]] == ["internal"]
+
+
+def test_compact_carries_the_browser_headers_and_reads_entries_written_before_them() -> None:
+    """The browser headers travel on the keyed topic; an entry without them (as written before they existed,
+    or when all are absent) reads back with them absent."""
+    browser = RequestRecord.model_validate(
+        request_dict(origin="https://app.example", referer="https://app.example/x", sec_fetch_site="cross-site",
+                     sec_fetch_mode="cors")
+    )  # fmt: skip
+    assert expand(orjson.loads(orjson.dumps(compact(browser)))) == browser
+    only_mode = RequestRecord.model_validate(request_dict(sec_fetch_mode="navigate"))
+    assert expand(orjson.loads(orjson.dumps(compact(only_mode)))) == only_mode
+    plain = RequestRecord.model_validate(request_dict())
+    entry = compact(plain)
+    assert len(entry) == 12  # the entry of before: tag, time and ten fields
+    rebuilt = expand(orjson.loads(orjson.dumps(entry)))
+    assert rebuilt == plain
+    assert (rebuilt.origin, rebuilt.referer, rebuilt.sec_fetch_site, rebuilt.sec_fetch_mode) == (None,) * 4

@@ -92,7 +92,13 @@ def request_record(draw: st.DrawFn) -> bytes:
     record: dict[str, Any] = request_dict(
         key_id=f"k{key}", ip=f"198.51.{key % 256}.{draw(st.integers(1, 254))}", ts=draw(st.sampled_from(VALID_TS))
     )
-    for name in draw(st.sets(st.sampled_from([*record, "extra", "deep"]), max_size=4)):
+    if draw(st.booleans()):  # a browser's headers (usedFromBrowser), some of them hostile below
+        record.update(origin="https://app.example", referer="https://app.example/p?q=1", sec_fetch_mode="cors")
+        record["sec_fetch_site"] = draw(st.sampled_from(["cross-site", "same-site", "none"]))
+    if draw(st.booleans()):  # a key-management path (keyManagementAttempt), in some encoding
+        record["path"] = draw(st.sampled_from(["/v1/keys", "/V1//API-KEYS/x?a=1", "/v1/%6beys", "/v2/tokens/"]))
+    hostile = [*record, *BROWSER_FIELDS, "extra", "deep"]
+    for name in draw(st.sets(st.sampled_from(hostile), max_size=4)):
         record[name] = draw(
             {"ts": timestamps(), "ip": ips()}.get(name, texts() if name != "deep" else _deep_json(draw))
         )
@@ -112,6 +118,7 @@ def lifecycle_event(draw: st.DrawFn) -> bytes:
     return _encode(draw, record)
 
 
+BROWSER_FIELDS = ["origin", "referer", "sec_fetch_site", "sec_fetch_mode"]
 VALID_TS = [(NOW - timedelta(hours=h)).isoformat() for h in (72, 48, 30, 25, 24, 12, 1, 0)]
 
 

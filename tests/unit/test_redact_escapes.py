@@ -1,7 +1,8 @@
 """Secrets behind escapes never survive ingest: JSON `\\uXXXX` (either case, surrogate pairs), `\\/`, percent-encoding
-(single, double, either case of hex, `+` for blanks) and mixed-case names, in every field, in unknown fields, in
-object keys and in the Kafka key, through the real ingest and detect; no output gives a planted secret back
-after any decoding a reader might apply.
+(single, double, either case of hex, `+` for blanks) and mixed-case names, in every field (the browser headers
+`origin`, `referer`, `sec_fetch_*` too: a token in a Referer's query string), in unknown fields, in object keys and
+in the Kafka key, through the real ingest and detect; no output gives a planted secret back after any decoding a
+reader might apply.
 """
 
 from __future__ import annotations
@@ -112,6 +113,7 @@ def plants(draw: st.DrawFn) -> Plant:
 CONTEXTS = [
     ("", ""), ("curl/8 ", ""), ("/v1/x?a=1&", "&b=2"), ("/v1/x?", ""), ("\U0001f600 ", " \U0001f600"),
     ("(", ")"), ("\t", "\n"), ("/p/", "/q"), ('"', '"'), ("a\\b ", " c\\d"), ("100% ", " 50%"),
+    ("https://app.example/callback?", ""), ("https://app.example/cb?state=1&", "#x"), ("chrome-extension://", "/"),
 ]  # fmt: skip
 
 
@@ -167,7 +169,10 @@ def json_text(rnd: random.Random, value: Any, share: float) -> str:
     return orjson.dumps(value).decode()
 
 
-REQUEST_FIELDS = ["tenant", "key_id", "env", "ip", "method", "path", "status", "user_agent", "request_id"]
+REQUEST_FIELDS = [
+    "tenant", "key_id", "env", "ip", "method", "path", "status", "user_agent", "request_id",
+    "origin", "referer", "sec_fetch_site", "sec_fetch_mode",
+]  # fmt: skip
 LIFECYCLE_FIELDS = ["type", "tenant", "key_id", "name", "env", "role", "actor", "replaces_key_id", "ip"]
 TARGETS = [("requests", f) for f in [*REQUEST_FIELDS, "extra", "object_key"]] + [
     ("lifecycle", f) for f in [*LIFECYCLE_FIELDS, "extra", "object_key"]
@@ -362,3 +367,26 @@ def test_records_with_nothing_secret_are_unchanged_by_the_escaping_aware_path() 
 def sink_entries(sink: MemorySink) -> list[Any]:
     """The compact entries of every packed keyed message."""
     return [entry for _, value in sink.messages["keyed"] if value[:1] == b"P" for entry in orjson.loads(value[1:])]
+
+
+def test_tokens_in_browser_headers_are_redacted_plainly_and_escaped() -> None:
+    """An Origin or Referer carrying `?access_token=...` or a bearer token, plainly, JSON-escaped or
+    percent-encoded: the browser alert fires on the record, and the secret is in no output."""
+    plant = Plant("named", "access_token=" + MARK + "Qz8vRt2LmW9xKp", (MARK + "Qz8vRt2LmW9xKp",))
+    bearer = Plant("bearer", "Bearer " + MARK + "Hb7TnX4cVu1Ye", (MARK + "Hb7TnX4cVu1Ye",))
+    rnd = random.Random(13)
+    records: list[tuple[str, bytes | None, bytes]] = [("lifecycle", b"acme/key_live_1", as_bytes(lifecycle_dict()))]
+    for i, share in enumerate([0.0, 0.3, 1.0]):
+        record = request_dict(
+            ts=_ts(timedelta(minutes=1 + i, days=i)),
+            origin="https://evil.example/?" + encoded(rnd, plant.text),
+            referer="https://app.example/cb?" + (bearer.text if share == 0.0 else encoded(rnd, bearer.text)),
+            sec_fetch_mode="cors",
+        )
+        records.append(("requests", b"acme/key_live_1", json_text(rnd, record, share).encode()))
+    sink, store = asyncio.run(run_pipeline(records))
+    alerts = [orjson.loads(v) for _, v in sink.messages["alerts"]]
+    assert [a["type"] for a in alerts].count("apiKey.usedFromBrowser") == 3  # one per UTC day
+    blobs = outputs(sink, store, "")
+    assert recovered(plant, blobs) == []
+    assert recovered(bearer, blobs) == []

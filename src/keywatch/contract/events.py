@@ -155,6 +155,11 @@ class RequestRecord(_Strict):
     latency_ms: float | None = Field(default=None, ge=0, le=86_400_000)
     user_agent: str | None = Field(default=None, max_length=512)
     request_id: str | None = Field(default=None, max_length=128)
+    # Browser provenance headers, as the gateway logged them (absent: the client did not send them).
+    origin: str | None = Field(default=None, max_length=512, description="The Origin request header.")
+    referer: str | None = Field(default=None, max_length=512, description="The Referer request header.")
+    sec_fetch_site: str | None = Field(default=None, max_length=64, description="The Sec-Fetch-Site header.")
+    sec_fetch_mode: str | None = Field(default=None, max_length=64, description="The Sec-Fetch-Mode header.")
 
     @property
     def subject(self) -> str:

@@ -37,24 +37,38 @@ _REQUEST_FIELDS = (
     "latency_ms",
     "user_agent",
     "request_id",
+    "origin",
+    "referer",
+    "sec_fetch_site",
+    "sec_fetch_mode",
 )
+# Entries written before the browser headers were carried end at `request_id`: read them as all absent.
+_REQUEST_FIELDS_V1 = 10
 _LIFECYCLE_FIELDS = ("type", "tenant", "key_id", "name", "env", "role", "actor", "replaces_key_id", "ip")
 
 
 def compact(record: RequestRecord | LifecycleEvent) -> list[Any]:
     """A validated record as a compact JSON-able list: tag, event time in epoch ms (truncated to the ms, as
-    the JSON form `model_dump_json` writes it), then the fields in a fixed order."""
+    the JSON form `model_dump_json` writes it), then the fields in a fixed order (a request's trailing absent
+    browser headers left out: such an entry is the one written before they existed)."""
     when = (record.ts - _EPOCH) // _MS
     if isinstance(record, RequestRecord):
-        return ["R", when, *(getattr(record, f) for f in _REQUEST_FIELDS)]
+        entry = ["R", when, *(getattr(record, f) for f in _REQUEST_FIELDS)]
+        while len(entry) > _REQUEST_FIELDS_V1 + 2 and entry[-1] is None:  # absent trailing headers: not written
+            entry.pop()
+        return entry
     return ["L", when, *(getattr(record, f) for f in _LIFECYCLE_FIELDS)]
 
 
 def expand(entry: list[Any]) -> RequestRecord | LifecycleEvent:
-    """Inverse of `compact`, without validation: the entry was made from a validated record by ingest."""
+    """Inverse of `compact`, without validation: the entry was made from a validated record by ingest (a
+    request entry without the trailing browser headers, as written before they existed, has them absent)."""
     ts = _EPOCH + timedelta(milliseconds=entry[1])
     if entry[0] == "R":
-        return _construct(RequestRecord, _REQUEST_ORDER, [ts, *entry[2:]])
+        values = [ts, *entry[2:]]
+        if len(values) < len(_REQUEST_ORDER) and len(values) >= _REQUEST_FIELDS_V1 + 1:
+            values += [None] * (len(_REQUEST_ORDER) - len(values))
+        return _construct(RequestRecord, _REQUEST_ORDER, values)
     if entry[0] == "L":
         return _construct(LifecycleEvent, _LIFECYCLE_ORDER, [entry[2], ts, *entry[3:]])
     raise ValueError(f"packed entry with unknown tag {entry[0]!r}")

@@ -34,20 +34,23 @@ period; the first of each type lands 10-46 min after it, handy for the live demo
   scripting user agent. Label: first to last of those requests.
 - apiKey.4xxCluster: 60-250 responses of one kind within 1.5-4.6 min from a known host: 401 credential
   stuffing, 403 scope probing (admin/keys/payouts paths), or 404 id enumeration (distinct unknown ids).
-  Spread below ~75/min so that it is not also a request spike.
+  Spread below ~75/min so that it is not also a request spike. A scope probe that tries GET/POST /v1/keys is
+  also an apiKey.keyManagementAttempt (label: its first to last key-management request).
 - apiKey.requestSpike: 5-20 min at max(12-20 x the key's normal rate for that time, 172/min) on keys with
   >= 3 req/min normally at that time, mostly successful calls to one or two endpoints from one or two hosts.
 - apiKey.usedAfterRevoke: a key revoked (after a rotation, or decommissioned), then 8 min-3 h later a
   forgotten job on one of its hosts makes 3-20 requests (401) 20-90 s apart.
 
-Profiles (`keywatch simulate --profile`, `keywatch.sim.profiles`): `default` is the scenario above, byte for
-byte; `hard` adds, after it is planned and on keys of their own, the situations of
-`keywatch.sim.situations_rate`: credential stuffing (15-40 401/min on quiet keys), slow 404 enumeration
-(15/min), a 403 probe at 6/min on a busy key (200-400 requests/min), ramps (x1 -> x8 over 30 min, 30 min flat;
-labelled from the first minute at x3, the lowest multiple a spike rule alerts at), and unlabelled negatives:
-daily batch jobs (x8 for 15 min at the same UTC hour every day), x1.6 deploy bumps, and 2 minutes of 40% 5xx
-after a bad deploy. The audit's thresholds
-below are the default profile's: the slow situations of `hard` are below its 4xx floor on purpose.
+Profiles (`keywatch simulate --profile`, `keywatch.sim.profiles`): `default` is the scenario above, plus, after it
+is planned and on keys of their own (the part above byte for byte unchanged), the key hygiene situations of
+`keywatch.sim.situations_browser` (usedFromBrowser: single-page apps on residential networks, extensions,
+Sec-Fetch-only webviews; keyManagementAttempt: stolen keys calling the key API; their quiet look-alikes); `hard`
+adds those and the situations of `keywatch.sim.situations_rate`: credential stuffing (15-40 401/min on quiet keys),
+slow 404 enumeration (15/min), a 403 probe at 6/min on a busy key (200-400 requests/min), ramps (x1 -> x8 over 30
+min, 30 min flat; labelled from the first minute at x3, the lowest multiple a spike rule alerts at), and unlabelled
+negatives: daily batch jobs (x8 for 15 min at the same UTC hour every day), x1.6 deploy bumps, and 2 minutes of 40%
+5xx after a bad deploy. The audit's thresholds below are the default profile's: the slow situations of `hard` are
+below its 4xx floor on purpose.
 
 `keywatch.sim.audit` checks a generated scenario against these promises (every label detectable, nothing
 unlabelled crossing the same thresholds); `keywatch simulate --audit` runs it.

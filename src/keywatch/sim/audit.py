@@ -3,27 +3,46 @@ no unlabelled stretch of traffic crosses the same thresholds.
 
 The thresholds are the scenario's promises, not a detector: a detector may be stricter or looser.
 - new network: a request from an IPv4 /24 or IPv6 /64 the key (or the key it replaced) never used, on a key
-  that is at least `LEARNING_MS` old;
+  that is at least `LEARNING_MS` old (within a day after a usedFromNewIp label of the key, further new ranges
+  are the same incident: alerts are folded per network and fanned out into one, at most three a day);
 - spike: a minute with >= 100 requests and >= 10x the key's mean for that hour of day in the learning days
   (if the history has no such hour: its busiest hour);
 - 4xx cluster: >= 50 responses with one of 401/403/404 within 5 minutes;
-- used after revoke: a request more than 5 minutes after the key's revocation.
+- used after revoke: a request more than 5 minutes after the key's revocation;
+- used from a browser: the first request of a UTC day with an `origin` or `sec_fetch_*` header, or a
+  Mozilla/5.0 user agent with a browser engine and no bot, headless or `compatible` marker;
+- key management: a request whose path, without query, percent-decoded, slashes collapsed, is a key-management
+  path (`KEY_MANAGEMENT_PATH`).
 """
 
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import orjson
 
 from keywatch.sim.labels import Label, read_labels
-from keywatch.sim.scenario import AFTER_REVOKE, ERROR_CLUSTER, HOUR_MS, KEY_HISTORY_MS, MINUTE_MS, NEW_IP, SPIKE
+from keywatch.sim.scenario import (
+    AFTER_REVOKE,
+    DAY_MS,
+    ERROR_CLUSTER,
+    FROM_BROWSER,
+    HOUR_MS,
+    KEY_HISTORY_MS,
+    KEY_MANAGEMENT,
+    KEY_MANAGEMENT_PATH,
+    MINUTE_MS,
+    NEW_IP,
+    SPIKE,
+)
 
 SPIKE_FACTOR = 10.0
 SPIKE_FLOOR = 100
@@ -35,6 +54,24 @@ LEARNING_MS = KEY_HISTORY_MS  # a key younger than this is still learning its ne
 
 def _ms(text: str) -> int:
     return int(datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp() * 1000)
+
+
+_ENGINES = ("applewebkit", "gecko", "trident")
+_NOT_BROWSERS = ("bot", "headless", "(compatible", "python", "curl")
+
+
+def is_browser(rec: dict[str, Any]) -> bool:
+    """Whether a request record has browser provenance (by the scenario's promise, not the detector's lists)."""
+    if rec.get("origin") or rec.get("sec_fetch_site") or rec.get("sec_fetch_mode"):
+        return True
+    agent = str(rec.get("user_agent") or "").lower()
+    return "mozilla/5.0" in agent and any(e in agent for e in _ENGINES) and not any(n in agent for n in _NOT_BROWSERS)
+
+
+def is_key_management(path: str) -> bool:
+    """Whether a logged path is a key-management path once normalised as a router would."""
+    plain = re.sub(r"/{2,}", "/", unquote(path.split("?", 1)[0]))
+    return KEY_MANAGEMENT_PATH.search(plain) is not None  # case-insensitive
 
 
 def network_of(ip: str) -> str:
@@ -124,6 +161,7 @@ def audit_records(
     minute_counts: dict[tuple[str, int], int] = defaultdict(int)
     error_counts: dict[tuple[str, int, int], int] = defaultdict(int)
     first_seen: dict[str, int] = {}
+    browser_days: set[tuple[str, int]] = set()
     for rec in requests:
         subject = f"{rec['tenant']}/{rec['key_id']}"
         ts = _ms(rec["ts"])
@@ -141,9 +179,13 @@ def audit_records(
                 hit = label_for(NEW_IP, subject, ts)
                 if hit is not None:
                     report.confirmed.setdefault(hit.id, f"first request from new network {net}")
-                else:
+                elif not any(
+                    lb.type == NEW_IP and _ms_of(lb.start) <= ts <= _ms_of(lb.end) + DAY_MS
+                    for lb in by_subject.get(subject, ())
+                ):
                     report.unlabelled.append(Finding(NEW_IP, subject, ts, f"new network {net}"))
             known.add(net)
+        _audit_hygiene(report, rec, subject, ts, browser_days, label_for)
         minute = ts // MINUTE_MS
         minute_counts[subject, minute] += 1
         status = rec["status"]
@@ -174,6 +216,27 @@ def audit_records(
             collapsed.append(f)
     report.unlabelled = collapsed
     return report
+
+
+def _audit_hygiene(
+    report: AuditReport, rec: dict[str, Any], subject: str, ts: int, browser_days: set[tuple[str, int]], label_for: Any
+) -> None:
+    """The browser and key-management promises for one request."""
+    if (subject, ts // DAY_MS) not in browser_days and is_browser(rec):
+        browser_days.add((subject, ts // DAY_MS))
+        hit = label_for(FROM_BROWSER, subject, ts)
+        if hit is not None:
+            report.confirmed.setdefault(hit.id, "first browser request of its UTC day")
+        else:
+            report.unlabelled.append(Finding(FROM_BROWSER, subject, ts, "browser request"))
+    path = rec["path"]
+    low = path.lower()
+    if ("key" in low or "cred" in low or "token" in low or "%" in low) and is_key_management(path):
+        hit = label_for(KEY_MANAGEMENT, subject, ts)
+        if hit is not None:
+            report.confirmed.setdefault(hit.id, f"key-management request {rec['method']} {path}")
+        else:
+            report.unlabelled.append(Finding(KEY_MANAGEMENT, subject, ts, f"key-management path {path}"))
 
 
 def _ms_of(value: datetime) -> int:

@@ -73,13 +73,20 @@ def _safe(text: str) -> str:
     return text
 
 
+HEADER_FIELDS = ("origin", "referer", "sec_fetch_site", "sec_fetch_mode")  # a Request's optional trailing items
+
+
 def request_rest(r: Request) -> str:
-    """The JSON of a request record after its `ts` member (field order as in `RequestRecord`)."""
+    """The JSON of a request record after its `ts` member (field order as in `RequestRecord`; absent browser
+    headers left out, so a request without them is written as before they existed)."""
     for text in r[:6] + r[8:]:
-        _safe(str(text))
+        if text is not None:
+            _safe(str(text))
+    extra = r[10:]  # empty, or all four headers
+    headers = "".join(f',"{n}":"{v}"' for n, v in zip(HEADER_FIELDS[: len(extra)], extra, strict=True) if v is not None)
     return (
         f'","tenant":"{r[0]}","key_id":"{r[1]}","env":"{r[2]}","ip":"{r[3]}","method":"{r[4]}","path":"{r[5]}",'
-        f'"status":{r[6]},"latency_ms":{r[7]!r},"user_agent":"{r[8]}","request_id":"{r[9]}"}}'
+        f'"status":{r[6]},"latency_ms":{r[7]!r},"user_agent":"{r[8]}","request_id":"{r[9]}"{headers}}}'
     )
 
 

@@ -11,12 +11,13 @@ from __future__ import annotations
 import ipaddress
 import math
 import random
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from keywatch.core import error_burst, ip_baseline, rate_baseline, revoked_use
+from keywatch.core import browser, error_burst, ip_baseline, key_management, rate_baseline, revoked_use
 
 MINUTE_MS = 60_000
 HOUR_MS = 60 * MINUTE_MS
@@ -29,7 +30,17 @@ NEW_IP = ip_baseline.SPEC.alerts[0].type
 ERROR_CLUSTER = error_burst.SPEC.alerts[0].type
 SPIKE = rate_baseline.SPEC.alerts[0].type
 AFTER_REVOKE = revoked_use.SPEC.alerts[0].type
-INCIDENT_TYPES: tuple[str, ...] = (NEW_IP, ERROR_CLUSTER, SPIKE, AFTER_REVOKE)
+FROM_BROWSER = browser.SPEC.alerts[0].type
+KEY_MANAGEMENT = key_management.SPEC.alerts[0].type
+# The types the default plan injects on its own schedule (the others come from situations and side effects).
+SCHEDULED_TYPES: tuple[str, ...] = (NEW_IP, ERROR_CLUSTER, SPIKE, AFTER_REVOKE)
+INCIDENT_TYPES: tuple[str, ...] = (*SCHEDULED_TYPES, FROM_BROWSER, KEY_MANAGEMENT)
+_SLUGS = {
+    NEW_IP: "newip", ERROR_CLUSTER: "4xx", SPIKE: "spike", AFTER_REVOKE: "revoked", FROM_BROWSER: "browser",
+    KEY_MANAGEMENT: "keymgmt",
+}  # fmt: skip
+# What the platform calls a key-management path (the API serves none of them): the simulator's truth for them.
+KEY_MANAGEMENT_PATH = re.compile(key_management.DEFAULT_PATTERNS[0], re.IGNORECASE)
 
 # Honesty floors the injected incidents are built to clear (see the module docstring of keywatch.sim).
 SPIKE_MIN_FACTOR = 12.0  # times the key's normal rate for that time of day
@@ -42,8 +53,15 @@ KEY_HISTORY_MS = 12 * HOUR_MS  # an incident's key carried traffic for at least 
 
 Env = Literal["sandbox", "live"]
 
-# Request tuple layout (cheap to build, encoded once): see keywatch.sim.generator.encode_request.
-Request = tuple[str, str, str, str, str, str, int, float, str, str]
+# Request tuple layout (cheap to build, encoded once): see keywatch.sim.generator.encode_request. tenant, key_id,
+# env, ip, method, path, status, latency_ms, user_agent, request_id; a browser's request adds its headers
+# (origin, referer, sec_fetch_site, sec_fetch_mode; None: not sent).
+PlainRequest = tuple[str, str, str, str, str, str, int, float, str, str]
+BrowserHeaders = tuple[str | None, str | None, str | None, str | None]
+HeaderRequest = tuple[
+    str, str, str, str, str, str, int, float, str, str, str | None, str | None, str | None, str | None
+]
+Request = PlainRequest | HeaderRequest
 
 _TENANT_NAMES = (
     "acme", "globex", "initech", "umbrella", "hooli", "vandelay", "wonka", "tyrell", "cyberdyne", "soylent",
@@ -533,7 +551,7 @@ class _Planner:
 
     def add_incident(self, kind: str, key: KeyPlan, start: int, end: int, text: str, **kw: Any) -> Incident:
         number = sum(1 for i in self.incidents if i.type == kind) + 1
-        slug = {NEW_IP: "newip", ERROR_CLUSTER: "4xx", SPIKE: "spike", AFTER_REVOKE: "revoked"}[kind]
+        slug = _SLUGS.get(kind, kind.split(".", 1)[-1].lower())
         incident = Incident(
             id=f"inc-{slug}-{number:03d}", type=kind, key=key, start_ms=start, end_ms=end, description=text, **kw
         )
@@ -542,10 +560,30 @@ class _Planner:
         return incident
 
     def record(
-        self, key: KeyPlan, ts: int, ip: str, method: str, path: str, status: int, latency: float, agent: str
+        self,
+        key: KeyPlan,
+        ts: int,
+        ip: str,
+        method: str,
+        path: str,
+        status: int,
+        latency: float,
+        agent: str,
+        headers: BrowserHeaders | None = None,
     ) -> tuple[int, Request]:
         rid = request_id(self.rng)
-        return ts, (key.tenant.name, key.key_id, key.env, ip, method, path, status, round(latency, 1), agent, rid)
+        plain = (key.tenant.name, key.key_id, key.env, ip, method, path, status, round(latency, 1), agent, rid)
+        return ts, plain if headers is None else (*plain, *headers)
+
+    def label_key_management(self, key: KeyPlan, records: list[tuple[int, Request]], why: str) -> None:
+        """Label the key-management requests among an incident's records (the detector must see them): from
+        the first to the last of them."""
+        times = [ts for ts, req in records if KEY_MANAGEMENT_PATH.search(req[5].split("?", 1)[0])]
+        if times:
+            self.add_incident(
+                KEY_MANAGEMENT, key, min(times), max(times),
+                f"{len(times)} request(s) on key-management paths during {why}.",
+            )  # fmt: skip
 
     def plan_new_ip(self, when: int) -> None:
         taken = self.take(when)
@@ -608,6 +646,8 @@ class _Planner:
                 path = f"/v1/{collection}/{prefix}_{rng.getrandbits(56):014x}"
                 what = "id enumeration (many distinct unknown ids)"
             records.append(self.record(key, ts, host.ip, method, path, kind, rng.uniform(4, 25), agent))
+        if kind == 403:
+            self.label_key_management(key, records, "scope probing")
         self.add_incident(
             ERROR_CLUSTER,
             key,
@@ -797,7 +837,7 @@ class _Planner:
         n = self.c.per_type
         if self.end - self.learn_end >= 2 * HOUR_MS:
             schedule: list[tuple[int, str, int]] = []
-            for slot, kind in enumerate(INCIDENT_TYPES):
+            for slot, kind in enumerate(SCHEDULED_TYPES):
                 for i, when in enumerate(self.incident_times(n, slot)):
                     schedule.append((when, kind, i))
             # revocations first: they change the key's traffic window, which the others look at

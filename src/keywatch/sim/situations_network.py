@@ -3,7 +3,8 @@
 - Browsers on residential networks: a server key shipped in a web app, used for a few hours from hundreds of
   /24s in many residential /16s (one simulated ISP, ASN, per /16, in 100.64.0.0/10). The truth is what the
   folded rule should say with its defaults (`fanout_networks` 3): one alert for each of the first two
-  networks, then one "many networks" alert: three labels, each at the first request of its network.
+  networks, then one "many networks" alert: three labels, each at the first request of its network. Their
+  browser user agents are also browser use of the key: a usedFromBrowser label for each UTC day they span.
 - Keys created long before the logs start: created 88 days before the scenario, requests from its start, from
   two or more of the tenant's networks. Their first requests must not alert (negative, no label); one of them
   is leaked once it has learned (a labelled usedFromNewIp, so learning is seen to end).
@@ -20,7 +21,7 @@ from __future__ import annotations
 import ipaddress
 from typing import TYPE_CHECKING, Any
 
-from keywatch.sim.scenario import DAY_MS, ENDPOINTS, HOUR_MS, MINUTE_MS, NEW_IP, Incident, KeyPlan
+from keywatch.sim.scenario import DAY_MS, ENDPOINTS, FROM_BROWSER, HOUR_MS, MINUTE_MS, NEW_IP, Incident, KeyPlan
 
 if TYPE_CHECKING:
     from keywatch.sim.scenario import Plan, _Planner
@@ -113,6 +114,17 @@ def _plan_browsers(planner: _Planner, number: int) -> None:
             ident = f"inc-browsers-{number:03d}-many"
             text = f"the {FANOUT_NETWORKS}rd new network, {net}.0.0/16: one 'many networks' alert, then none for a day"
         _incident(planner, key, ident, part, ts, f"Server key used from browsers ({total}): {text}.")
+    # The same requests are browser use of the key (browser user agents): one usedFromBrowser a UTC day.
+    days: dict[int, int] = {}
+    for ts, _ in records:
+        days.setdefault(ts // DAY_MS, ts)
+    for d, (_, ts) in enumerate(sorted(days.items()), 1):
+        planner.incidents.append(
+            Incident(
+                id=f"inc-spa-{number:03d}-d{d}", type=FROM_BROWSER, key=key, start_ms=ts, end_ms=ts,
+                description=f"Server key used from browsers ({total}): the first browser request of UTC day {d}.",
+            )
+        )  # fmt: skip
 
 
 def _plan_old_keys(planner: _Planner) -> None:

@@ -111,6 +111,7 @@ def busy_key_probe(p: _Planner) -> None:
             method, path = rng.choice(_PROBE_PATHS)
             path = path.replace("{cus}", f"cus_{rng.getrandbits(40):010x}")
             records.append(p.record(key, ts, host.ip, method, path, 403, rng.uniform(4, 20), agent))
+        p.label_key_management(key, records, "scope probing on a busy key")
         p.add_incident(
             ERROR_CLUSTER, key, records[0][0], records[-1][0],
             f"Scope probing on a busy key: {len(records)} x HTTP 403 at 6/min for {minutes} min among hundreds "

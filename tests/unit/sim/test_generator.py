@@ -12,7 +12,16 @@ import pytest
 from keywatch.contract.events import LifecycleEvent, RequestRecord
 from keywatch.sim.audit import audit, network_of
 from keywatch.sim.labels import read_labels
-from keywatch.sim.scenario import AFTER_REVOKE, INCIDENT_TYPES, ROTATION_GRACE_MS, ScenarioConfig, build_plan
+from keywatch.sim.scenario import (
+    AFTER_REVOKE,
+    ERROR_CLUSTER,
+    INCIDENT_TYPES,
+    KEY_MANAGEMENT,
+    ROTATION_GRACE_MS,
+    SCHEDULED_TYPES,
+    ScenarioConfig,
+    build_plan,
+)
 from tests.unit.sim.conftest import SMALL, ScenarioFactory, read_jsonl
 
 ALLOWED_NETWORKS = [
@@ -51,12 +60,13 @@ def test_files_are_sorted_by_event_time(scenario_factory: ScenarioFactory, name:
 
 
 def test_every_request_is_a_contract_record_in_its_json_form(scenario_factory: ScenarioFactory) -> None:
-    """Each request line validates as RequestRecord and equals the model's own JSON serialisation."""
+    """Each request line validates as RequestRecord and equals the model's own JSON serialisation (absent
+    browser headers left out; every other field is always there)."""
     lines = (scenario_factory() / "requests.jsonl").read_bytes().splitlines()
     assert len(lines) > 10_000
     for line in lines:
         record = RequestRecord.model_validate_json(line)
-        assert record.model_dump_json().encode() == line
+        assert record.model_dump_json(exclude_none=True).encode() == line
 
 
 def test_every_lifecycle_event_is_a_contract_event_in_its_json_form(scenario_factory: ScenarioFactory) -> None:
@@ -91,11 +101,15 @@ def test_status_mix_is_mostly_success(scenario_factory: ScenarioFactory) -> None
 
 
 def test_labels_cover_every_type_after_the_learning_period(scenario_factory: ScenarioFactory) -> None:
-    """Every incident type is injected, on distinct keys, and none starts before the learning period ends."""
+    """Every scheduled incident type is injected, on distinct keys, and none starts before the learning period
+    ends; a scope probe's key-management requests are labelled on the probe's key."""
     config = ScenarioConfig(**SMALL)
     labels = read_labels(scenario_factory() / "labels.jsonl")
-    assert {label.type for label in labels} == set(INCIDENT_TYPES)
-    assert len({label.subject for label in labels}) == len(labels)
+    assert set(SCHEDULED_TYPES) <= {label.type for label in labels} <= set(INCIDENT_TYPES)
+    own = [label for label in labels if label.type != KEY_MANAGEMENT]
+    assert len({label.subject for label in own}) == len(own)
+    probes = {label.subject for label in labels if label.type == ERROR_CLUSTER}
+    assert {label.subject for label in labels if label.type == KEY_MANAGEMENT} <= probes
     for label in labels:
         assert _ms(label.start.isoformat()) >= config.learning_end_ms
         assert label.start <= label.end
@@ -175,7 +189,8 @@ def test_plan_is_sized_by_the_options() -> None:
     by_type = defaultdict(int)
     for incident in plan.incidents:
         by_type[incident.type] += 1
-    assert dict(by_type) == dict.fromkeys(INCIDENT_TYPES, 3)
+    assert {t: by_type[t] for t in SCHEDULED_TYPES} == dict.fromkeys(SCHEDULED_TYPES, 3)
+    assert set(by_type) <= {*SCHEDULED_TYPES, KEY_MANAGEMENT}  # scope probes on key-management paths
 
 
 def test_scale_multiplies_the_volume(scenario_factory: ScenarioFactory) -> None:
