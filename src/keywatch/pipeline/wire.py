@@ -38,7 +38,21 @@ _REQUEST_FIELDS = (
     "user_agent",
     "request_id",
 )
-_LIFECYCLE_FIELDS = ("type", "tenant", "key_id", "name", "env", "role", "actor", "replaces_key_id", "ip")
+# Fields added later are appended (with a default): an entry written before them is shorter and still expands.
+_LIFECYCLE_FIELDS = (
+    "type",
+    "tenant",
+    "key_id",
+    "name",
+    "env",
+    "role",
+    "actor",
+    "replaces_key_id",
+    "ip",
+    "channel",
+    "mfa",
+)
+_LIFECYCLE_OLDEST = 9  # fields of the entries written before `channel` and `mfa`
 
 
 def compact(record: RequestRecord | LifecycleEvent) -> list[Any]:
@@ -56,7 +70,11 @@ def expand(entry: list[Any]) -> RequestRecord | LifecycleEvent:
     if entry[0] == "R":
         return _construct(RequestRecord, _REQUEST_ORDER, [ts, *entry[2:]])
     if entry[0] == "L":
-        return _construct(LifecycleEvent, _LIFECYCLE_ORDER, [entry[2], ts, *entry[3:]])
+        values = [entry[2], ts, *entry[3:]]
+        missing = len(_LIFECYCLE_ORDER) - len(values)
+        if 0 < missing <= len(_LIFECYCLE_FIELDS) - _LIFECYCLE_OLDEST:  # written before the later fields
+            values += [None] * missing
+        return _construct(LifecycleEvent, _LIFECYCLE_ORDER, values)
     raise ValueError(f"packed entry with unknown tag {entry[0]!r}")
 
 
