@@ -12,9 +12,11 @@ first operation's time) and its alert time the time of the operation that comple
 the burst extend it (one alert per burst, however long it goes on).
 
 Residual order sensitivity: in the worker, operations of different keys reach the tenant in another order than
-in replay. When a burst's first operations arrive after the ones that complete it (a hand-off delayed by more
-than the burst's own length), the worker names the burst by the first operation it knows, so the id (and the
-evidence) differ from replay's; and operations evicted by the caps below are forgotten.
+in replay. Whether a burst fires, and once, does not depend on it; its id does not either unless a burst's
+first operations arrive after the ones that complete it (a hand-off delayed by more than the burst's own
+length): the worker then names the burst by the first operation it knows. The alert's time and evidence are
+those of the operations known when it fires: replay's when the hand-offs arrive in event-time order, otherwise
+a later completing operation (and what it brought). Operations evicted by the caps below are forgotten.
 
 Caps (per tenant): `MAX_ACTORS` actors (the least recently active is forgotten), `MAX_OPS` operations per actor
 (the oldest go), operations older than three windows before the actor's newest are dropped, `MAX_BURSTS` bursts
