@@ -14,7 +14,7 @@ from keywatch.cli.options import CONTEXT_SETTINGS
 from keywatch.cli.progress import Progress
 from keywatch.config import Settings
 from keywatch.sim.profiles import PROFILES
-from keywatch.sim.scenario import DEFAULT_START, ScenarioConfig, build_plan
+from keywatch.sim.scenario import DEFAULT_START, PLANNED_TYPES, ScenarioConfig, build_plan
 
 _DEFAULT_REQUESTS_TOPIC = str(Settings.model_fields["topic_requests"].default)
 _DEFAULT_LIFECYCLE_TOPIC = str(Settings.model_fields["topic_lifecycle"].default)
@@ -139,7 +139,8 @@ def command(
     for incident in plan.incidents:
         by_type[incident.type] = by_type.get(incident.type, 0) + 1
     wanted = config.per_type
-    short = {t: n for t, n in by_type.items() if n < wanted}
+    # The planned types come `per_type` each; the situations' types as many as their situations make.
+    short = {t: n for t, n in by_type.items() if n < wanted and t in PLANNED_TYPES}
     if short or (len(by_type) < 4 and wanted and config.end_ms - config.learning_end_ms >= 2 * 3_600_000):
         _say(f"warning: could not place {wanted} incidents of every type (placed {by_type}); try more keys/days")
     _say(

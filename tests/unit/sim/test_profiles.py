@@ -1,21 +1,36 @@
-"""Scenario profiles: default is the standard plan unchanged; hard adds the situations of issue #12."""
+"""Scenario profiles: default is the standard plan plus the hygiene situations of issue #13; hard adds the
+situations of issue #12."""
 
 from __future__ import annotations
 
 from keywatch.sim.profiles import PROFILES
-from keywatch.sim.scenario import ERROR_CLUSTER, SPIKE, ScenarioConfig, build_plan
+from keywatch.sim.scenario import (
+    ERROR_CLUSTER,
+    LIFECYCLE_BURST,
+    OUTSIDE_PORTAL,
+    PRIVILEGE,
+    SPIKE,
+    ScenarioConfig,
+    build_plan,
+)
 from keywatch.sim.situations_rate import ALERT_MULTIPLE, RAMP_FACTOR, RAMP_MINUTES
 
 CONFIG = ScenarioConfig(seed=3, days=3.0, tenants=5, keys=40, learning_days=1.5, incidents_per_type=6)
 
 
-def test_default_profile_is_the_standard_plan() -> None:
-    """--profile default draws exactly what build_plan draws without situations."""
+def test_default_profile_is_the_standard_plan_and_the_hygiene_situations() -> None:
+    """--profile default draws what build_plan draws without situations (keys, incidents), then the lifecycle
+    situations of issue #13 on keys of their own."""
     plan, default = build_plan(CONFIG), build_plan(CONFIG, PROFILES["default"])
-    assert [k.key_id for k in plan.keys] == [k.key_id for k in default.keys]
+    assert [k.key_id for k in default.keys[: len(plan.keys)]] == [k.key_id for k in plan.keys]
+    standard = {i.id for i in plan.incidents}
     assert [(i.id, i.start_ms, i.records) for i in plan.incidents] == [
-        (i.id, i.start_ms, i.records) for i in default.incidents
+        (i.id, i.start_ms, i.records) for i in default.incidents if i.id in standard
     ]
+    added = [i for i in default.incidents if i.id not in standard]
+    assert {i.type for i in added} == {PRIVILEGE, OUTSIDE_PORTAL, LIFECYCLE_BURST}
+    assert all(i.key.key_id not in {k.key_id for k in plan.keys} for i in added)
+    assert all(i.tenant_alert for i in added if i.type == LIFECYCLE_BURST)
 
 
 def test_hard_profile_keeps_the_default_part_and_adds_labelled_situations() -> None:
@@ -24,8 +39,12 @@ def test_hard_profile_keeps_the_default_part_and_adds_labelled_situations() -> N
     default, hard = build_plan(CONFIG), build_plan(CONFIG, PROFILES["hard"])
     assert [k.key_id for k in hard.keys[: len(default.keys)]] == [k.key_id for k in default.keys]
     default_ids = {i.id for i in default.incidents}
-    added = [i for i in hard.incidents if i.key.key_id not in {k.key_id for k in default.keys}]
-    assert {i.type for i in added} == {ERROR_CLUSTER, SPIKE}
+    added = [
+        i
+        for i in hard.incidents
+        if i.key.key_id not in {k.key_id for k in default.keys} and i.type in (ERROR_CLUSTER, SPIKE)
+    ]
+    assert {i.type for i in hard.incidents} >= {ERROR_CLUSTER, SPIKE, PRIVILEGE, OUTSIDE_PORTAL, LIFECYCLE_BURST}
     assert len(added) == 4 * 2  # stuffing, enumeration, busy probe, ramp: two each at 6 incidents per type
     assert default_ids <= {i.id for i in hard.incidents} | {i.id for i in added}
     ramps = [i for i in added if i.type == SPIKE]
