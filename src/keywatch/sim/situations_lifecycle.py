@@ -36,10 +36,17 @@ if TYPE_CHECKING:
 
 Situation = Callable[["_Planner"], None]
 WINDOW_MS = 10 * MINUTE_MS  # an actor's operations closer than this to another situation's are moved apart
+BURST_OPERATIONS = 5  # operations within WINDOW_MS that make a burst
 
 
 def _count(p: _Planner) -> int:
+    """Look-alikes of each kind."""
     return max(2, p.c.per_type // 3)
+
+
+def _half(p: _Planner) -> int:
+    """Positives of each of the two situations of one type: together at least `per_type`."""
+    return max(1, -(-p.c.per_type // 2))
 
 
 def _in_use_key(p: _Planner, tenant: Tenant, role: str) -> KeyPlan:
@@ -76,7 +83,7 @@ def _slot(p: _Planner, span_ms: int, actors: int = 1) -> tuple[Tenant, list[str]
 
 def scope_escalation(p: _Planner) -> None:
     """A key's role widened from a read role to admin (or payments_write / standard)."""
-    for i in range(_count(p)):
+    for i in range(_half(p)):
         tenant, [actor], when = _slot(p, MINUTE_MS)
         before = p.rng.choice(("read_only", "reporting"))
         after = "admin" if i % 3 != 2 else p.rng.choice(("payments_write", "standard"))
@@ -88,7 +95,7 @@ def scope_escalation(p: _Planner) -> None:
 
 def rotation_escalation(p: _Planner) -> None:
     """A reporting key rotated to a new key that is admin: the new key has more privilege than the one it replaces."""
-    for _ in range(_count(p)):
+    for _ in range(_half(p)):
         tenant, [actor], when = _slot(p, MINUTE_MS)
         old = _in_use_key(p, tenant, "reporting")
         new = p.new_key(tenant, old.env, when, app=old.app, name=old.name)
@@ -106,7 +113,7 @@ def rotation_escalation(p: _Planner) -> None:
 
 def created_through_api(p: _Planner) -> None:
     """A key created through the `api` channel (with or without an MFA flag)."""
-    for _ in range(_count(p)):
+    for _ in range(_half(p)):
         tenant, [actor], when = _slot(p, MINUTE_MS)
         key = _minted_key(p, tenant, p.rng.choice(("standard", "payments_write", "admin")), when)
         mfa = p.rng.choice((None, False, True))
@@ -116,7 +123,7 @@ def created_through_api(p: _Planner) -> None:
 
 def revoked_without_mfa(p: _Planner) -> None:
     """A revocation in the portal without MFA (the key's traffic stopped hours before)."""
-    for _ in range(_count(p)):
+    for _ in range(_half(p)):
         tenant, [actor], when = _slot(p, MINUTE_MS)
         key = _in_use_key(p, tenant, p.rng.choice(("read_only", "standard", "reporting")))
         key.traffic_end_ms = when - p.rng.randint(2, 12) * HOUR_MS
@@ -129,7 +136,7 @@ def compromised_admin(p: _Planner) -> None:
     """A compromised admin session creating and re-scoping 6-9 keys in 4-8 minutes (in the portal, with the
     victim's MFA-verified session): a lifecycle burst; each re-scope to admin of a key created with a lower role
     is also a privilege escalation."""
-    for _ in range(_count(p)):
+    for _ in range(max(1, p.c.per_type)):
         rng = p.rng
         total, minutes = rng.randint(6, 9), rng.randint(4, 8)
         tenant, [actor], start = _slot(p, minutes * MINUTE_MS)
@@ -149,8 +156,9 @@ def compromised_admin(p: _Planner) -> None:
                 key = _minted_key(p, tenant, rng.choice(("read_only", "standard", "payments_write")), at)
                 p.created_event(key, at, actor=actor)
                 created.append(key)
+        # labelled from the operation that makes the burst (the 5th) to the last one
         incident = p.add_incident(
-            LIFECYCLE_BURST, created[0], times[0], times[-1],
+            LIFECYCLE_BURST, created[0], times[BURST_OPERATIONS - 1], times[-1],
             f"Compromised admin {actor}: {total} lifecycle operations on {len(created)} new keys in {minutes} min.",
         )  # fmt: skip
         incident.tenant_alert = True
