@@ -74,6 +74,11 @@ def ips() -> st.SearchStrategy[Any]:
     )
 
 
+def mfa_values() -> st.SearchStrategy[Any]:
+    """The MFA flag as booleans, and as what a careless producer sends instead ("yes", 1, null, text)."""
+    return st.one_of(st.booleans(), st.sampled_from(["yes", "true", "false", 1, 0, None, 1.0, [True]]), texts())
+
+
 def texts() -> st.SearchStrategy[Any]:
     """Strings with control characters, huge strings, secret-looking strings, wrong types."""
     return st.one_of(
@@ -113,8 +118,11 @@ def lifecycle_event(draw: st.DrawFn) -> bytes:
     record: dict[str, Any] = lifecycle_dict(type=kind, key_id=f"k{key}", ts=draw(st.sampled_from(VALID_TS)))
     if draw(st.booleans()):
         record["replaces_key_id"] = f"k{draw(st.integers(0, 200))}"
-    for name in draw(st.sets(st.sampled_from([*record, "extra"]), max_size=3)):
-        record[name] = draw({"ts": timestamps(), "ip": ips()}.get(name, texts()))
+    if draw(st.booleans()):  # the optional channel and MFA flag (absent in older records)
+        record["channel"] = draw(st.sampled_from(["portal", "api", "Portal", "terraform"]))
+        record["mfa"] = draw(st.booleans())
+    for name in draw(st.sets(st.sampled_from([*record, "channel", "mfa", "extra"]), max_size=3)):
+        record[name] = draw({"ts": timestamps(), "ip": ips(), "mfa": mfa_values()}.get(name, texts()))
     return _encode(draw, record)
 
 

@@ -173,7 +173,9 @@ REQUEST_FIELDS = [
     "tenant", "key_id", "env", "ip", "method", "path", "status", "user_agent", "request_id",
     "origin", "referer", "sec_fetch_site", "sec_fetch_mode",
 ]  # fmt: skip
-LIFECYCLE_FIELDS = ["type", "tenant", "key_id", "name", "env", "role", "actor", "replaces_key_id", "ip"]
+LIFECYCLE_FIELDS = [
+    "type", "tenant", "key_id", "name", "env", "role", "actor", "replaces_key_id", "ip", "channel", "mfa",
+]  # fmt: skip
 TARGETS = [("requests", f) for f in [*REQUEST_FIELDS, "extra", "object_key"]] + [
     ("lifecycle", f) for f in [*LIFECYCLE_FIELDS, "extra", "object_key"]
 ]
@@ -201,11 +203,12 @@ def scenarios(draw: st.DrawFn) -> Scenario:
     rnd = random.Random(draw(st.integers(0, 2**32)))
     share = draw(st.sampled_from([0.0, 0.05, 0.3, 1.0]))
     life = [
-        ("lifecycle", lifecycle_dict(ts=_ts(timedelta(0)))),
+        ("lifecycle", lifecycle_dict(ts=_ts(timedelta(0)), channel="portal", mfa=True)),
         ("requests", request_dict(ts=_ts(timedelta(minutes=1)), ip="192.0.2.10")),
         # past the longest learning period, a new network: usedFromNewIp (its evidence has the path)
         ("requests", request_dict(ts=_ts(timedelta(days=8)), ip="203.0.113.9")),
-        ("lifecycle", lifecycle_dict(type="apiKey.revoked", ts=_ts(timedelta(days=8, minutes=1)))),
+        # a revocation through the API: apiKey.managedOutsidePortal (its evidence and summary show the channel)
+        ("lifecycle", lifecycle_dict(type="apiKey.revoked", ts=_ts(timedelta(days=8, minutes=1)), channel="api")),
         ("requests", request_dict(ts=_ts(timedelta(days=8, minutes=2)), ip="203.0.113.9")),  # usedAfterRevoke
     ]
     records: list[tuple[str, bytes | None, bytes]] = []

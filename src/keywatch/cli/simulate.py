@@ -14,7 +14,7 @@ from keywatch.cli.options import CONTEXT_SETTINGS
 from keywatch.cli.progress import Progress
 from keywatch.config import Settings
 from keywatch.sim.profiles import PROFILES
-from keywatch.sim.scenario import DEFAULT_START, SCHEDULED_TYPES, ScenarioConfig, build_plan
+from keywatch.sim.scenario import DEFAULT_START, PLANNED_TYPES, ScenarioConfig, build_plan
 
 _DEFAULT_REQUESTS_TOPIC = str(Settings.model_fields["topic_requests"].default)
 _DEFAULT_LIFECYCLE_TOPIC = str(Settings.model_fields["topic_lifecycle"].default)
@@ -139,7 +139,7 @@ def command(
     for incident in plan.incidents:
         by_type[incident.type] = by_type.get(incident.type, 0) + 1
     wanted = config.per_type
-    scheduled = {t: by_type.get(t, 0) for t in SCHEDULED_TYPES}  # the others come from situations, not per_type
+    scheduled = {t: by_type.get(t, 0) for t in PLANNED_TYPES}  # the others come from situations, not per_type
     short = {t: n for t, n in scheduled.items() if 0 < n < wanted}
     if short or (0 in scheduled.values() and wanted and config.end_ms - config.learning_end_ms >= 2 * 3_600_000):
         _say(f"warning: could not place {wanted} incidents of every type (placed {by_type}); try more keys/days")

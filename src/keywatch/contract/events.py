@@ -182,6 +182,17 @@ class LifecycleEvent(_Strict):
         default=None, description="On the new key of a rotation: the key it replaces."
     )
     ip: IpAddress | None = Field(default=None, description="The actor's IP address.")
+    channel: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=64,
+        description="Where the operation was made: `portal`, `api` or another channel (absent in older records).",
+    )
+    mfa: bool | None = Field(
+        default=None,
+        strict=True,
+        description="Whether the actor's session was MFA-verified (a JSON boolean; absent in older records).",
+    )
 
     @property
     def subject(self) -> str:

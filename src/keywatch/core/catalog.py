@@ -5,7 +5,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from keywatch.core import browser, error_burst, ip_baseline, key_management, rate_baseline, registry, revoked_use
+from keywatch.core import (
+    browser,
+    error_burst,
+    ip_baseline,
+    key_management,
+    lifecycle_burst,
+    portal,
+    privilege,
+    rate_baseline,
+    registry,
+    revoked_use,
+)
 from keywatch.core.spec import DetectorSpec
 
 # In the order they run on each event: the key registry first (every detector reads it).
@@ -17,6 +28,9 @@ _SPECS: list[DetectorSpec[Any, Any]] = [
     error_burst.SPEC,
     browser.SPEC,
     key_management.SPEC,
+    privilege.SPEC,
+    portal.SPEC,
+    lifecycle_burst.SPEC,
 ]
 
 

@@ -8,6 +8,8 @@
     fanout_networks = 5
     [detection.trusted.tenant.acme]
     ci-runners = ["198.51.100.0/26"]
+    [detection.roles]             # role -> rank, for the rules comparing roles (keywatch.core.roles)
+    billing_admin = 3
 
 Precedence: defaults < `[detection.<detector>]` < `[detection.<env>.<detector>]` < `[detection.tenant.<tenant>.
 <detector>]`. Trusted networks: `keywatch.core.trusted`.
@@ -22,13 +24,14 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar, cast
+from typing import Annotated, Any, ClassVar, TypeVar, cast
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
 from keywatch.config import ConfigError, read_table
 from keywatch.contract.events import Env
 from keywatch.core import catalog
+from keywatch.core.roles import MAX_ROLE_LENGTH, MAX_ROLES
 from keywatch.core.spec import DetectorSpec
 from keywatch.core.trusted import TrustedConfig
 
@@ -77,6 +80,28 @@ class DetectionConfig(BaseModel):
     sandbox: EnvOverrides = Field(default_factory=EnvOverrides)
     tenant: dict[str, EnvOverrides] = Field(default_factory=dict, max_length=10_000)
     trusted: TrustedConfig = Field(default_factory=TrustedConfig)
+    roles: dict[
+        Annotated[str, Field(min_length=1, max_length=MAX_ROLE_LENGTH)],
+        Annotated[int, Field(strict=True, ge=0, le=100)],
+    ] = Field(
+        default_factory=dict,
+        max_length=MAX_ROLES,
+        description="Role -> rank (0-100, higher = more privilege); other roles rank by name (keywatch.core.roles).",
+    )
+
+    @field_validator("roles")
+    @classmethod
+    def _distinct_roles(cls, roles: dict[str, int]) -> dict[str, int]:
+        seen: dict[str, str] = {}
+        for name in roles:
+            other = seen.setdefault(name.lower(), name)
+            if other != name:
+                raise ValueError(f"roles {other!r} and {name!r} differ only in case (roles match case-insensitively)")
+        return roles
+
+    def role_table(self) -> tuple[tuple[str, int], ...]:
+        """`[detection.roles]` as pairs, for `BuildContext.roles`."""
+        return tuple(sorted(self.roles.items()))
 
     def settings(self, spec: DetectorSpec[ConfigT, Any]) -> ConfigT:
         """The settings of one detector."""
@@ -123,6 +148,7 @@ class DetectionConfig(BaseModel):
         data["max_suppressions"] = overrides.max_suppressions or self.max_suppressions
         data["allowed_lateness_seconds"] = self.allowed_lateness_seconds
         data["trusted"] = self.trusted
+        data["roles"] = self.roles
         return type(self).model_validate(data)
 
 

@@ -21,7 +21,7 @@ from keywatch.core.state import KeyState
 NAME = "lifecycle"
 
 # Forward kinds
-ROTATED = "rotated"  # to the replaced key: "you were replaced by <key_id>"
+ROTATED = "rotated"  # to the replaced key: "you were replaced by <key_id>" (with its role, actor, channel, mfa)
 
 
 def _ms(event: LifecycleEvent) -> int:
@@ -48,6 +48,8 @@ def apply_lifecycle(state: KeyState, event: LifecycleEvent) -> tuple[Finding, li
         "role": event.role,
         "env": event.env,
         "name": event.name,
+        "channel": event.channel,
+        "mfa": event.mfa,
     }
     severity: Severity = "info"
     if event.type == "apiKey.created":
@@ -59,7 +61,11 @@ def apply_lifecycle(state: KeyState, event: LifecycleEvent) -> tuple[Finding, li
             reg.status = "active"
         if event.replaces_key_id:
             reg.replaces = event.replaces_key_id
-            forwards.append(Forward(event.tenant, event.replaces_key_id, ROTATED, {"replaced_by": event.key_id}, when))
+            # The new key's role and who made it ride along: the replaced key answers with its own role
+            # (`keywatch.core.privilege`, a rotation to a wider role).
+            about: dict[str, Any] = {"replaced_by": event.key_id, "role": event.role, "actor": event.actor}
+            about.update(channel=event.channel, mfa=event.mfa, actor_ip=event.ip)
+            forwards.append(Forward(event.tenant, event.replaces_key_id, ROTATED, about, when))
         evidence["rotation"] = {"replaces_key_id": event.replaces_key_id} if event.replaces_key_id else None
         severity = "low" if event.env == "live" else "info"
         what = f"as a rotation of {event.replaces_key_id}" if event.replaces_key_id else f"with role {event.role}"

@@ -112,6 +112,7 @@ class BuildContext:
     source: str
     geo: GeoLookup | None = None
     trusted: TrustedNetworks | None = None  # the trusted lists of the keys this detector serves
+    roles: tuple[tuple[str, int], ...] = ()  # `[detection.roles]`: role -> rank (keywatch.core.roles)
 
 
 @dataclass(frozen=True, slots=True)

@@ -44,8 +44,21 @@ _REQUEST_FIELDS = (
 )
 # Entries written before the browser headers were carried end at `request_id`: read them as all absent.
 _REQUEST_FIELDS_V1 = 10
-_LIFECYCLE_FIELDS = ("type", "tenant", "key_id", "name", "env", "role", "actor", "replaces_key_id", "ip")
-
+# Fields added later are appended (with a default): an entry written before them is shorter and still expands.
+_LIFECYCLE_FIELDS = (
+    "type",
+    "tenant",
+    "key_id",
+    "name",
+    "env",
+    "role",
+    "actor",
+    "replaces_key_id",
+    "ip",
+    "channel",
+    "mfa",
+)
+_LIFECYCLE_OLDEST = 9  # fields of the entries written before `channel` and `mfa`
 
 def compact(record: RequestRecord | LifecycleEvent) -> list[Any]:
     """A validated record as a compact JSON-able list: tag, event time in epoch ms (truncated to the ms, as
@@ -70,7 +83,11 @@ def expand(entry: list[Any]) -> RequestRecord | LifecycleEvent:
             values += [None] * (len(_REQUEST_ORDER) - len(values))
         return _construct(RequestRecord, _REQUEST_ORDER, values)
     if entry[0] == "L":
-        return _construct(LifecycleEvent, _LIFECYCLE_ORDER, [entry[2], ts, *entry[3:]])
+        values = [entry[2], ts, *entry[3:]]
+        missing = len(_LIFECYCLE_ORDER) - len(values)
+        if 0 < missing <= len(_LIFECYCLE_FIELDS) - _LIFECYCLE_OLDEST:  # written before the later fields
+            values += [None] * missing
+        return _construct(LifecycleEvent, _LIFECYCLE_ORDER, values)
     raise ValueError(f"packed entry with unknown tag {entry[0]!r}")
 
 

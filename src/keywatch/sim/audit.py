@@ -13,6 +13,10 @@ The thresholds are the scenario's promises, not a detector: a detector may be st
   Mozilla/5.0 user agent with a browser engine and no bot, headless or `compatible` marker;
 - key management: a request whose path, without query, percent-decoded, slashes collapsed, is a key-management
   path (`KEY_MANAGEMENT_PATH`).
+- privilege escalation: a scope change to a role ranking above the key's role just before it, or a rotation's new
+  key ranking above the key it replaces (ranks from the role names, `keywatch.core.roles`);
+- managed outside the portal: a lifecycle event with a `channel` other than `portal` or `mfa` false;
+- lifecycle burst: one actor with 5 lifecycle operations in one tenant within 10 minutes (a tenant label).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from urllib.parse import unquote
 
 import orjson
 
+from keywatch.core.roles import default_rank
 from keywatch.sim.labels import Label, read_labels
 from keywatch.sim.scenario import (
     AFTER_REVOKE,
@@ -39,8 +44,11 @@ from keywatch.sim.scenario import (
     KEY_HISTORY_MS,
     KEY_MANAGEMENT,
     KEY_MANAGEMENT_PATH,
+    LIFECYCLE_BURST,
     MINUTE_MS,
     NEW_IP,
+    OUTSIDE_PORTAL,
+    PRIVILEGE,
     SPIKE,
 )
 
@@ -50,6 +58,8 @@ CLUSTER_FLOOR = 50
 CLUSTER_WINDOW_MINUTES = 5
 REVOKE_GRACE_MS = 5 * MINUTE_MS
 LEARNING_MS = KEY_HISTORY_MS  # a key younger than this is still learning its networks
+BURST_OPERATIONS = 5
+BURST_WINDOW_MS = 10 * MINUTE_MS
 
 
 def _ms(text: str) -> int:
@@ -203,6 +213,7 @@ def audit_records(
                 report.grace_requests += 1
     _audit_spikes(report, minute_counts, learning_end_ms, label_for, by_subject, predecessor)
     _audit_errors(report, error_counts, label_for)
+    _audit_lifecycle(report, lifecycle, label_for)
     for label in labels:
         if label.id not in report.confirmed and label.id not in report.unsupported:
             report.unsupported[label.id] = "no record in the data crosses the threshold for this label"
@@ -315,3 +326,37 @@ def _audit_errors(report: AuditReport, error_counts: dict[tuple[str, int, int], 
                 report.confirmed.setdefault(label.id, f"{window} x {status} within {CLUSTER_WINDOW_MINUTES} min")
             else:
                 report.unlabelled.append(Finding(ERROR_CLUSTER, subject, ts, f"{window} x {status} in 5 min"))
+
+
+def _audit_lifecycle(report: AuditReport, lifecycle: list[dict[str, Any]], label_for: Any) -> None:
+    """Escalations, events outside the portal or without MFA, and lifecycle bursts, in event-time order."""
+    events = sorted(lifecycle, key=lambda e: (_ms(e["ts"]), e["type"] != "apiKey.created"))
+    roles: dict[str, str] = {}
+    ops: dict[tuple[str, str], list[int]] = defaultdict(list)
+    for event in events:
+        subject, ts, role = f"{event['tenant']}/{event['key_id']}", _ms(event["ts"]), event["role"]
+        before = roles.get(subject)
+        if event["type"] == "apiKey.created" and event.get("replaces_key_id"):
+            before = roles.get(f"{event['tenant']}/{event['replaces_key_id']}")
+        if event["type"] != "apiKey.revoked":
+            decided = event["type"] != "apiKey.created" or event.get("replaces_key_id")
+            if decided and before is not None and default_rank(role) > default_rank(before):
+                _check(report, label_for, PRIVILEGE, subject, ts, f"{before} -> {role}")
+            roles[subject] = role
+        channel, mfa = event.get("channel"), event.get("mfa")
+        if (channel is not None and channel != "portal") or mfa is False:
+            _check(report, label_for, OUTSIDE_PORTAL, subject, ts, f"channel {channel}, mfa {mfa}")
+        times = ops[event["tenant"], event["actor"]]
+        times.append(ts)
+        recent = [t for t in times if t >= ts - BURST_WINDOW_MS]
+        if len(recent) >= BURST_OPERATIONS:
+            detail = f"{len(recent)} operations by {event['actor']} within 10 min"
+            _check(report, label_for, LIFECYCLE_BURST, f"{event['tenant']}/", ts, detail)
+
+
+def _check(report: AuditReport, label_for: Any, kind: str, subject: str, ts: int, detail: str) -> None:
+    label = label_for(kind, subject, ts)
+    if label is not None:
+        report.confirmed.setdefault(label.id, detail)
+    else:
+        report.unlabelled.append(Finding(kind, subject, ts, detail))

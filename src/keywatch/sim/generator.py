@@ -25,6 +25,7 @@ import orjson
 from keywatch.sim.scenario import (
     ENDPOINTS,
     MINUTE_MS,
+    SPIKE,
     Incident,
     KeyPlan,
     Plan,
@@ -269,7 +270,7 @@ def iter_minutes(plan: Plan) -> Iterator[tuple[int, list[Item]]]:
     """Every minute of the scenario with its requests, sorted by event time (ties: stable, by source)."""
     c = plan.config
     sources: list[_Baseline | _Spike] = [_Baseline(key, plan) for key in plan.keys]
-    sources += [_Spike(i, plan) for i in plan.incidents if not i.records]
+    sources += [_Spike(i, plan) for i in plan.incidents if not i.records and i.type == SPIKE]
     fixed: dict[int, list[Item]] = {}
     for records in [i.records for i in plan.incidents if i.records] + [records for _, records in plan.extra]:
         for ts, req in records:

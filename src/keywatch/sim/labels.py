@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -19,7 +20,7 @@ class Label(BaseModel):
     id: str = Field(min_length=1)
     type: str = Field(min_length=1, description="The alert type that should fire, e.g. apiKey.requestSpike.")
     tenant: Identifier
-    key_id: Identifier
+    key_id: Identifier | Literal[""] = Field(description="The key; empty for an alert about the tenant as a whole.")
     start: EventTime = Field(description="Event time of the incident's first record.")
     end: EventTime = Field(description="Event time of the incident's last record.")
     description: str = ""

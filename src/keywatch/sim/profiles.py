@@ -6,10 +6,13 @@ is one line in `PROFILES`.
 
 from __future__ import annotations
 
-from keywatch.sim import situations_browser, situations_rate
+from keywatch.sim import situations_browser, situations_lifecycle, situations_rate
 from keywatch.sim.situations_rate import Situation
 
+# The key hygiene situations of issue #13, in the default profile and the hard one.
+HYGIENE: tuple[Situation, ...] = (*situations_browser.SITUATIONS, *situations_lifecycle.SITUATIONS)
+
 PROFILES: dict[str, tuple[Situation, ...]] = {
-    "default": (*situations_browser.SITUATIONS,),  # the standard plan, then the key hygiene situations of #13
-    "hard": (*situations_rate.SITUATIONS, *situations_browser.SITUATIONS),  # every situation of #12 and #13
+    "default": HYGIENE,  # the standard plan, then the key hygiene situations
+    "hard": (*situations_rate.SITUATIONS, *HYGIENE),  # and every situation of issue #12
 }

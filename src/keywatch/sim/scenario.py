@@ -12,12 +12,24 @@ import ipaddress
 import math
 import random
 import re
+import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from keywatch.core import browser, error_burst, ip_baseline, key_management, rate_baseline, revoked_use
+from keywatch.core import (
+    browser,
+    error_burst,
+    ip_baseline,
+    key_management,
+    lifecycle_burst,
+    portal,
+    privilege,
+    rate_baseline,
+    revoked_use,
+)
+from keywatch.core.roles import default_rank
 
 MINUTE_MS = 60_000
 HOUR_MS = 60 * MINUTE_MS
@@ -32,15 +44,28 @@ SPIKE = rate_baseline.SPEC.alerts[0].type
 AFTER_REVOKE = revoked_use.SPEC.alerts[0].type
 FROM_BROWSER = browser.SPEC.alerts[0].type
 KEY_MANAGEMENT = key_management.SPEC.alerts[0].type
-# The types the default plan injects on its own schedule (the others come from situations and side effects).
-SCHEDULED_TYPES: tuple[str, ...] = (NEW_IP, ERROR_CLUSTER, SPIKE, AFTER_REVOKE)
-INCIDENT_TYPES: tuple[str, ...] = (*SCHEDULED_TYPES, FROM_BROWSER, KEY_MANAGEMENT)
+PRIVILEGE = privilege.SPEC.alerts[0].type
+OUTSIDE_PORTAL = portal.SPEC.alerts[0].type
+LIFECYCLE_BURST = lifecycle_burst.SPEC.alerts[0].type
+# The types the default plan injects itself (one schedule slot each); situations label the others.
+PLANNED_TYPES: tuple[str, ...] = (NEW_IP, ERROR_CLUSTER, SPIKE, AFTER_REVOKE)
+INCIDENT_TYPES: tuple[str, ...] = (
+    *PLANNED_TYPES,
+    FROM_BROWSER,
+    KEY_MANAGEMENT,
+    PRIVILEGE,
+    OUTSIDE_PORTAL,
+    LIFECYCLE_BURST,
+)
 _SLUGS = {
     NEW_IP: "newip", ERROR_CLUSTER: "4xx", SPIKE: "spike", AFTER_REVOKE: "revoked", FROM_BROWSER: "browser",
     KEY_MANAGEMENT: "keymgmt",
 }  # fmt: skip
 # What the platform calls a key-management path (the API serves none of them): the simulator's truth for them.
 KEY_MANAGEMENT_PATH = re.compile(key_management.DEFAULT_PATTERNS[0], re.IGNORECASE)
+# Keys that existed before the simulated window were created at different times before it (spread over this
+# many days, by key id): one actor creating a tenant's keys all at the same instant would be a lifecycle burst.
+BACKDATE_DAYS = 20
 
 # Honesty floors the injected incidents are built to clear (see the module docstring of keywatch.sim).
 SPIKE_MIN_FACTOR = 12.0  # times the key's normal rate for that time of day
@@ -275,6 +300,7 @@ class Incident:
     records: list[tuple[int, Request]] = field(default_factory=list)
     spike_factor: float = 0.0
     spike_floor: float = 0.0  # requests/min the spike reaches at least
+    tenant_alert: bool = False  # the alert is about the tenant as a whole (its label has an empty key_id)
 
     def label(self, fmt: Callable[[int], str]) -> dict[str, Any]:
         """The label line for labels.jsonl."""
@@ -282,7 +308,7 @@ class Incident:
             "id": self.id,
             "type": self.type,
             "tenant": self.key.tenant.name,
-            "key_id": self.key.key_id,
+            "key_id": "" if self.tenant_alert else self.key.key_id,
             "start": fmt(self.start_ms),
             "end": fmt(self.end_ms),
             "description": self.description,
@@ -446,8 +472,15 @@ class _Planner:
             p5xx=rng.uniform(0.0005, 0.003),
         )
 
-    def created_event(self, key: KeyPlan, ts: int) -> None:
-        actor = self.rng.choice(key.tenant.actors)
+    def created_event(
+        self, key: KeyPlan, ts: int, actor: str | None = None, channel: str | None = "portal", mfa: bool | None = True
+    ) -> None:
+        """The key's creation event (by a random actor of its tenant, in the portal with MFA unless told). A key
+        existing before the window (`ts` the window's start) is created 1-`BACKDATE_DAYS` days before it."""
+        actor = actor or self.rng.choice(key.tenant.actors)
+        if ts == self.t0:
+            ts = self.t0 - DAY_MS - zlib.crc32(key.key_id.encode()) % ((BACKDATE_DAYS - 1) * DAY_MS) // 1000 * 1000
+            key.created_ms = ts
         event: dict[str, Any] = {
             "type": "apiKey.created",
             "tenant": key.tenant.name,
@@ -458,10 +491,23 @@ class _Planner:
             "actor": actor,
             "replaces_key_id": key.replaces,
             "ip": key.tenant.office_ip,
+            "channel": channel,
+            "mfa": mfa,
         }
-        self.lifecycle.append((ts, event))
+        self.lifecycle.append((ts, {k: v for k, v in event.items() if k not in ("channel", "mfa") or v is not None}))
 
-    def lifecycle_event(self, kind: str, key: KeyPlan, ts: int, role: str | None = None) -> None:
+    def lifecycle_event(
+        self,
+        kind: str,
+        key: KeyPlan,
+        ts: int,
+        role: str | None = None,
+        actor: str | None = None,
+        channel: str | None = "portal",
+        mfa: bool | None = True,
+    ) -> None:
+        """A scope change or revocation of the key (by a random actor of its tenant, in the portal with MFA
+        unless told)."""
         event: dict[str, Any] = {
             "type": kind,
             "tenant": key.tenant.name,
@@ -469,11 +515,13 @@ class _Planner:
             "name": key.name,
             "env": key.env,
             "role": role or key.role,
-            "actor": self.rng.choice(key.tenant.actors),
+            "actor": actor or self.rng.choice(key.tenant.actors),
             "replaces_key_id": None,
             "ip": key.tenant.office_ip,
+            "channel": channel,
+            "mfa": mfa,
         }
-        self.lifecycle.append((ts, event))
+        self.lifecycle.append((ts, {k: v for k, v in event.items() if k not in ("channel", "mfa") or v is not None}))
 
     def new_key(
         self, tenant: Tenant, env: Env, created: int, app: App | None = None, name: str | None = None
@@ -550,12 +598,17 @@ class _Planner:
         return None
 
     def add_incident(self, kind: str, key: KeyPlan, start: int, end: int, text: str, **kw: Any) -> Incident:
+        incident = self.add_label(kind, key, start, end, text, **kw)
+        key.busy.append((start - 2 * HOUR_MS, end + 2 * HOUR_MS))
+        return incident
+
+    def add_label(self, kind: str, key: KeyPlan, start: int, end: int, text: str, **kw: Any) -> Incident:
+        """An incident's label only: the key's windows for benign changes stay as they are."""
         number = sum(1 for i in self.incidents if i.type == kind) + 1
         slug = _SLUGS.get(kind, kind.split(".", 1)[-1].lower())
         incident = Incident(
             id=f"inc-{slug}-{number:03d}", type=kind, key=key, start_ms=start, end_ms=end, description=text, **kw
         )
-        key.busy.append((start - 2 * HOUR_MS, end + 2 * HOUR_MS))
         self.incidents.append(incident)
         return incident
 
@@ -761,6 +814,11 @@ class _Planner:
                 at = self.t0 + rng.randrange(HOUR_MS, span - HOUR_MS)
                 role = rng.choice([x for x in _ROLES if x != key.role])
                 self.lifecycle_event("apiKey.scopeChanged", key, at, role=role)
+                if default_rank(role) > default_rank(key.role):  # a widening: the escalation rule flags it
+                    self.add_label(
+                        PRIVILEGE, key, at, at,
+                        f"Planned scope change {key.role} -> {role}: a widening, which the rule flags, planned or not.",
+                    )  # fmt: skip
                 key.role = role
                 self.count("scope_changes")
                 if rng.random() < 0.5 and key.app.hosts:
@@ -837,7 +895,7 @@ class _Planner:
         n = self.c.per_type
         if self.end - self.learn_end >= 2 * HOUR_MS:
             schedule: list[tuple[int, str, int]] = []
-            for slot, kind in enumerate(SCHEDULED_TYPES):
+            for slot, kind in enumerate(PLANNED_TYPES):
                 for i, when in enumerate(self.incident_times(n, slot)):
                     schedule.append((when, kind, i))
             # revocations first: they change the key's traffic window, which the others look at

@@ -44,12 +44,18 @@ class Cluster:
             out.extend(outcome.alerts)
             self.pending.extend(outcome.forwards)
             if deliver:
-                self.deliver()
+                out.extend(self._deliver())
         self.alerts.extend(out)
         return out
 
-    def deliver(self) -> None:
-        """Deliver pending forwards (and the ones they cause) to their keys' states."""
+    def deliver(self) -> list[Alert]:
+        """Deliver pending forwards (and the ones they cause) to their keys' states; the alerts they raise."""
+        out = self._deliver()
+        self.alerts.extend(out)
+        return out
+
+    def _deliver(self) -> list[Alert]:
+        out: list[Alert] = []
         while self.pending:
             forward = self.pending.pop(0)
             # Over Kafka a forward is serialised: make sure nothing aliases the sender's state.
@@ -57,6 +63,8 @@ class Cluster:
             outcome = self.engine.on_forward(self.states.get(forward.subject), forward)
             self.states[forward.subject] = self._roundtrip(outcome.state)
             self.pending.extend(outcome.forwards)
+            out.extend(outcome.alerts)
+        return out
 
     @staticmethod
     def _roundtrip(state: KeyState) -> KeyState:

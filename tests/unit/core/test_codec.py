@@ -20,6 +20,7 @@ from keywatch.core import codec
 from keywatch.core.config import detection_config_from_mapping
 from keywatch.core.error_burst import ErrorBurstState
 from keywatch.core.ip_baseline import IpState
+from keywatch.core.privilege import PrivilegeState
 from keywatch.core.rate_baseline import RateState
 from keywatch.core.revoked_use import RevokedUseState
 from keywatch.core.state import KeyRegistryEntry, KeyState
@@ -69,7 +70,13 @@ def test_state_round_trip_is_byte_identical_with_typed_slots(
     loaded = codec.decode_state(raw)
     assert codec.encode_state(loaded) == raw
     kinds = {name: type(slot) for name, slot in loaded.detectors.items()}
-    assert kinds == {"ip": IpState, "rate": RateState, "errors": ErrorBurstState, "revoked": RevokedUseState}
+    assert kinds == {
+        "ip": IpState,
+        "rate": RateState,
+        "errors": ErrorBurstState,
+        "revoked": RevokedUseState,
+        "privilege": PrivilegeState,
+    }
     assert loaded.suppressed == state.suppressed
     assert "usedafterrevoke" in loaded.suppressed
     assert any(slot.startswith("usedfromnewip|") for slot in loaded.suppressed)
@@ -124,6 +131,9 @@ NEW_EVIDENCE = {
         "surprise",
     ),
     "apiKey.requestSpike": ("rule", "sustained_threshold_per_minute", "sustained_minutes"),
+    "apiKey.created": ("channel", "mfa"),
+    "apiKey.scopeChanged": ("channel", "mfa"),
+    "apiKey.revoked": ("channel", "mfa"),
 }  # fmt: skip
 
 

@@ -17,8 +17,10 @@ from keywatch.sim.scenario import (
     ERROR_CLUSTER,
     INCIDENT_TYPES,
     KEY_MANAGEMENT,
+    PLANNED_TYPES,
+    PRIVILEGE,
     ROTATION_GRACE_MS,
-    SCHEDULED_TYPES,
+    PLANNED_TYPES,
     ScenarioConfig,
     build_plan,
 )
@@ -105,7 +107,7 @@ def test_labels_cover_every_type_after_the_learning_period(scenario_factory: Sce
     ends; a scope probe's key-management requests are labelled on the probe's key."""
     config = ScenarioConfig(**SMALL)
     labels = read_labels(scenario_factory() / "labels.jsonl")
-    assert set(SCHEDULED_TYPES) <= {label.type for label in labels} <= set(INCIDENT_TYPES)
+    assert set(PLANNED_TYPES) <= {label.type for label in labels} <= set(INCIDENT_TYPES)
     own = [label for label in labels if label.type != KEY_MANAGEMENT]
     assert len({label.subject for label in own}) == len(own)
     probes = {label.subject for label in labels if label.type == ERROR_CLUSTER}
@@ -189,8 +191,8 @@ def test_plan_is_sized_by_the_options() -> None:
     by_type = defaultdict(int)
     for incident in plan.incidents:
         by_type[incident.type] += 1
-    assert {t: by_type[t] for t in SCHEDULED_TYPES} == dict.fromkeys(SCHEDULED_TYPES, 3)
-    assert set(by_type) <= {*SCHEDULED_TYPES, KEY_MANAGEMENT}  # scope probes on key-management paths
+    assert {t: by_type[t] for t in PLANNED_TYPES} == dict.fromkeys(PLANNED_TYPES, 3)
+    assert set(by_type) <= {*PLANNED_TYPES, KEY_MANAGEMENT}  # scope probes on key-management paths
 
 
 def test_scale_multiplies_the_volume(scenario_factory: ScenarioFactory) -> None:

@@ -15,7 +15,7 @@ from keywatch.replay import replay
 from keywatch.sim.evaluate import evaluate, read_alerts
 from keywatch.sim.generator import write_outputs
 from keywatch.sim.labels import read_labels
-from keywatch.sim.scenario import DAY_MS, NEW_IP, Plan, ScenarioConfig, build_plan
+from keywatch.sim.scenario import BACKDATE_DAYS, DAY_MS, NEW_IP, Plan, ScenarioConfig, build_plan
 from keywatch.sim.situations_network import OLD_KEY_AGE_MS, trusted_config
 
 HARD = ScenarioConfig(seed=3, days=3.0, tenants=5, keys=40, scale=0.2, incidents_per_type=2, hard_network=True)
@@ -45,7 +45,9 @@ def test_old_keys_are_created_88_days_before_the_logs(plan: Plan) -> None:
     assert len(old) == 4
     assert all(k.traffic_start_ms == plan.config.start_ms for k in old)
     assert all(len({h.network for h in k.app.hosts}) >= 2 for k in old)
-    created = [ts for ts, e in plan.lifecycle if e["type"] == "apiKey.created" and ts < plan.config.start_ms - DAY_MS]
+    # (keys existing before the window are created up to BACKDATE_DAYS before it)
+    before = plan.config.start_ms - BACKDATE_DAYS * DAY_MS
+    created = [ts for ts, e in plan.lifecycle if e["type"] == "apiKey.created" and ts < before]
     assert len(created) == 4
 
 
