@@ -4,7 +4,8 @@ planned scenario on keys of their own, deterministic from the seed.
 Rotation overdue (in the ordinary tenants; the scenario is days long, so the keys' creation events are dated
 before it in the audit log):
 - positives: keys created 95-250 days before the start and used from it (at least one past twice the age:
-  medium), labelled from the start; one key that reaches the age during the scenario, labelled from that moment.
+  medium), labelled from their first request (materialised, 1-45 minutes into the scenario); one key that
+  reaches the age during the scenario, labelled from that moment. As many as the other types' incidents.
 - quiet: a key as old whose rotation has started (its replacement, created with replaces_key_id 1.5-2 days before
   the start, shares its traffic until the old key's last requests 6-12 h into the scenario, then it is revoked);
   a key "older than the logs" (used, its creation is not in the audit log: its age is unknown); keys created
@@ -14,7 +15,8 @@ Unused (needs more request-log coverage than `idle_days`, so a tenant of its own
 history that starts 40-60 days before the scenario, 1-4 requests per key per hour from one or two hosts):
 - positives: keys whose requests stop 31-45 days before the end (labelled from `idle_days` after their last
   request), a key created before the history starts and never used (labelled from `idle_days` after the
-  tenant's first request), a key created during the history and never used (from `idle_days` after creation);
+  tenant's first request, rounded up to the hour like the detector's coverage start), a key created during the
+  history and never used (from `idle_days` after creation); as many as the other types' incidents;
 - quiet: a key idle for 18-25 days in the middle of the history, a weekly batch key (a burst of requests once a
   week), keys in steady use; in the ordinary tenants, keys whose creation is backfilled 35-80 days before the
   start and whose requests begin 1-3 days into it, and one never used (no coverage before the start).
@@ -26,7 +28,7 @@ import ipaddress
 from typing import TYPE_CHECKING
 
 from keywatch.core.rotation_age import RotationAgeConfig
-from keywatch.core.unused import UnusedConfig
+from keywatch.core.unused import UnusedConfig, coverage_start
 from keywatch.sim.scenario import (
     DAY_MS,
     ENDPOINTS,
@@ -57,14 +59,19 @@ def _live_key(p: _Planner, tenant: Tenant, created: int) -> KeyPlan:
 
 
 def overdue_keys(p: _Planner) -> None:
-    """Keys past the rotation age and used; one crossing it during the scenario (positives)."""
-    n = max(3, p.c.per_type // 2)
-    for i in range(n):
+    """Keys past the rotation age and used from a first request early in the scenario (as many as the other
+    types' incidents with the next one); one crossing the age during the scenario (positives)."""
+    for i in range(max(2, p.c.per_type - 1)):
         days = 185 + p.rng.uniform(0, 65) if i == 0 else p.rng.uniform(95, 175)
         key = _live_key(p, p.rng.choice(p.tenants), p.t0 - int(days * DAY_MS))
         p.created_event(key, key.created_ms)
+        # Its first request of the scenario, materialised: traffic starts with it (the label starts there).
+        first = p.t0 + p.rng.randrange(MINUTE_MS, 45 * MINUTE_MS)
+        host = p.rng.choice(key.app.hosts)
+        p.extra.append((key, [p.record(key, first, host.ip, "GET", "/v1/account", 200, 25.0, key.app.agent_at(first))]))
+        key.traffic_start_ms = first + 1
         p.add_incident(
-            ROTATION_OVERDUE, key, p.t0, p.end,
+            ROTATION_OVERDUE, key, first, p.end,
             f"Key created {days:.0f} days before the logs start, used every day, never rotated"
             + (" (past twice the 90-day age: medium)." if days >= 180 else "."),
         )  # fmt: skip
@@ -181,7 +188,7 @@ def unused_tenant(p: _Planner) -> None:
     for key in steady:
         records = made(key, history, p.end)
         first = records[0][0] if first is None else min(first, records[0][0])
-    for _ in range(3):
+    for _ in range(max(2, p.c.per_type - 2)):
         key = key_of(history - int(p.rng.uniform(2, 20) * DAY_MS))
         stop = p.end - int(p.rng.uniform(31, 45) * DAY_MS)
         records = made(key, history, max(stop, history + 2 * DAY_MS))
@@ -208,7 +215,7 @@ def unused_tenant(p: _Planner) -> None:
     p.extra.append((batch, runs))
     p.count("weekly_batch_keys")
     assert first is not None
-    coverage = first
+    coverage = coverage_start(first)  # the tenant's first request, rounded up to the hour (as the detector)
     before = key_of(history - int(p.rng.uniform(1, 10) * DAY_MS))
     p.add_incident(
         UNUSED, before, coverage + IDLE_MS, p.end,
