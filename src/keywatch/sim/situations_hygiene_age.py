@@ -53,7 +53,7 @@ def _live_key(p: _Planner, tenant: Tenant, created: int) -> KeyPlan:
     """A live key of its own, always on, kept free of every other situation."""
     key = p.new_key(tenant, "live", created)
     key.app.schedule = "always"
-    key.app.peak_rate = max(key.app.peak_rate, 0.5)
+    key.app.peak_rate = min(max(key.app.peak_rate, 0.5), 3.0)  # a few thousand requests each over the scenario
     key.incident = True
     return key
 
