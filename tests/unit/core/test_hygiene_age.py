@@ -334,3 +334,22 @@ def test_state_survives_the_codec(engine_factory: Callable[..., Engine]) -> None
     assert any(not s.is_tenant for s in slots)
     for state in slots:
         assert decode_state(encode_state(state)).as_plain() == state.as_plain()
+
+
+def test_the_tenant_tells_a_lower_coverage_start_again() -> None:
+    """First requests told out of order: a never-used key created before them hears each lower coverage start
+    (rounded up to the hour), a key created after the coverage start is answered at once and not followed."""
+    detector = unused.Unused(unused.UnusedConfig())
+    detector.name = unused.NAME
+    tenant = KeyState("acme", "")
+
+    def tell(kind: str, payload: dict[str, Any], ts: int) -> list[tuple[str, int]]:
+        effects = detector.on_forward(tenant, Forward.to_tenant("acme", kind, payload, ts)) or []
+        return [(f.key_id, f.payload["coverage"]) for f in effects if isinstance(f, Forward)]
+
+    assert tell(unused.CREATED, {"key": "old", "created": T0 - 10 * DAY}, T0 - 10 * DAY) == []
+    assert tell(unused.USED, {"key": "a"}, T0 + 5 * HOUR + 1) == [("old", T0 + 6 * HOUR)]
+    assert tell(unused.USED, {"key": "b"}, T0 + 30 * MINUTE) == [("old", T0 + HOUR)]
+    assert tell(unused.USED, {"key": "c"}, T0 + 50 * MINUTE) == []  # not lower once rounded
+    assert tell(unused.CREATED, {"key": "new", "created": T0 + 2 * DAY}, T0 + 2 * DAY) == [("new", T0 + HOUR)]
+    assert [entry[0] for entry in tenant.detectors[unused.NAME].never_used] == ["old"]
