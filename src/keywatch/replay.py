@@ -206,6 +206,7 @@ def _replay(
     pending: deque[Forward] = deque()
     # Keys with a pending tick (tick time, subject); an entry is checked against the state when it comes due.
     ticking: list[tuple[int, str]] = []
+    noted: dict[str, int] = {}  # each subject's newest entry in `ticking`
     newest: int | None = None
 
     def apply(subject: str, outcome: Outcome) -> None:
@@ -215,7 +216,10 @@ def _replay(
             emit(alert)
         pending.extend(outcome.forwards)
         if outcome.state.ticks:
-            heapq.heappush(ticking, (min(outcome.state.ticks.values()), subject))
+            at = min(outcome.state.ticks.values())
+            if noted.get(subject) != at:  # a timer pending for weeks is in the heap once, not once per record
+                noted[subject] = at
+                heapq.heappush(ticking, (at, subject))
 
     counted = _Counting(_entries(inputs, summary))
     with sorted_entries(counted, sort_buffer) as ordered:
@@ -238,7 +242,7 @@ def _replay(
             if newest is None or when > newest:
                 newest = when
             if ticking and ticking[0][0] <= engine.watermark(newest):
-                _run_due_ticks(engine, engine.watermark(newest), ticking, states, apply, pending)
+                _run_due_ticks(engine, engine.watermark(newest), ticking, noted, states, apply, pending)
             if progress is not None and summary.records % 4096 == 0:
                 now = time.monotonic()
                 if now - last >= progress_every:
@@ -253,13 +257,16 @@ def _run_due_ticks(
     engine: Engine,
     watermark: int,
     ticking: list[tuple[int, str]],
+    noted: dict[str, int],
     states: dict[str, KeyState],
     apply: Callable[[str, Outcome], None],
     pending: deque[Forward],
 ) -> None:
     """Run the ticks due at `watermark` (the worker does the same per partition, pipeline/ticks.py)."""
     while ticking and ticking[0][0] <= watermark:
-        _, subject = heapq.heappop(ticking)
+        at, subject = heapq.heappop(ticking)
+        if noted.get(subject) == at:
+            del noted[subject]
         state = states.get(subject)
         due = state.next_tick() if state is not None else None
         if state is None or due is None or due > watermark:

@@ -51,3 +51,20 @@ def test_index_partition_takes_only_that_partitions_keys() -> None:
     assert (index.knows(1), index.knows(0)) == (True, False)
     index.advance(1, 10)
     assert index.due(1) == [b"acme/k2"]
+
+
+def test_a_tick_noted_again_at_the_same_time_is_indexed_once() -> None:
+    """A state written on every record with the same pending tick (a timer weeks away) adds one heap entry; a
+    moved tick adds its own, and once due the key can be noted again at that time."""
+    index = TickIndex()
+    for _ in range(1000):
+        index.note(0, b"acme/k1", 9_000)
+    assert len(index._heaps[0]) == 1
+    index.note(0, b"acme/k1", 4_000)  # moved earlier: its own entry; the old one is stale
+    index.advance(0, 4_000)
+    assert index.due(0) == [b"acme/k1"]
+    index.note(0, b"acme/k1", 4_000)  # noted again after it came due: indexed again
+    assert index.due(0) == [b"acme/k1"]
+    index.advance(0, 9_000)
+    assert index.due(0) == [b"acme/k1"]
+    assert index._heaps[0] == []

@@ -31,6 +31,8 @@ _SPECS: list[DetectorSpec[Any, Any]] = [
     privilege.SPEC,
     portal.SPEC,
     lifecycle_burst.SPEC,
+    rotation_age.SPEC,
+    unused.SPEC,
 ]
 
 

@@ -25,6 +25,9 @@ class TickIndex:
     def __init__(self) -> None:
         self._watermarks: dict[int, int] = {}
         self._heaps: dict[int, list[tuple[int, bytes]]] = {}
+        # Per partition, each key's newest entry in the heap: a state written again with the same earliest tick
+        # (a detector keeping a timer pending for weeks, written on every record) adds nothing to the heap.
+        self._noted: dict[int, dict[bytes, int]] = {}
         self._indexed: set[int] = set()
         self._whole_table = False  # rebuilt from the whole table: every partition is indexed
 
@@ -35,6 +38,7 @@ class TickIndex:
     def rebuild(self, items: Iterable[tuple[bytes, bytes]], partition_of: Callable[[bytes], int]) -> None:
         """Index every pending tick of the table (after an assignment or recovery)."""
         self._heaps.clear()
+        self._noted.clear()
         self._whole_table = True
         for key, value in items:
             try:
@@ -42,7 +46,9 @@ class TickIndex:
             except ValueError:  # undecodable state: it has no tick anyone could run
                 continue
             if ticks:
-                self._heaps.setdefault(partition_of(key), []).append((min(ticks.values()), key))
+                at, partition = min(ticks.values()), partition_of(key)
+                self._heaps.setdefault(partition, []).append((at, key))
+                self._noted.setdefault(partition, {})[key] = at
         for heap in self._heaps.values():
             heapq.heapify(heap)
 
@@ -61,10 +67,15 @@ class TickIndex:
                 continue
             if ticks:
                 heapq.heappush(heap, (min(ticks.values()), key))
+                self._noted.setdefault(partition, {})[key] = min(ticks.values())
 
     def note(self, partition: int, key: bytes, next_tick: int | None) -> None:
         """`key`'s state was written with its earliest tick at `next_tick` (None: no tick)."""
         if next_tick is not None:
+            noted = self._noted.setdefault(partition, {})
+            if noted.get(key) == next_tick:
+                return  # its entry is in the heap already
+            noted[key] = next_tick
             heapq.heappush(self._heaps.setdefault(partition, []), (next_tick, key))
 
     def advance(self, partition: int, watermark_ms: int) -> int:
@@ -82,6 +93,10 @@ class TickIndex:
         if not heap or watermark is None:
             return []
         keys: dict[bytes, None] = {}
+        noted = self._noted.get(partition, {})
         while heap and heap[0][0] <= watermark:
-            keys[heapq.heappop(heap)[1]] = None
+            at, key = heapq.heappop(heap)
+            if noted.get(key) == at:
+                del noted[key]
+            keys[key] = None
         return list(keys)

@@ -51,6 +51,19 @@ min, 30 min flat; labelled from the first minute at x3, the lowest multiple a sp
 negatives: daily batch jobs (x8 for 15 min at the same UTC hour every day), x1.6 deploy bumps, and 2 minutes of 40%
 5xx after a bad deploy. The audit's thresholds below are the default profile's: the slow situations of `hard` are
 below its 4xx floor on purpose.
+Profiles (`keywatch simulate --profile`, `keywatch.sim.profiles`): `default` is the scenario above plus, after
+it is planned and on keys (and one tenant) of their own, the key-hygiene situations of issue #13
+(`keywatch.sim.situations_hygiene_age`: keys created 95-250 days before the start and used, labelled
+apiKey.rotationOverdue; a tenant whose sparse request history starts 40-60 days before the start, with keys
+that stop being used or were never used, labelled apiKey.unused; and their look-alikes: a started rotation, a
+key older than the audit log, young keys, an idle gap, a weekly batch key, backfilled creations); `hard` adds
+those and the situations of `keywatch.sim.situations_rate`: credential stuffing (15-40 401/min on quiet keys),
+slow 404 enumeration (15/min), a 403 probe at 6/min on a busy key (200-400 requests/min), ramps (x1 -> x8 over
+30 min, 30 min flat; labelled from the first minute at x3, the lowest multiple a spike rule alerts at), and
+unlabelled negatives:
+daily batch jobs (x8 for 15 min at the same UTC hour every day), x1.6 deploy bumps, and 2 minutes of 40% 5xx
+after a bad deploy. The audit's thresholds
+below are the default profile's: the slow situations of `hard` are below its 4xx floor on purpose.
 
 `keywatch.sim.audit` checks a generated scenario against these promises (every label detectable, nothing
 unlabelled crossing the same thresholds); `keywatch simulate --audit` runs it.

@@ -17,6 +17,11 @@ The thresholds are the scenario's promises, not a detector: a detector may be st
   key ranking above the key it replaces (ranks from the role names, `keywatch.core.roles`);
 - managed outside the portal: a lifecycle event with a `channel` other than `portal` or `mfa` false;
 - lifecycle burst: one actor with 5 lifecycle operations in one tenant within 10 minutes (a tenant label).
+- rotation overdue: a request of an active key at least `OVERDUE_AGE_MS` after its creation event, with no
+  replacement (a key created with replaces_key_id = it) a day old (labels may start up to a week before it: a
+  reminder period starts when the key was used within the week before);
+- unused: an active key without a request for `IDLE_MS` since its last request, or since the later of its
+  creation and its tenant's first request if never used, before the end of the data.
 """
 
 from __future__ import annotations
@@ -34,6 +39,8 @@ from urllib.parse import unquote
 import orjson
 
 from keywatch.core.roles import default_rank
+from keywatch.core.rotation_age import RotationAgeConfig
+from keywatch.core.unused import UnusedConfig
 from keywatch.sim.labels import Label, read_labels
 from keywatch.sim.scenario import (
     AFTER_REVOKE,
@@ -49,7 +56,9 @@ from keywatch.sim.scenario import (
     NEW_IP,
     OUTSIDE_PORTAL,
     PRIVILEGE,
+    ROTATION_OVERDUE,
     SPIKE,
+    UNUSED,
 )
 
 SPIKE_FACTOR = 10.0
@@ -60,6 +69,9 @@ REVOKE_GRACE_MS = 5 * MINUTE_MS
 LEARNING_MS = KEY_HISTORY_MS  # a key younger than this is still learning its networks
 BURST_OPERATIONS = 5
 BURST_WINDOW_MS = 10 * MINUTE_MS
+OVERDUE_AGE_MS = int(float(RotationAgeConfig.model_fields["max_age_days"].default) * DAY_MS)
+OVERDUE_REPEAT_MS = int(float(RotationAgeConfig.model_fields["repeat_days"].default) * DAY_MS)
+IDLE_MS = int(float(UnusedConfig.model_fields["idle_days"].default) * DAY_MS)
 
 
 def _ms(text: str) -> int:
@@ -150,12 +162,15 @@ def audit_records(
     created: dict[str, int] = {}
     revoked: dict[str, int] = {}
     predecessor: dict[str, str] = {}
+    replaced: dict[str, int] = {}  # key -> creation of its replacement
     for event in lifecycle:
         subject = f"{event['tenant']}/{event['key_id']}"
         if event["type"] == "apiKey.created":
             created.setdefault(subject, _ms(event["ts"]))
             if event.get("replaces_key_id"):
                 predecessor[subject] = f"{event['tenant']}/{event['replaces_key_id']}"
+                old = predecessor[subject]
+                replaced[old] = min(replaced.get(old, _ms(event["ts"])), _ms(event["ts"]))
         elif event["type"] == "apiKey.revoked":
             revoked.setdefault(subject, _ms(event["ts"]))
 
@@ -172,10 +187,25 @@ def audit_records(
     error_counts: dict[tuple[str, int, int], int] = defaultdict(int)
     first_seen: dict[str, int] = {}
     browser_days: set[tuple[str, int]] = set()
+    last_seen: dict[str, int] = {}
+    tenant_first: dict[str, int] = {}
+    end_ms = 0
     for rec in requests:
         subject = f"{rec['tenant']}/{rec['key_id']}"
         ts = _ms(rec["ts"])
         first_seen.setdefault(subject, ts)
+        tenant_first.setdefault(rec["tenant"], ts)
+        _audit_idle(report, subject, ts, last_seen.get(subject), label_for)
+        last_seen[subject] = ts
+        end_ms = max(end_ms, ts)
+        born = created.get(subject)
+        active = ts < revoked.get(subject, ts + 1) and ts - replaced.get(subject, ts) < DAY_MS
+        if born is not None and ts - born >= OVERDUE_AGE_MS and active:
+            hit = label_for(ROTATION_OVERDUE, subject, ts, OVERDUE_REPEAT_MS)
+            if hit is not None:
+                report.confirmed.setdefault(hit.id, f"request {(ts - born) / DAY_MS:.0f} days after creation")
+            else:
+                report.unlabelled.append(Finding(ROTATION_OVERDUE, subject, ts, "request of a key past its age"))
         ip = rec["ip"]
         net = net_cache.get(ip)
         if net is None:
@@ -211,6 +241,9 @@ def audit_records(
                     report.unlabelled.append(Finding(AFTER_REVOKE, subject, ts, "request after revoke + 5 min"))
             else:
                 report.grace_requests += 1
+    _audit_never_used(report, created, revoked, last_seen, tenant_first, end_ms, label_for)
+    for subject, last in last_seen.items():
+        _audit_idle(report, subject, end_ms, last, label_for, final=revoked.get(subject, end_ms + 1) > last + IDLE_MS)
     _audit_spikes(report, minute_counts, learning_end_ms, label_for, by_subject, predecessor)
     _audit_errors(report, error_counts, label_for)
     _audit_lifecycle(report, lifecycle, label_for)
@@ -248,6 +281,41 @@ def _audit_hygiene(
             report.confirmed.setdefault(hit.id, f"key-management request {rec['method']} {path}")
         else:
             report.unlabelled.append(Finding(KEY_MANAGEMENT, subject, ts, f"key-management path {path}"))
+def _audit_idle(
+    report: AuditReport, subject: str, ts: int, last: int | None, label_for: Any, *, final: bool = True
+) -> None:
+    """A gap of more than `IDLE_MS` between two requests of a key (or its last request and the end of the data)."""
+    if last is None or ts - last < IDLE_MS or not final:
+        return
+    hit = label_for(UNUSED, subject, last + IDLE_MS, MINUTE_MS)
+    if hit is not None:
+        report.confirmed.setdefault(hit.id, f"no request for {(ts - last) / DAY_MS:.0f} days after the last one")
+    else:
+        report.unlabelled.append(Finding(UNUSED, subject, last + IDLE_MS, "idle for idle_days after a request"))
+
+
+def _audit_never_used(
+    report: AuditReport,
+    created: dict[str, int],
+    revoked: dict[str, int],
+    seen: dict[str, int],
+    tenant_first: dict[str, int],
+    end_ms: int,
+    label_for: Any,
+) -> None:
+    """Keys created and never used, for `IDLE_MS` of their tenant's request log before the end of the data."""
+    for subject, born in created.items():
+        coverage = tenant_first.get(subject.split("/", 1)[0])
+        if subject in seen or coverage is None:
+            continue
+        due = max(born, coverage) + IDLE_MS
+        if due > end_ms or revoked.get(subject, due + 1) <= due:
+            continue
+        hit = label_for(UNUSED, subject, due, HOUR_MS)
+        if hit is not None:
+            report.confirmed.setdefault(hit.id, "never used for idle_days of coverage")
+        else:
+            report.unlabelled.append(Finding(UNUSED, subject, due, "never used for idle_days of coverage"))
 
 
 def _ms_of(value: datetime) -> int:

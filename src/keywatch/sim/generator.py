@@ -270,12 +270,16 @@ def iter_minutes(plan: Plan) -> Iterator[tuple[int, list[Item]]]:
     """Every minute of the scenario with its requests, sorted by event time (ties: stable, by source)."""
     c = plan.config
     sources: list[_Baseline | _Spike] = [_Baseline(key, plan) for key in plan.keys]
+    # A spike has a rate; a label without records or rate (a hygiene situation) adds no traffic.
     sources += [_Spike(i, plan) for i in plan.incidents if not i.records and i.type == SPIKE]
     fixed: dict[int, list[Item]] = {}
     for records in [i.records for i in plan.incidents if i.records] + [records for _, records in plan.extra]:
         for ts, req in records:
             fixed.setdefault(ts - ts % MINUTE_MS, []).append((ts, f"{req[0]}/{req[1]}", request_rest(req)))
     by_ts = itemgetter(0)
+    # Materialised history before the scenario (a request log that starts earlier for some tenants).
+    for minute in sorted(m for m in fixed if m < c.start_ms):
+        yield minute, sorted(fixed[minute], key=by_ts)
     for minute in range(c.start_ms, c.end_ms, MINUTE_MS):
         out: list[Item] = []
         for source in sources:

@@ -6,11 +6,15 @@ is one line in `PROFILES`.
 
 from __future__ import annotations
 
-from keywatch.sim import situations_browser, situations_lifecycle, situations_rate
+from keywatch.sim import situations_browser, situations_hygiene_age, situations_lifecycle, situations_rate
 from keywatch.sim.situations_rate import Situation
 
 # The key hygiene situations of issue #13, in the default profile and the hard one.
-HYGIENE: tuple[Situation, ...] = (*situations_browser.SITUATIONS, *situations_lifecycle.SITUATIONS)
+HYGIENE: tuple[Situation, ...] = (
+    *situations_browser.SITUATIONS,
+    *situations_lifecycle.SITUATIONS,
+    *situations_hygiene_age.SITUATIONS,
+)
 
 PROFILES: dict[str, tuple[Situation, ...]] = {
     "default": HYGIENE,  # the standard plan, then the key hygiene situations

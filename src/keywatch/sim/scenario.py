@@ -28,6 +28,8 @@ from keywatch.core import (
     privilege,
     rate_baseline,
     revoked_use,
+    rotation_age,
+    unused,
 )
 from keywatch.core.roles import default_rank
 
@@ -47,8 +49,11 @@ KEY_MANAGEMENT = key_management.SPEC.alerts[0].type
 PRIVILEGE = privilege.SPEC.alerts[0].type
 OUTSIDE_PORTAL = portal.SPEC.alerts[0].type
 LIFECYCLE_BURST = lifecycle_burst.SPEC.alerts[0].type
+ROTATION_OVERDUE = rotation_age.SPEC.alerts[0].type
+UNUSED = unused.SPEC.alerts[0].type
 # The types the default plan injects itself (one schedule slot each); situations label the others.
 PLANNED_TYPES: tuple[str, ...] = (NEW_IP, ERROR_CLUSTER, SPIKE, AFTER_REVOKE)
+# Every scored type (keywatch.sim.evaluate): the planned ones and the key hygiene types of the situations.
 INCIDENT_TYPES: tuple[str, ...] = (
     *PLANNED_TYPES,
     FROM_BROWSER,
@@ -56,10 +61,12 @@ INCIDENT_TYPES: tuple[str, ...] = (
     PRIVILEGE,
     OUTSIDE_PORTAL,
     LIFECYCLE_BURST,
+    ROTATION_OVERDUE,
+    UNUSED,
 )
 _SLUGS = {
     NEW_IP: "newip", ERROR_CLUSTER: "4xx", SPIKE: "spike", AFTER_REVOKE: "revoked", FROM_BROWSER: "browser",
-    KEY_MANAGEMENT: "keymgmt",
+    KEY_MANAGEMENT: "keymgmt", ROTATION_OVERDUE: "overdue", UNUSED: "unused",
 }  # fmt: skip
 # What the platform calls a key-management path (the API serves none of them): the simulator's truth for them.
 KEY_MANAGEMENT_PATH = re.compile(key_management.DEFAULT_PATTERNS[0], re.IGNORECASE)

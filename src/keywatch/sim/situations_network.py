@@ -7,7 +7,8 @@
   browser user agents are also browser use of the key: a usedFromBrowser label for each UTC day they span.
 - Keys created long before the logs start: created 88 days before the scenario, requests from its start, from
   two or more of the tenant's networks. Their first requests must not alert (negative, no label); one of them
-  is leaked once it has learned (a labelled usedFromNewIp, so learning is seen to end).
+  is leaked once it has learned (a labelled usedFromNewIp, so learning is seen to end). Used daily when they
+  reach the 90-day rotation age (day 2), they are genuinely overdue: labelled apiKey.rotationOverdue from then.
 - Trusted CI runners: a tenant's CI runner range (in 198.18.0.0/15) that some of its keys use from after
   the learning period. Negative when replayed with the `keywatch.toml` written next to the data (its
   `[detection.trusted.tenant.<tenant>] ci-runners` list); without it, those requests are new ranges.
@@ -21,12 +22,24 @@ from __future__ import annotations
 import ipaddress
 from typing import TYPE_CHECKING, Any
 
-from keywatch.sim.scenario import DAY_MS, ENDPOINTS, FROM_BROWSER, HOUR_MS, MINUTE_MS, NEW_IP, Incident, KeyPlan
+from keywatch.core.rotation_age import RotationAgeConfig
+from keywatch.sim.scenario import (
+    DAY_MS,
+    ENDPOINTS,
+    FROM_BROWSER,
+    HOUR_MS,
+    MINUTE_MS,
+    NEW_IP,
+    ROTATION_OVERDUE,
+    Incident,
+    KeyPlan,
+)
 
 if TYPE_CHECKING:
     from keywatch.sim.scenario import Plan, _Planner
 
 OLD_KEY_AGE_MS = 88 * DAY_MS
+OVERDUE_AGE_MS = int(float(RotationAgeConfig.model_fields["max_age_days"].default) * DAY_MS)
 FANOUT_NETWORKS = 3  # the detector's default `fanout_networks`: the labels of the browser situation follow it
 TRUSTED_LIST = "ci-runners"
 _BROWSERS = (
@@ -130,7 +143,7 @@ def _plan_browsers(planner: _Planner, number: int) -> None:
 def _plan_old_keys(planner: _Planner) -> None:
     rng = planner.rng
     leaked = False
-    for _ in range(4):
+    for number in range(1, 5):
         tenant = rng.choice(planner.tenants)
         app = planner.make_app(tenant, "live")
         v4 = [n for n in tenant.networks if n.version == 4]
@@ -143,6 +156,14 @@ def _plan_old_keys(planner: _Planner) -> None:
         key = planner.new_key(tenant, "live", planner.t0 - OLD_KEY_AGE_MS, app=app)
         key.incident = True  # no benign change or other incident on it
         planner.created_event(key, key.created_ms)
+        crossing = key.created_ms + OVERDUE_AGE_MS
+        if crossing < planner.end:  # in daily use when it reaches the rotation age: genuinely overdue
+            planner.incidents.append(
+                Incident(
+                    id=f"inc-oldkey-overdue-{number:03d}", type=ROTATION_OVERDUE, key=key, start_ms=crossing,
+                    end_ms=planner.end, description="Key in daily use reaches the 90-day rotation age, never rotated.",
+                )
+            )  # fmt: skip
         when = planner.t0 + 36 * HOUR_MS + rng.randrange(6 * HOUR_MS)
         if leaked or when >= planner.end - HOUR_MS:
             continue

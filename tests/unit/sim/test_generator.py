@@ -20,10 +20,10 @@ from keywatch.sim.scenario import (
     PLANNED_TYPES,
     PRIVILEGE,
     ROTATION_GRACE_MS,
-    PLANNED_TYPES,
     ScenarioConfig,
     build_plan,
 )
+from keywatch.sim.scenario import AFTER_REVOKE, PLANNED_TYPES, ROTATION_GRACE_MS, ScenarioConfig, build_plan
 from tests.unit.sim.conftest import SMALL, ScenarioFactory, read_jsonl
 
 ALLOWED_NETWORKS = [

@@ -16,6 +16,11 @@ from keywatch.sim.scenario import (
     ScenarioConfig,
     build_plan,
 )
+    PLANNED_TYPES,
+    DAY_MS,
+    ROTATION_OVERDUE,
+    UNUSED,
+from keywatch.sim.situations_hygiene_age import IDLE_MS, MAX_AGE_MS
 from keywatch.sim.situations_rate import ALERT_MULTIPLE, RAMP_FACTOR, RAMP_MINUTES
 
 CONFIG = ScenarioConfig(seed=3, days=3.0, tenants=5, keys=40, learning_days=1.5, incidents_per_type=6)
@@ -31,6 +36,30 @@ def test_default_profile_is_the_standard_plan_plus_hygiene_situations() -> None:
     own = {k.key_id for k in plan.keys}
     added = [i for i in default.incidents if i.key.key_id not in own]
     assert {i.type for i in added} == {FROM_BROWSER, KEY_MANAGEMENT, NEW_IP}
+def test_default_profile_is_the_standard_plan_plus_the_hygiene_situations() -> None:
+    """--profile default draws what build_plan draws without situations, then adds keys of its own with
+    rotation-overdue and unused labels only."""
+    plan, default = build_plan(CONFIG), build_plan(CONFIG, PROFILES["default"])
+    assert [k.key_id for k in default.keys[: len(plan.keys)]] == [k.key_id for k in plan.keys]
+    base = [(i.id, i.start_ms, i.records) for i in default.incidents if i.type in PLANNED_TYPES]
+    assert base == [(i.id, i.start_ms, i.records) for i in plan.incidents]
+    assert {i.type for i in default.incidents} - set(PLANNED_TYPES) == {ROTATION_OVERDUE, UNUSED}
+
+
+def test_hygiene_situations_are_old_enough_and_idle_enough() -> None:
+    """Overdue labels are on keys created more than the age before the label; unused labels are on keys with no
+    materialised request in the idle days before the label, in a tenant whose history starts earlier."""
+    plan = build_plan(CONFIG, PROFILES["default"])
+    extra = {key.key_id: records for key, records in plan.extra}
+    created = {event["key_id"]: ts for ts, event in plan.lifecycle if event["type"] == "apiKey.created"}
+    for incident in plan.incidents:
+        key = incident.key.key_id
+        if incident.type == ROTATION_OVERDUE:
+            assert incident.start_ms - created[key] >= MAX_AGE_MS
+        elif incident.type == UNUSED:
+            times = [ts for ts, _ in extra.get(key, [])]
+            assert all(ts <= incident.start_ms - IDLE_MS for ts in times)
+            assert min(ts for _, records in plan.extra for ts, _ in records) < plan.config.start_ms - 30 * DAY_MS
 
 
 def test_hard_profile_keeps_the_default_part_and_adds_labelled_situations() -> None:
@@ -43,6 +72,9 @@ def test_hard_profile_keeps_the_default_part_and_adds_labelled_situations() -> N
     rate = [i for i in added if i.type in (ERROR_CLUSTER, SPIKE)]
     assert {i.type for i in added} == {ERROR_CLUSTER, SPIKE, FROM_BROWSER, KEY_MANAGEMENT, NEW_IP}
     assert len(rate) == 4 * 2  # stuffing, enumeration, busy probe, ramp: two each at 6 incidents per type
+    added = [i for i in added if i.type in PLANNED_TYPES]
+    assert {i.type for i in added} == {ERROR_CLUSTER, SPIKE}
+    assert len(added) == 4 * 2  # stuffing, enumeration, busy probe, ramp: two each at 6 incidents per type
     assert default_ids <= {i.id for i in hard.incidents} | {i.id for i in added}
     ramps = [i for i in added if i.type == SPIKE]
     for ramp in ramps:
