@@ -7,7 +7,11 @@ The thresholds are the scenario's promises, not a detector: a detector may be st
 - spike: a minute with >= 100 requests and >= 10x the key's mean for that hour of day in the learning days
   (if the history has no such hour: its busiest hour);
 - 4xx cluster: >= 50 responses with one of 401/403/404 within 5 minutes;
-- used after revoke: a request more than 5 minutes after the key's revocation.
+- used after revoke: a request more than 5 minutes after the key's revocation;
+- revoked while in use: >= 5 requests in the 15 minutes before a key's revocation;
+- rotation stalled: a key created with `replaces_key_id` and no request in the 24 h after its creation while
+  the key it replaces had one (and was not revoked by then), or the replaced key still serving >= 10 requests in
+  the hour before the rotation's start + 72 h (and not revoked by then).
 """
 
 from __future__ import annotations
@@ -23,7 +27,17 @@ from typing import Any
 import orjson
 
 from keywatch.sim.labels import Label, read_labels
-from keywatch.sim.scenario import AFTER_REVOKE, ERROR_CLUSTER, HOUR_MS, KEY_HISTORY_MS, MINUTE_MS, NEW_IP, SPIKE
+from keywatch.sim.scenario import (
+    AFTER_REVOKE,
+    ERROR_CLUSTER,
+    HOUR_MS,
+    KEY_HISTORY_MS,
+    MINUTE_MS,
+    NEW_IP,
+    REVOKED_IN_USE,
+    ROTATION_STALLED,
+    SPIKE,
+)
 
 SPIKE_FACTOR = 10.0
 SPIKE_FLOOR = 100
@@ -31,6 +45,11 @@ CLUSTER_FLOOR = 50
 CLUSTER_WINDOW_MINUTES = 5
 REVOKE_GRACE_MS = 5 * MINUTE_MS
 LEARNING_MS = KEY_HISTORY_MS  # a key younger than this is still learning its networks
+IN_USE_REQUESTS = 5
+IN_USE_WINDOW_MINUTES = 15
+NEW_KEY_GRACE_MS = 24 * HOUR_MS
+ROLLOUT_MS = 72 * HOUR_MS
+STILL_SERVING_PER_HOUR = 10
 
 
 def _ms(text: str) -> int:
@@ -161,6 +180,7 @@ def audit_records(
                 report.grace_requests += 1
     _audit_spikes(report, minute_counts, learning_end_ms, label_for, by_subject, predecessor)
     _audit_errors(report, error_counts, label_for)
+    _audit_hygiene(report, minute_counts, created, revoked, predecessor, label_for)
     for label in labels:
         if label.id not in report.confirmed and label.id not in report.unsupported:
             report.unsupported[label.id] = "no record in the data crosses the threshold for this label"
@@ -252,3 +272,48 @@ def _audit_errors(report: AuditReport, error_counts: dict[tuple[str, int, int], 
                 report.confirmed.setdefault(label.id, f"{window} x {status} within {CLUSTER_WINDOW_MINUTES} min")
             else:
                 report.unlabelled.append(Finding(ERROR_CLUSTER, subject, ts, f"{window} x {status} in 5 min"))
+
+
+def _audit_hygiene(
+    report: AuditReport,
+    minute_counts: dict[tuple[str, int], int],
+    created: dict[str, int],
+    revoked: dict[str, int],
+    predecessor: dict[str, str],
+    label_for: Any,
+) -> None:
+    """Revocations of keys in use, and rotations whose new key is unused or whose old key still serves."""
+    per_key: dict[str, dict[int, int]] = defaultdict(dict)
+    for (subject, minute), count in minute_counts.items():
+        per_key[subject][minute] = count
+    last_minute = max((minute for _, minute in minute_counts), default=0)
+
+    def requests(subject: str, start_ms: int, end_ms: int) -> int:
+        minutes = per_key.get(subject, {})
+        return sum(minutes.get(m, 0) for m in range(start_ms // MINUTE_MS, -(-end_ms // MINUTE_MS)))
+
+    def check(kind: str, subject: str, ts: int, found: bool, detail: str) -> None:
+        label = label_for(kind, subject, ts, MINUTE_MS)
+        if found and label is not None:
+            report.confirmed.setdefault(label.id, detail)
+        elif found:
+            report.unlabelled.append(Finding(kind, subject, ts, detail))
+
+    for subject, at in revoked.items():
+        n = requests(subject, at - IN_USE_WINDOW_MINUTES * MINUTE_MS, at)
+        check(REVOKED_IN_USE, subject, at, n >= IN_USE_REQUESTS, f"{n} requests in the 15 min before revocation")
+    for new, old in predecessor.items():
+        start = created.get(new)
+        if start is None:
+            continue
+        for deadline, kind in ((start + NEW_KEY_GRACE_MS, "unused"), (start + ROLLOUT_MS, "serving")):
+            if deadline // MINUTE_MS > last_minute or revoked.get(old, deadline + 1) <= deadline:
+                continue
+            if kind == "unused":
+                found = requests(new, start, deadline) == 0 and requests(old, deadline - 24 * HOUR_MS, deadline) > 0
+                detail = "the new key unused 24 h after its creation while the old key serves"
+            else:
+                n = requests(old, deadline - HOUR_MS, deadline)
+                found = n >= STILL_SERVING_PER_HOUR
+                detail = f"the old key served {n} requests in the hour before creation + 72 h"
+            check(ROTATION_STALLED, old, deadline, found, detail)

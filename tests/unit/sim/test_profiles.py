@@ -1,21 +1,32 @@
-"""Scenario profiles: default is the standard plan unchanged; hard adds the situations of issue #12."""
+"""Scenario profiles: default is the standard plan plus the hygiene situations of issue #13; hard adds the
+situations of issue #12 too."""
 
 from __future__ import annotations
 
 from keywatch.sim.profiles import PROFILES
-from keywatch.sim.scenario import ERROR_CLUSTER, SPIKE, ScenarioConfig, build_plan
+from keywatch.sim.scenario import (
+    ERROR_CLUSTER,
+    REVOKED_IN_USE,
+    ROTATION_STALLED,
+    SPIKE,
+    ScenarioConfig,
+    build_plan,
+)
 from keywatch.sim.situations_rate import ALERT_MULTIPLE, RAMP_FACTOR, RAMP_MINUTES
 
 CONFIG = ScenarioConfig(seed=3, days=3.0, tenants=5, keys=40, learning_days=1.5, incidents_per_type=6)
 
 
-def test_default_profile_is_the_standard_plan() -> None:
-    """--profile default draws exactly what build_plan draws without situations."""
+def test_default_profile_is_the_standard_plan_plus_the_hygiene_situations() -> None:
+    """--profile default draws exactly what build_plan draws without situations, then adds the rotation and
+    revocation situations on keys of their own."""
     plan, default = build_plan(CONFIG), build_plan(CONFIG, PROFILES["default"])
-    assert [k.key_id for k in plan.keys] == [k.key_id for k in default.keys]
-    assert [(i.id, i.start_ms, i.records) for i in plan.incidents] == [
-        (i.id, i.start_ms, i.records) for i in default.incidents
-    ]
+    assert [k.key_id for k in default.keys[: len(plan.keys)]] == [k.key_id for k in plan.keys]
+    base = {k.key_id for k in plan.keys}
+    kept = [(i.id, i.start_ms, i.records) for i in default.incidents if i.key.key_id in base]
+    assert kept == [(i.id, i.start_ms, i.records) for i in plan.incidents]
+    added = [i for i in default.incidents if i.key.key_id not in base]
+    assert {i.type for i in added} == {ROTATION_STALLED, REVOKED_IN_USE}
 
 
 def test_hard_profile_keeps_the_default_part_and_adds_labelled_situations() -> None:
@@ -25,8 +36,9 @@ def test_hard_profile_keeps_the_default_part_and_adds_labelled_situations() -> N
     assert [k.key_id for k in hard.keys[: len(default.keys)]] == [k.key_id for k in default.keys]
     default_ids = {i.id for i in default.incidents}
     added = [i for i in hard.incidents if i.key.key_id not in {k.key_id for k in default.keys}]
-    assert {i.type for i in added} == {ERROR_CLUSTER, SPIKE}
-    assert len(added) == 4 * 2  # stuffing, enumeration, busy probe, ramp: two each at 6 incidents per type
+    assert {i.type for i in added} == {ERROR_CLUSTER, SPIKE, ROTATION_STALLED, REVOKED_IN_USE}
+    # stuffing, enumeration, busy probe, ramp: two each at 6 incidents per type; 6 per hygiene type
+    assert len(added) == 4 * 2 + 2 * 6
     assert default_ids <= {i.id for i in hard.incidents} | {i.id for i in added}
     ramps = [i for i in added if i.type == SPIKE]
     for ramp in ramps:
