@@ -8,7 +8,8 @@ in). It is monotone: a record up to the lateness late that brings the count to t
 ran fires it then, with the tick's time and id — the worker and replay give the same ids.
 
 Evidence samples the networks, user agents and paths of the first request of each minute (at most `MAX_NETS`,
-`MAX_AGENTS`, `MAX_PATHS`, most recent first; paths without query, at most `PATH_CHARS` characters), and names
+`MAX_AGENTS`, `MAX_PATHS`, the least recently sampled dropped; those sampled in the window are reported, most
+recent first; paths without query, at most `PATH_CHARS` characters), and names
 the replacement key (registry `replaced_by`) and whether it serves those networks, from what the replacement
 told the key's rotation state (`keywatch.core.rotation`), or "unknown".
 
@@ -43,9 +44,9 @@ class RevocationState(msgspec.Struct, array_like=True):
 
     minute: int  # newest minute counted
     counts: list[int]  # requests per minute, slot minute % len(counts)
-    nets: list[str] = []  # sampled networks, most recent first
-    agents: list[str] = []
-    paths: list[str] = []
+    nets: dict[str, int] = {}  # sampled network -> the last minute it was sampled
+    agents: dict[str, int] = {}
+    paths: dict[str, int] = {}
     revoked_ms: int | None = None  # the revocation being decided
     checked: bool = False  # its tick ran
     fired: bool = False
@@ -65,13 +66,15 @@ class RevocationImpactConfig(BaseModel):
     )
 
 
-def _sample(items: list[str], value: str, cap: int) -> None:
-    if items and items[0] == value:
-        return
-    if value in items:
-        items.remove(value)
-    items.insert(0, value)
-    del items[cap:]
+def _sample(table: dict[str, int], value: str, minute: int, cap: int) -> None:
+    table[value] = minute
+    if len(table) > cap:
+        del table[min(table, key=lambda k: (table[k], k))]
+
+
+def _recent(table: dict[str, int], since: int) -> list[str]:
+    """The sampled values seen at or after minute `since`, most recent first."""
+    return sorted((v for v, m in table.items() if m >= since), key=lambda v: (-table[v], v))
 
 
 class RevocationImpact(Detector[RevocationState]):
@@ -89,14 +92,14 @@ class RevocationImpact(Detector[RevocationState]):
         st = self.state(key)
         if st is None:
             st = key.detectors[NAME] = RevocationState(minute, [0] * self._ring)
-            self._note(st, record)
+            self._note(st, record, minute)
         counts = st.counts
         size = len(counts)
         if minute > st.minute:
             for m in range(max(st.minute + 1, minute - size + 1), minute + 1):
                 counts[m % size] = 0
             st.minute = minute
-            self._note(st, record)
+            self._note(st, record, minute)
         elif st.minute - minute >= size:
             return None
         counts[minute % size] += 1
@@ -105,11 +108,11 @@ class RevocationImpact(Detector[RevocationState]):
         return None
 
     @staticmethod
-    def _note(st: RevocationState, record: RequestRecord) -> None:
-        _sample(st.nets, range_of(record.ip), MAX_NETS)
+    def _note(st: RevocationState, record: RequestRecord, minute: int) -> None:
+        _sample(st.nets, range_of(record.ip), minute, MAX_NETS)
         if record.user_agent:
-            _sample(st.agents, record.user_agent[:AGENT_CHARS], MAX_AGENTS)
-        _sample(st.paths, record.path.split("?", 1)[0][:PATH_CHARS], MAX_PATHS)
+            _sample(st.agents, record.user_agent[:AGENT_CHARS], minute, MAX_AGENTS)
+        _sample(st.paths, record.path.split("?", 1)[0][:PATH_CHARS], minute, MAX_PATHS)
 
     def on_lifecycle(self, key: KeyState, event: LifecycleEvent, ts_ms: int) -> Effects:
         """The key's (first) revocation: decide at a tick at its time, once the records before it are in."""
@@ -149,7 +152,9 @@ class RevocationImpact(Detector[RevocationState]):
         st.fired = True
         reg = key.registry
         replacement = reg.replaced_by
-        serves, new_nets = _replacement_serves(key, replacement, st.nets)
+        since = revoked // MINUTE_MS - self.config.window_minutes
+        nets, agents, paths = _recent(st.nets, since), _recent(st.agents, since), _recent(st.paths, since)
+        serves, new_nets = _replacement_serves(key, replacement, nets)
         cfg = self.config
         busiest = max(per_minute)
         last_active = max((i for i, n in enumerate(per_minute) if n), default=0)
@@ -162,7 +167,7 @@ class RevocationImpact(Detector[RevocationState]):
                 time_ms=revoked,
                 summary=(
                     f"Key {key.key_id} was revoked while in use: {count} requests in the {cfg.window_minutes} min "
-                    f"before, from {len(st.nets)} network(s){instead}."
+                    f"before, from {len(nets)} network(s){instead}."
                 ),
                 evidence={
                     "revoked_at": format_time(revoked),
@@ -173,9 +178,9 @@ class RevocationImpact(Detector[RevocationState]):
                     "busiest_minute_requests": busiest,
                     "last_request_minutes_before": minutes_before,
                     "requests_per_minute": per_minute,
-                    "networks": list(st.nets),
-                    "user_agents": list(st.agents),
-                    "top_paths": list(st.paths),
+                    "networks": nets,
+                    "user_agents": agents,
+                    "top_paths": paths,
                     "replacement_key_id": replacement,
                     "replacement_serves_networks": serves,
                     "replacement_networks": new_nets,

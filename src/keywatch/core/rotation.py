@@ -3,11 +3,14 @@ old key keeps serving long after the new key exists (`apiKey.rotationStalled`, s
 
 Two conditions, each fired at most once per rotation, both decided by an event-time tick on the old key:
 - `new_key_unused`: the new key had no request `new_key_grace_hours` after its creation while the old key is
-  still used (a request in the day before). The new key decides its own idleness with a tick at creation +
-  grace and tells the old key (`NEW_IDLE`); the old key then asks a tick at that time and decides with its own
-  counts, once its records up to then are in (the worker's forwards may arrive before or after them).
+  still used (a request in the 24 complete clock hours before). The new key decides its own idleness with a
+  tick at creation + grace and tells the old key (`NEW_IDLE`); the old key then asks a tick at that time and
+  decides with its own counts, once its records up to then are in (the worker's forwards may arrive before or
+  after them).
 - `old_key_still_used`: `rollout_window_hours` after the new key's creation the old key still serves
-  >= `min_requests_per_hour` requests in the trailing hour (estimated from hour buckets).
+  >= `min_requests_per_hour` requests in the last complete clock hour before then.
+Counts are per clock hour, and only complete hours before the deadline count: no request at or after it ever
+does, whatever order the records come in.
 Both are monotone in the old key's own requests: a record up to the lateness late that makes a quiet decision
 true fires it then, with the tick's time and id, so the worker and replay give the same ids.
 
@@ -16,8 +19,8 @@ request (`NEW_FIRST`) and one summary per clock hour with requests (`NEW_HOUR`: 
 bounded), for `rollout_window_hours` + a day after its creation — never one forward per request.
 
 State: `RotationState`, under `rotation`, only on the two keys of a rotation: the old key's requests per hour
-(a ring of 24 buckets, O(1) per request, kept only while the rotation is in progress), the networks and user
-agents still using it (at most `MAX_NETS` / `MAX_AGENTS`), what the new key told it (its requests per hour, at
+(a ring of `HOURS` buckets, O(1) per request, kept only while the rotation is in progress), the networks and
+user agents still using it (at most `MAX_NETS` / `MAX_AGENTS`), what the new key told it (its requests per hour, at
 most `MAX_NETS` networks and `MAX_AGENTS` user agents).
 """
 
@@ -43,7 +46,8 @@ NEW_IDLE = "rotation.new_idle"  # new key -> old key: no request within the grac
 UNUSED = "new_key_unused"
 LINGERING = "old_key_still_used"
 HOUR_MS = 3_600_000
-HOURS = 24  # hour buckets kept per key of a rotation (a day)
+DAY_HOURS = 24
+HOURS = 30  # hour buckets kept per key of a rotation: a day, and 6 h for a decision that comes late
 MAX_NETS = 8  # networks kept per side (old key's users, new key's)
 MAX_AGENTS = 4  # user agents kept per side
 AGENT_CHARS = 96
@@ -117,18 +121,17 @@ def _count(counts: list[int], newest: int, first: int, last: int) -> int:
     return sum(counts[h % HOURS] for h in range(lo, min(last, newest) + 1))
 
 
-def last_hour(counts: list[int], newest: int, at_ms: int) -> float:
-    """Requests in the hour before `at_ms`, estimated from hour buckets: the current hour so far plus the
-    previous hour's share of the trailing 60 minutes."""
+def last_hour(counts: list[int], newest: int, at_ms: int) -> int:
+    """Requests in the last complete clock hour before `at_ms` (every one of them is older than `at_ms`, whatever
+    came in after it)."""
     hour = at_ms // HOUR_MS
-    elapsed = (at_ms - hour * HOUR_MS) / HOUR_MS
-    return _count(counts, newest, hour, hour) + _count(counts, newest, hour - 1, hour - 1) * (1.0 - elapsed)
+    return _count(counts, newest, hour - 1, hour - 1)
 
 
 def last_day(counts: list[int], newest: int, at_ms: int) -> int:
-    """Requests in the 24 clock hours up to the one holding `at_ms`."""
+    """Requests in the 24 complete clock hours before `at_ms`."""
     hour = at_ms // HOUR_MS
-    return _count(counts, newest, hour - HOURS + 1, hour)
+    return _count(counts, newest, hour - DAY_HOURS, hour - 1)
 
 
 def _remember(table: dict[str, int], value: str, hour: int, cap: int) -> None:
@@ -303,12 +306,12 @@ class Rotation(Detector[RotationState]):
         return self._finding(key, st, condition, at, old_hour, old_day)
 
     def _finding(
-        self, key: KeyState, st: RotationState, condition: str, at: int, old_hour: float, old_day: int
+        self, key: KeyState, st: RotationState, condition: str, at: int, old_hour: int, old_day: int
     ) -> Finding:
         new_hour = last_hour(st.new_counts, st.new_hour, at)
         new_day = last_day(st.new_counts, st.new_hour, at)
         total = old_day + new_day
-        recent = at // HOUR_MS - HOURS
+        recent = at // HOUR_MS - DAY_HOURS - 1
         nets = sorted(n for n, h in st.nets.items() if h > recent)
         agents = sorted(a for a, h in st.agents.items() if h > recent)
         cfg = self.config
@@ -321,16 +324,16 @@ class Rotation(Detector[RotationState]):
         else:
             summary = (
                 f"Rotation of key {key.key_id} stalled: {cfg.rollout_window_hours:g} h after {st.peer} replaced it, "
-                f"it still serves ~{old_hour:.0f} requests/hour from {len(nets)} network(s)."
+                f"it still serves {old_hour} requests/hour from {len(nets)} network(s)."
             )
         evidence: dict[str, Any] = {
             "condition": condition,
             "old_key_id": key.key_id,
             "new_key_id": st.peer,
             "rotation_started": format_time(st.created_ms),
-            "old_key_requests_last_hour": round(old_hour, 1),
+            "old_key_requests_last_hour": old_hour,
             "old_key_requests_last_day": old_day,
-            "new_key_requests_last_hour": round(new_hour, 1),
+            "new_key_requests_last_hour": new_hour,
             "new_key_requests_last_day": new_day,
             "new_key_share": round(new_day / total, 3) if total else None,
             "new_key_first_request": None if st.new_first_ms is None else format_time(st.new_first_ms),
