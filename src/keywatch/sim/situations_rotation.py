@@ -141,14 +141,14 @@ def _rollout_fits(p: _Planner) -> bool:
 
 
 def new_key_never_deployed(p: _Planner) -> None:
-    """Positive: the new key of a rotation is never used while the old key serves 0.5-20 requests/min (all the
+    """Positive: the new key of a rotation is never used while the old key serves 0.5-12 requests/min (all the
     positives of the type when the scenario is too short for `service_left_behind`)."""
     for _ in range(_half(p, True) + (0 if _rollout_fits(p) else _half(p, False))):
         earliest = max(p.t0 + HOUR_MS, p.learn_end - GRACE_MS + HOUR_MS)
         latest = p.end - GRACE_MS - HOUR_MS
         if latest <= earliest:
             return
-        old = _key(p, _rate(p, 0.5, 20.0))
+        old = _key(p, _rate(p, 0.5, 12.0))
         created = p.rng.randrange(earliest, latest)
         new = _new_key(p, old, created)
         new.traffic_start_ms = new.traffic_end_ms = p.end  # never deployed
@@ -180,9 +180,9 @@ def service_left_behind(p: _Planner) -> None:
 
 
 def revoked_in_full_use(p: _Planner) -> None:
-    """Positive: a key serving 2-30 requests/min is revoked without a replacement."""
+    """Positive: a key serving 2-12 requests/min is revoked without a replacement."""
     for _ in range(_half(p, True)):
-        key, at = _key(p, _rate(p, 2.0, 30.0)), p.random_time()
+        key, at = _key(p, _rate(p, 2.0, 12.0)), p.random_time()
         key.traffic_end_ms = at + p.rng.randint(0, IN_FLIGHT_MS)
         _revoke(p, key, at)
         _label(p, REVOKED_IN_USE, key, at, f"Key {key.key_id} revoked in full use, no replacement: its services fail.")
@@ -192,7 +192,7 @@ def revoked_half_moved(p: _Planner) -> None:
     """Positive: after a rotation the replacement took over one of the key's two networks; the key is revoked
     2-20 h later while the other network still uses it."""
     for _ in range(_half(p, False)):
-        old = _key(p, _rate(p, 5.0, 30.0), two_networks=True)
+        old = _key(p, _rate(p, 5.0, 15.0), two_networks=True)
         at = p.random_time()
         switch = at - p.rng.randint(2, 20) * HOUR_MS
         new = _split_service(p, old, max(p.t0 + HOUR_MS, switch), 0.5)
@@ -208,7 +208,7 @@ def clean_rotation(p: _Planner) -> None:
     """Negative: traffic moves to the new key in 2-30 min; the old key is revoked 20 min-6 h after its last
     request."""
     for _ in range(_count(p)):
-        old = _key(p, _rate(p, 0.5, 40.0))
+        old = _key(p, _rate(p, 0.5, 15.0))
         created = p.random_time() - 8 * HOUR_MS
         switch = created + p.rng.randint(5, 120) * MINUTE_MS
         end = switch + p.rng.randint(2, 30) * MINUTE_MS
@@ -221,7 +221,7 @@ def rotation_overlap(p: _Planner) -> None:
     """Negative: both keys serve for about a day while the traffic moves over; the old key is revoked 1-10 h
     after its last request."""
     for _ in range(_count(p)):
-        old = _key(p, _rate(p, 1.0, 30.0))
+        old = _key(p, _rate(p, 1.0, 12.0))
         created = p.t0 + p.rng.randrange(2 * HOUR_MS, max(3 * HOUR_MS, p.end - p.t0 - 40 * HOUR_MS))
         switch = created + p.rng.randint(10, 60) * MINUTE_MS
         end = switch + p.rng.randint(20, 30) * HOUR_MS
@@ -233,7 +233,7 @@ def rotation_overlap(p: _Planner) -> None:
 def revoked_idle(p: _Planner) -> None:
     """Negative: a key whose traffic stopped 2-10 h ago is revoked."""
     for _ in range(_count(p)):
-        key, at = _key(p, _rate(p, 1.0, 30.0)), p.random_time()
+        key, at = _key(p, _rate(p, 1.0, 12.0)), p.random_time()
         key.traffic_end_ms = at - p.rng.randint(2, 10) * HOUR_MS
         _revoke(p, key, at)
         p.count("revoked_idle_keys")
@@ -243,7 +243,7 @@ def revoked_trickle(p: _Planner) -> None:
     """Negative: a key idle for hours has 2-3 requests (a forgotten health check) in the 15 minutes before its
     revocation."""
     for _ in range(_count(p)):
-        key, at = _key(p, _rate(p, 1.0, 20.0)), p.random_time()
+        key, at = _key(p, _rate(p, 1.0, 8.0)), p.random_time()
         key.traffic_end_ms = at - p.rng.randint(3, 12) * HOUR_MS
         host = p.rng.choice(key.app.hosts)
         agent = key.app.agent_at(at)
