@@ -40,8 +40,14 @@ period; the first of each type lands 10-46 min after it, handy for the live demo
 - apiKey.usedAfterRevoke: a key revoked (after a rotation, or decommissioned), then 8 min-3 h later a
   forgotten job on one of its hosts makes 3-20 requests (401) 20-90 s apart.
 
-Profiles (`keywatch simulate --profile`, `keywatch.sim.profiles`): `default` is the scenario above, byte for
-byte; `hard` adds, after it is planned and on keys of their own, the situations of
+- apiKey.rotationStalled and apiKey.revokedWhileInUse: the situations of `keywatch.sim.situations_rotation`
+  (a rotation whose new key is never deployed, labelled at its creation + 24 h; a service left on the old key,
+  labelled at creation + 72 h; revocations of a key in full use or half moved to its replacement, labelled at
+  the revocation; look-alikes: clean rotations, a day-long overlap, revocations of idle keys and of a key with
+  a 2-3 request trickle).
+
+Profiles (`keywatch simulate --profile`, `keywatch.sim.profiles`): `default` is the scenario above with the
+rotation situations added after it is planned, on keys of their own; `hard` adds the situations of
 `keywatch.sim.situations_rate`: credential stuffing (15-40 401/min on quiet keys), slow 404 enumeration
 (15/min), a 403 probe at 6/min on a busy key (200-400 requests/min), ramps (x1 -> x8 over 30 min, 30 min flat;
 labelled from the first minute at x3, the lowest multiple a spike rule alerts at), and unlabelled negatives:
