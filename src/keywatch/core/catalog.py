@@ -15,7 +15,9 @@ from keywatch.core import (
     privilege,
     rate_baseline,
     registry,
+    revocation_impact,
     revoked_use,
+    rotation,
 )
 from keywatch.core.spec import DetectorSpec
 
@@ -33,6 +35,8 @@ _SPECS: list[DetectorSpec[Any, Any]] = [
     lifecycle_burst.SPEC,
     rotation_age.SPEC,
     unused.SPEC,
+    rotation.SPEC,
+    revocation_impact.SPEC,
 ]
 
 

@@ -21,8 +21,8 @@ Traffic (benign by construction)
   are created during the learning days (traffic 2-45 min later); a few brand-new keys after the learning
   period (from networks their tenant already uses).
 - Benign changes: rotations (~10% of keys: new key with replaces_key_id, same app and hosts, traffic moves
-  over in 2-30 min, old key revoked 10 min-18 h after the switch; a quarter are hard cut-overs where the
-  revocation lands while the last in-flight requests finish, none later than 3 s after it); scope changes
+  over in 2-30 min, old key revoked 17 min-18 h after its last request (a quarter within 40 min: prompt clean-ups), so
+  no benign revocation has requests in the 15 minutes before it); scope changes
   (~5%, half followed by 4-25 stray 403s from a client not yet updated); decommissions (traffic stops, key
   revoked later); idle gaps of 12-30 h; deploys (x1.5-2 for 3-10 min, often with a client version bump);
   autoscaling (new host addresses inside networks the key already uses; an old host retires).

@@ -22,6 +22,10 @@ The thresholds are the scenario's promises, not a detector: a detector may be st
   reminder period starts when the key was used within the week before);
 - unused: an active key without a request for `IDLE_MS` since its last request, or since the later of its
   creation and its tenant's first request if never used, before the end of the data.
+- revoked while in use: >= 5 requests in the 15 minutes before a key's revocation;
+- rotation stalled: a key created with `replaces_key_id` and no request in the 24 h after its creation while
+  the key it replaces had one (and was not revoked by then), or the replaced key still serving >= 10 requests in
+  the hour before the rotation's start + 72 h (and not revoked by then).
 """
 
 from __future__ import annotations
@@ -56,7 +60,9 @@ from keywatch.sim.scenario import (
     NEW_IP,
     OUTSIDE_PORTAL,
     PRIVILEGE,
+    REVOKED_IN_USE,
     ROTATION_OVERDUE,
+    ROTATION_STALLED,
     SPIKE,
     UNUSED,
 )
@@ -72,6 +78,11 @@ BURST_WINDOW_MS = 10 * MINUTE_MS
 OVERDUE_AGE_MS = int(float(RotationAgeConfig.model_fields["max_age_days"].default) * DAY_MS)
 OVERDUE_REPEAT_MS = int(float(RotationAgeConfig.model_fields["repeat_days"].default) * DAY_MS)
 IDLE_MS = int(float(UnusedConfig.model_fields["idle_days"].default) * DAY_MS)
+IN_USE_REQUESTS = 5
+IN_USE_WINDOW_MINUTES = 15
+NEW_KEY_GRACE_MS = 24 * HOUR_MS
+ROLLOUT_MS = 72 * HOUR_MS
+STILL_SERVING_PER_HOUR = 10
 
 
 def _ms(text: str) -> int:
@@ -247,6 +258,7 @@ def audit_records(
     _audit_spikes(report, minute_counts, learning_end_ms, label_for, by_subject, predecessor)
     _audit_errors(report, error_counts, label_for)
     _audit_lifecycle(report, lifecycle, label_for)
+    _audit_rotations(report, minute_counts, created, revoked, predecessor, label_for)
     for label in labels:
         if label.id not in report.confirmed and label.id not in report.unsupported:
             report.unsupported[label.id] = "no record in the data crosses the threshold for this label"
@@ -428,3 +440,46 @@ def _check(report: AuditReport, label_for: Any, kind: str, subject: str, ts: int
         report.confirmed.setdefault(label.id, detail)
     else:
         report.unlabelled.append(Finding(kind, subject, ts, detail))
+def _audit_rotations(
+    report: AuditReport,
+    minute_counts: dict[tuple[str, int], int],
+    created: dict[str, int],
+    revoked: dict[str, int],
+    predecessor: dict[str, str],
+    label_for: Any,
+) -> None:
+    """Revocations of keys in use, and rotations whose new key is unused or whose old key still serves."""
+    per_key: dict[str, dict[int, int]] = defaultdict(dict)
+    for (subject, minute), count in minute_counts.items():
+        per_key[subject][minute] = count
+    last_minute = max((minute for _, minute in minute_counts), default=0)
+
+    def requests(subject: str, start_ms: int, end_ms: int) -> int:
+        minutes = per_key.get(subject, {})
+        return sum(minutes.get(m, 0) for m in range(start_ms // MINUTE_MS, -(-end_ms // MINUTE_MS)))
+
+    def check(kind: str, subject: str, ts: int, found: bool, detail: str) -> None:
+        label = label_for(kind, subject, ts, MINUTE_MS)
+        if found and label is not None:
+            report.confirmed.setdefault(label.id, detail)
+        elif found:
+            report.unlabelled.append(Finding(kind, subject, ts, detail))
+
+    for subject, at in revoked.items():
+        n = requests(subject, at - IN_USE_WINDOW_MINUTES * MINUTE_MS, at)
+        check(REVOKED_IN_USE, subject, at, n >= IN_USE_REQUESTS, f"{n} requests in the 15 min before revocation")
+    for new, old in predecessor.items():
+        start = created.get(new)
+        if start is None:
+            continue
+        for deadline, kind in ((start + NEW_KEY_GRACE_MS, "unused"), (start + ROLLOUT_MS, "serving")):
+            if deadline // MINUTE_MS > last_minute or revoked.get(old, deadline + 1) <= deadline:
+                continue
+            if kind == "unused":
+                found = requests(new, start, deadline) == 0 and requests(old, deadline - 24 * HOUR_MS, deadline) > 0
+                detail = "the new key unused 24 h after its creation while the old key serves"
+            else:
+                n = requests(old, deadline - HOUR_MS, deadline)
+                found = n >= STILL_SERVING_PER_HOUR
+                detail = f"the old key served {n} requests in the hour before creation + 72 h"
+            check(ROTATION_STALLED, old, deadline, found, detail)

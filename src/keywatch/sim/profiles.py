@@ -6,7 +6,13 @@ is one line in `PROFILES`.
 
 from __future__ import annotations
 
-from keywatch.sim import situations_browser, situations_hygiene_age, situations_lifecycle, situations_rate
+from keywatch.sim import (
+    situations_browser,
+    situations_hygiene_age,
+    situations_lifecycle,
+    situations_rate,
+    situations_rotation,
+)
 from keywatch.sim.situations_rate import Situation
 
 # The key hygiene situations of issue #13, in the default profile and the hard one.
@@ -14,6 +20,7 @@ HYGIENE: tuple[Situation, ...] = (
     *situations_browser.SITUATIONS,
     *situations_lifecycle.SITUATIONS,
     *situations_hygiene_age.SITUATIONS,
+    *situations_rotation.SITUATIONS,
 )
 
 PROFILES: dict[str, tuple[Situation, ...]] = {

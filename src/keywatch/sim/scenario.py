@@ -27,7 +27,9 @@ from keywatch.core import (
     portal,
     privilege,
     rate_baseline,
+    revocation_impact,
     revoked_use,
+    rotation,
     rotation_age,
     unused,
 )
@@ -51,6 +53,8 @@ OUTSIDE_PORTAL = portal.SPEC.alerts[0].type
 LIFECYCLE_BURST = lifecycle_burst.SPEC.alerts[0].type
 ROTATION_OVERDUE = rotation_age.SPEC.alerts[0].type
 UNUSED = unused.SPEC.alerts[0].type
+ROTATION_STALLED = rotation.SPEC.alerts[0].type
+REVOKED_IN_USE = revocation_impact.SPEC.alerts[0].type
 # The types the default plan injects itself (one schedule slot each); situations label the others.
 PLANNED_TYPES: tuple[str, ...] = (NEW_IP, ERROR_CLUSTER, SPIKE, AFTER_REVOKE)
 # Every scored type (keywatch.sim.evaluate): the planned ones and the key hygiene types of the situations.
@@ -63,6 +67,8 @@ INCIDENT_TYPES: tuple[str, ...] = (
     LIFECYCLE_BURST,
     ROTATION_OVERDUE,
     UNUSED,
+    ROTATION_STALLED,
+    REVOKED_IN_USE,
 )
 _SLUGS = {
     NEW_IP: "newip", ERROR_CLUSTER: "4xx", SPIKE: "spike", AFTER_REVOKE: "revoked", FROM_BROWSER: "browser",
@@ -81,6 +87,9 @@ SPIKE_MIN_BASELINE = 3.0  # requests per minute the key must normally have at th
 AFTER_REVOKE_MIN_GAP_MS = 8 * MINUTE_MS  # the first request after revocation comes later than this
 CLUSTER_MAX_RATE = 55.0  # mean errors/min of a 4xx cluster: below the spike floor even with noise
 ROTATION_GRACE_MS = 3_000  # benign in-flight requests on a revoked key end within this
+# A benign revocation comes this long after the key's last request: the revoked-while-in-use window (15 whole
+# minutes before the revocation's minute) holds none of them.
+REVOKE_AFTER_DRAIN_MIN = 17
 KEY_HISTORY_MS = 12 * HOUR_MS  # an incident's key carried traffic for at least this long before it
 
 Env = Literal["sandbox", "live"]
@@ -756,7 +765,7 @@ class _Planner:
         agent = key.app.agent_at(revoked)
         if rng.random() < 0.5:
             # Rotated: the new key takes over the same hosts; one forgotten job still has the old secret.
-            switch_end = revoked - rng.randint(5, 120) * MINUTE_MS
+            switch_end = revoked - rng.randint(REVOKE_AFTER_DRAIN_MIN, 120) * MINUTE_MS
             switch_start = switch_end - rng.randint(2, 30) * MINUTE_MS
             new = self.rotate(key, switch_start - rng.randint(5, 90) * MINUTE_MS, switch_start, switch_end, None)
             why = f"after a rotation to {new.key_id}, a job on {host.ip} still uses the old secret"
@@ -811,10 +820,10 @@ class _Planner:
                 created = self.t0 + rng.randrange(2 * HOUR_MS, span - 6 * HOUR_MS)
                 switch_start = created + rng.randint(5, 120) * MINUTE_MS
                 switch_end = switch_start + rng.randint(2, 30) * MINUTE_MS
-                if rng.random() < 0.25:  # hard cut-over: revoked while the last in-flight requests finish
-                    revoke = switch_end - rng.randint(0, ROTATION_GRACE_MS)
+                if rng.random() < 0.25:  # prompt clean-up: revoked soon after the traffic moved
+                    revoke = switch_end + rng.randint(REVOKE_AFTER_DRAIN_MIN, 40) * MINUTE_MS
                 else:
-                    revoke = switch_end + rng.randint(10, 18 * 60) * MINUTE_MS
+                    revoke = switch_end + rng.randint(REVOKE_AFTER_DRAIN_MIN, 18 * 60) * MINUTE_MS
                 self.rotate(key, created, switch_start, switch_end, revoke)
                 self.count("rotations")
             elif r < 0.15:  # scope change, sometimes with a few 403s from a client not yet updated

@@ -22,6 +22,7 @@ from keywatch.core.error_burst import ErrorBurstState
 from keywatch.core.ip_baseline import IpState
 from keywatch.core.privilege import PrivilegeState
 from keywatch.core.rate_baseline import RateState
+from keywatch.core.revocation_impact import RevocationState
 from keywatch.core.revoked_use import RevokedUseState
 from keywatch.core.state import KeyRegistryEntry, KeyState
 from keywatch.core.wiring import build_engine
@@ -76,6 +77,7 @@ def test_state_round_trip_is_byte_identical_with_typed_slots(
         "errors": ErrorBurstState,
         "revoked": RevokedUseState,
         "privilege": PrivilegeState,
+        "revocation_impact": RevocationState,
     }
     assert loaded.suppressed == state.suppressed
     assert "usedafterrevoke" in loaded.suppressed
