@@ -18,6 +18,7 @@ from test_engine import mixed_stream
 from keywatch.contract.events import LifecycleEvent, RequestRecord, format_time
 from keywatch.core import codec
 from keywatch.core.config import detection_config_from_mapping
+from keywatch.core.environment import EnvironmentState
 from keywatch.core.error_burst import ErrorBurstState
 from keywatch.core.ip_baseline import IpState
 from keywatch.core.rate_baseline import RateState
@@ -69,7 +70,13 @@ def test_state_round_trip_is_byte_identical_with_typed_slots(
     loaded = codec.decode_state(raw)
     assert codec.encode_state(loaded) == raw
     kinds = {name: type(slot) for name, slot in loaded.detectors.items()}
-    assert kinds == {"ip": IpState, "rate": RateState, "errors": ErrorBurstState, "revoked": RevokedUseState}
+    assert kinds == {
+        "ip": IpState,
+        "rate": RateState,
+        "errors": ErrorBurstState,
+        "revoked": RevokedUseState,
+        "environment": EnvironmentState,
+    }
     assert loaded.suppressed == state.suppressed
     assert "usedafterrevoke" in loaded.suppressed
     assert any(slot.startswith("usedfromnewip|") for slot in loaded.suppressed)

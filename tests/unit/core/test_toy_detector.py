@@ -231,6 +231,6 @@ def test_a_tenants_state_is_seen_when_a_forward_reaches_it(registered: Path) -> 
     """The tenant's state records the newest forward's time, so the key cap orders it by activity, not first."""
     engine = make_engine(Settings(), registered)
     outcome = engine.on_request(None, RequestRecord.model_validate_json(_line(T0 + 5_000, "key-1", 401)))
-    [forward] = outcome.forwards
+    [forward] = [f for f in outcome.forwards if f.kind == teapot.FAILED]
     tenant = engine.on_forward(None, forward).state
     assert (tenant.subject, tenant.is_tenant, tenant.registry.last_seen_ms) == ("acme/", True, T0 + 5_000)
