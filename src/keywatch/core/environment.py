@@ -142,8 +142,12 @@ class EnvironmentConfig(BaseModel):
     )
 
 
-def _day(ms: int) -> int:
-    return ms // DAY_MS
+def _kind(network: str) -> str:
+    """What a network can be compared with: ASNs with ASNs; without GeoIP, IPv4 prefixes with IPv4 ones and
+    IPv6 prefixes with IPv6 ones (a tenant's first IPv6 use says nothing about its IPv4 history)."""
+    if network.startswith("AS"):
+        return "asn"
+    return "v6" if ":" in network else "v4"
 
 
 def _evict(table: dict[str, Any], cap: int, recency: Any) -> None:
@@ -410,10 +414,13 @@ class Environment(Detector[EnvironmentState]):
         net = st.networks.get(network)
         if net is not None and active(net.keys):
             return None
-        known = sorted(((n, active(u.keys)) for n, u in st.networks.items()), key=lambda x: (-x[1], x[0]))
+        kind = _kind(network)
+        known = sorted(
+            ((n, active(u.keys)) for n, u in st.networks.items() if _kind(n) == kind), key=lambda x: (-x[1], x[0])
+        )
         known = [(n, c) for n, c in known if c]
         if not known:
-            return None  # nothing known within the window: the tenant has no history to compare with
+            return None  # nothing comparable known within the window: the tenant has no history to compare with
         ranges = sum(1 for e in st.ranges.values() if any(active(p.keys) for p in (e.live, e.sandbox) if p is not None))
         payload = {
             "phase": LEARNING,

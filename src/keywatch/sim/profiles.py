@@ -6,10 +6,10 @@ is one line in `PROFILES`.
 
 from __future__ import annotations
 
-from keywatch.sim import situations_rate
+from keywatch.sim import situations_environment, situations_rate
 from keywatch.sim.situations_rate import Situation
 
 PROFILES: dict[str, tuple[Situation, ...]] = {
-    "default": (),  # today's scenario, byte for byte
-    "hard": (*situations_rate.SITUATIONS,),  # every situation of issue #12
+    "default": (*situations_environment.SITUATIONS,),  # the key-hygiene situations of issue #13
+    "hard": (*situations_rate.SITUATIONS, *situations_environment.SITUATIONS),  # issue #12's and #13's
 }

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from keywatch.core import error_burst, ip_baseline, rate_baseline, revoked_use
+from keywatch.core import environment, error_burst, ip_baseline, rate_baseline, revoked_use
 
 MINUTE_MS = 60_000
 HOUR_MS = 60 * MINUTE_MS
@@ -29,7 +29,11 @@ NEW_IP = ip_baseline.SPEC.alerts[0].type
 ERROR_CLUSTER = error_burst.SPEC.alerts[0].type
 SPIKE = rate_baseline.SPEC.alerts[0].type
 AFTER_REVOKE = revoked_use.SPEC.alerts[0].type
-INCIDENT_TYPES: tuple[str, ...] = (NEW_IP, ERROR_CLUSTER, SPIKE, AFTER_REVOKE)
+ENV_MISMATCH = environment.SPEC.alerts[0].type
+# The types the default plan injects incidents of (one schedule each); situations add the others.
+PLANNED_TYPES: tuple[str, ...] = (NEW_IP, ERROR_CLUSTER, SPIKE, AFTER_REVOKE)
+INCIDENT_TYPES: tuple[str, ...] = (*PLANNED_TYPES, ENV_MISMATCH)
+_SLUGS = {NEW_IP: "newip", ERROR_CLUSTER: "4xx", SPIKE: "spike", AFTER_REVOKE: "revoked", ENV_MISMATCH: "envmismatch"}
 
 # Honesty floors the injected incidents are built to clear (see the module docstring of keywatch.sim).
 SPIKE_MIN_FACTOR = 12.0  # times the key's normal rate for that time of day
@@ -41,6 +45,7 @@ ROTATION_GRACE_MS = 3_000  # benign in-flight requests on a revoked key end with
 KEY_HISTORY_MS = 12 * HOUR_MS  # an incident's key carried traffic for at least this long before it
 
 Env = Literal["sandbox", "live"]
+IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 # Request tuple layout (cheap to build, encoded once): see keywatch.sim.generator.encode_request.
 Request = tuple[str, str, str, str, str, str, int, float, str, str]
@@ -285,6 +290,18 @@ class Plan:
     benign: dict[str, int]
 
 
+def env_networks(tenant: Tenant, env: Env) -> tuple[list[IpNetwork], list[IpNetwork]]:
+    """The tenant's IPv4 and IPv6 networks that its apps of `env` run in: sandbox apps (test, CI, staging) on
+    networks of their own, apart from the production hosts of the live apps, as the platform asks (the first
+    third of the tenant's IPv4 /24s, at least one, and its first IPv6 /64 when it has two or more)."""
+    v4: list[IpNetwork] = [n for n in tenant.networks if n.version == 4]
+    v6: list[IpNetwork] = [n for n in tenant.networks if n.version == 6]
+    cut4, cut6 = max(1, len(v4) // 3), (1 if len(v6) >= 2 else 0)
+    if env == "sandbox":
+        return v4[:cut4], v6[:cut6]
+    return v4[cut4:], v6[cut6:]
+
+
 def seeded(seed: str) -> random.Random:
     """A pseudo-random generator for simulated data (never for secrets), reproducible from `seed`."""
     return random.Random(seed)  # noqa: S311 - reproducible test data, not cryptography
@@ -389,8 +406,7 @@ class _Planner:
 
     def make_app(self, tenant: Tenant, env: Env) -> App:
         rng = self.rng
-        v4 = [n for n in tenant.networks if n.version == 4]
-        v6 = [n for n in tenant.networks if n.version == 6]
+        v4, v6 = env_networks(tenant, env)
         n_nets = rng.choices((1, 2, 3), weights=(50, 35, 15))[0]
         pool = list(v4) + (list(v6) * 2 if v6 and rng.random() < 0.6 else [])
         nets: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
@@ -533,7 +549,7 @@ class _Planner:
 
     def add_incident(self, kind: str, key: KeyPlan, start: int, end: int, text: str, **kw: Any) -> Incident:
         number = sum(1 for i in self.incidents if i.type == kind) + 1
-        slug = {NEW_IP: "newip", ERROR_CLUSTER: "4xx", SPIKE: "spike", AFTER_REVOKE: "revoked"}[kind]
+        slug = _SLUGS[kind]
         incident = Incident(
             id=f"inc-{slug}-{number:03d}", type=kind, key=key, start_ms=start, end_ms=end, description=text, **kw
         )
@@ -797,7 +813,7 @@ class _Planner:
         n = self.c.per_type
         if self.end - self.learn_end >= 2 * HOUR_MS:
             schedule: list[tuple[int, str, int]] = []
-            for slot, kind in enumerate(INCIDENT_TYPES):
+            for slot, kind in enumerate(PLANNED_TYPES):
                 for i, when in enumerate(self.incident_times(n, slot)):
                     schedule.append((when, kind, i))
             # revocations first: they change the key's traffic window, which the others look at

@@ -333,3 +333,17 @@ def test_a_late_report_of_the_ranges_first_environment_still_flags(
     got = [(a.id, a.time) for a in of(worker.alerts, MISMATCH)]
     assert got == want
     assert len(want) == 1
+
+
+def test_a_tenants_first_ipv6_use_has_no_ipv6_history_to_compare_with(
+    cluster_factory: Callable[..., Cluster], request_factory: Make
+) -> None:
+    """Without GeoIP an IPv6 /32 is compared with the tenant's IPv6 networks only: a learning key of a tenant
+    that never used IPv6 is quiet there; once the tenant uses IPv6, another /32 is new to it."""
+    cluster = cluster_factory()
+    cluster.feed(history(request_factory))
+    at = T0 + 3 * DAY
+    first_v6 = cluster.feed([request_factory(ts=at, key_id="new-1", ip="2001:db8:1::5")])
+    assert learning_alerts(first_v6) == []
+    [alert] = learning_alerts(cluster.feed([request_factory(ts=at + HOUR, key_id="new-2", ip="2a00:1450::7")]))
+    assert alert.data.evidence["network"] == "2a00:1450::/32"
