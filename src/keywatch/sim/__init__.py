@@ -12,7 +12,9 @@ Traffic (benign by construction)
   Some keys only work business hours (08-19 local, ~3% outside), some are hourly cron jobs (a burst of
   15-60 requests once an hour: far below any spike floor). Weekends (if --days reaches them) are quieter.
 - Each key is used by one client app from 1-3 networks of its tenant (IPv4 /24s in 10.<tenant>.0.0/16,
-  IPv6 /64s in 2001:db8:<0x100+tenant>::/48 for dual-stack tenants) with 1-5 hosts each. Every host checks
+  IPv6 /64s in 2001:db8:<0x100+tenant>::/48 for dual-stack tenants) with 1-5 hosts each; sandbox apps (test, CI,
+  staging) run on networks of their own (the first third of the tenant's /24s, its first /64 when it has two),
+  apart from the production hosts of its live apps. Every host checks
   in when it starts and every ~6 h (GET /v1/account), so each network a key uses appears in its history.
 - Status mix: mostly 200/201; 0.6-2.5% 4xx spread over 400/401/403/404/429 (404 most common), 0.05-0.3%
   5xx (504 at ~30 s). Realistic paths (/v1/customers/{id}, /v1/orders, /v1/payments/{id}/capture, ...) with
@@ -40,8 +42,13 @@ period; the first of each type lands 10-46 min after it, handy for the live demo
 - apiKey.usedAfterRevoke: a key revoked (after a rotation, or decommissioned), then 8 min-3 h later a
   forgotten job on one of its hosts makes 3-20 requests (401) 20-90 s apart.
 
-Profiles (`keywatch simulate --profile`, `keywatch.sim.profiles`): `default` is the scenario above, byte for
-byte; `hard` adds, after it is planned and on keys of their own, the situations of
+Profiles (`keywatch simulate --profile`, `keywatch.sim.profiles`): `default` is the scenario above plus, after
+it is planned and on keys of their own, the key-hygiene situations of issue #13
+(`keywatch.sim.situations_environment`: a sandbox key used by a production service from the tenant's live
+hosts for hours and a live key used from its CI hosts, each labelled apiKey.environmentMismatch and, since the
+range is new to the key, apiKey.usedFromNewIp; a key stolen the day it was created and used from an attacker's
+network while it learns, apiKey.usedFromNewIp; unlabelled look-alikes: a new key on an existing service's hosts,
+a new key on a new /24 of the tenant's /16, two live keys sharing hosts); `hard` adds the situations of
 `keywatch.sim.situations_rate`: credential stuffing (15-40 401/min on quiet keys), slow 404 enumeration
 (15/min), a 403 probe at 6/min on a busy key (200-400 requests/min), ramps (x1 -> x8 over 30 min, 30 min flat;
 labelled from the first minute at x3, the lowest multiple a spike rule alerts at), and unlabelled negatives:
