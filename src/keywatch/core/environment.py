@@ -166,16 +166,18 @@ class Environment(Detector[EnvironmentState]):
         self.trusted = trusted if trusted is not None and trusted.lists else None
         self._window_ms = config.window_days * DAY_MS
         self._new_window_ms = config.new_to_tenant_window_days * DAY_MS
+        self._enabled = config.enabled
 
     # -- the key's side ------------------------------------------------------------------------------------
 
     def on_request(self, key: KeyState, record: RequestRecord, ts_ms: int) -> Effects:
         """The key's first use of a range on a UTC day (or a range new to a learning key): tell the tenant."""
-        if not self.config.enabled:
+        if not self._enabled:
             return None
-        rk = range_of(record.ip)
+        ip = record.ip
+        rk = ip[: ip.rfind(".")] + ".0/24" if ":" not in ip else range_of(ip)  # range_of's fast path, inlined
         day = ts_ms // DAY_MS
-        st = self.state(key)
+        st: EnvironmentState | None = key.detectors.get(NAME)
         if st is not None:
             seen = st.reported.get(rk)
             if seen is not None and seen >= day:
