@@ -3,6 +3,7 @@ network is new to the whole tenant; bounded tenant state; the same ids whatever 
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections.abc import Callable
 from typing import Any
@@ -10,11 +11,17 @@ from typing import Any
 import orjson
 from coretest import DAY, HOUR, MINUTE, T0, Cluster
 
+from keywatch.config import Settings
 from keywatch.contract.alerts import Alert
 from keywatch.contract.events import LifecycleEvent, RequestRecord, format_time
 from keywatch.core.engine import Forward
 from keywatch.core.environment import ALERT_TYPE, NAME, EnvironmentState
 from keywatch.geo import GeoInfo, StaticGeoLookup
+from keywatch.pipeline.ingest import Topics
+from keywatch.pipeline.processor import Processor
+from keywatch.replay import replay
+from keywatch.runtime import make_engine
+from keywatch.sinks.base import MemorySink
 
 MISMATCH = ALERT_TYPE
 NEW_IP = "apiKey.usedFromNewIp"
@@ -347,3 +354,42 @@ def test_a_tenants_first_ipv6_use_has_no_ipv6_history_to_compare_with(
     assert learning_alerts(first_v6) == []
     [alert] = learning_alerts(cluster.feed([request_factory(ts=at + HOUR, key_id="new-2", ip="2a00:1450::7")]))
     assert alert.data.evidence["network"] == "2a00:1450::/32"
+
+
+def _line(ts: int, key_id: str, env: str, ip: str) -> bytes:
+    record = {"ts": ts, "tenant": "acme", "key_id": key_id, "env": env, "ip": ip, "method": "GET"}
+    return orjson.dumps({**record, "path": "/v1/orders", "status": 200})
+
+
+def test_the_workers_detect_path_gives_replays_ids() -> None:
+    """`keywatch replay` and the worker's detect path (records packed on one partition first, every forward
+    delivered after all of them: the tenant hears each report late) emit the same mismatch and learning alerts."""
+    lines = []
+    for i in range(40):
+        at = T0 + i * 2 * HOUR
+        lines += [_line(at, "live-1", "live", LIVE_HOST), _line(at + MINUTE, "test-1", "sandbox", CI_HOST)]
+    at = T0 + 80 * HOUR
+    lines += [_line(at, "test-1", "sandbox", "10.1.1.90"), _line(at + MINUTE, "live-1", "live", "10.1.9.91")]
+    lines += [_line(at + 2 * MINUTE, "new-1", "live", "203.0.113.7")]
+    engine = make_engine(Settings())
+    replayed: list[Alert] = []
+    replay(lines, [], engine, replayed.append)
+
+    sink = MemorySink()
+    processor = Processor(make_engine(Settings()), sink, Topics("requests", "lifecycle"))
+
+    async def run() -> None:
+        store: dict[bytes, bytes] = {}
+        packed = processor.pack_batch([("requests", 0, i, None, line) for i, line in enumerate(lines)], lambda s: 0)
+        for value in packed.keyed[0]:
+            await processor.detect_message(None, value, store, 0)
+        delivered = 0
+        while delivered < len(sink.messages["keyed"]):
+            key, value = sink.messages["keyed"][delivered]
+            delivered += 1
+            await processor.detect_message(key, value, store, 0)
+
+    asyncio.run(run())
+    worker = [Alert.model_validate_json(value) for _, value in sink.messages["alerts"]]
+    assert _ids(worker) == _ids(replayed)
+    assert len(_ids(replayed)) == 3
