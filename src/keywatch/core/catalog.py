@@ -19,6 +19,7 @@ from keywatch.core import (
     revoked_use,
     rotation,
 )
+from keywatch.core import environment, error_burst, ip_baseline, rate_baseline, registry, revoked_use
 from keywatch.core.spec import DetectorSpec
 
 # In the order they run on each event: the key registry first (every detector reads it).
@@ -37,6 +38,7 @@ _SPECS: list[DetectorSpec[Any, Any]] = [
     unused.SPEC,
     rotation.SPEC,
     revocation_impact.SPEC,
+    environment.SPEC,
 ]
 
 

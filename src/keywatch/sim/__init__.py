@@ -12,7 +12,9 @@ Traffic (benign by construction)
   Some keys only work business hours (08-19 local, ~3% outside), some are hourly cron jobs (a burst of
   15-60 requests once an hour: far below any spike floor). Weekends (if --days reaches them) are quieter.
 - Each key is used by one client app from 1-3 networks of its tenant (IPv4 /24s in 10.<tenant>.0.0/16,
-  IPv6 /64s in 2001:db8:<0x100+tenant>::/48 for dual-stack tenants) with 1-5 hosts each. Every host checks
+  IPv6 /64s in 2001:db8:<0x100+tenant>::/48 for dual-stack tenants) with 1-5 hosts each; sandbox apps (test, CI,
+  staging) run on networks of their own (the first third of the tenant's /24s, its first /64 when it has two),
+  apart from the production hosts of its live apps. Every host checks
   in when it starts and every ~6 h (GET /v1/account), so each network a key uses appears in its history.
 - Status mix: mostly 200/201; 0.6-2.5% 4xx spread over 400/401/403/404/429 (404 most common), 0.05-0.3%
   5xx (504 at ~30 s). Realistic paths (/v1/customers/{id}, /v1/orders, /v1/payments/{id}/capture, ...) with

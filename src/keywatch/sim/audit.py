@@ -4,7 +4,9 @@ no unlabelled stretch of traffic crosses the same thresholds.
 The thresholds are the scenario's promises, not a detector: a detector may be stricter or looser.
 - new network: a request from an IPv4 /24 or IPv6 /64 the key (or the key it replaced) never used, on a key
   that is at least `LEARNING_MS` old (within a day after a usedFromNewIp label of the key, further new ranges
-  are the same incident: alerts are folded per network and fanned out into one, at most three a day);
+  are the same incident: alerts are folded per network and fanned out into one, at most three a day); on a
+  younger key, one whose IPv4 /16 or IPv6 /32 no other key of the tenant used before, once the tenant has a day
+  of history in that address family;
 - spike: a minute with >= 100 requests and >= 10x the key's mean for that hour of day in the learning days
   (if the history has no such hour: its busiest hour);
 - 4xx cluster: >= 50 responses with one of 401/403/404 within 5 minutes;
@@ -26,6 +28,8 @@ The thresholds are the scenario's promises, not a detector: a detector may be st
 - rotation stalled: a key created with `replaces_key_id` and no request in the 24 h after its creation while
   the key it replaces had one (and was not revoked by then), or the replaced key still serving >= 10 requests in
   the hour before the rotation's start + 72 h (and not revoked by then).
+- environment mismatch: a request of a key from an IPv4 /24 or IPv6 /64 whose first user in the data was a key
+  of the tenant's other environment (once per key, range and UTC day).
 """
 
 from __future__ import annotations
@@ -49,6 +53,7 @@ from keywatch.sim.labels import Label, read_labels
 from keywatch.sim.scenario import (
     AFTER_REVOKE,
     DAY_MS,
+    ENV_MISMATCH,
     ERROR_CLUSTER,
     FROM_BROWSER,
     HOUR_MS,
@@ -111,6 +116,12 @@ def network_of(ip: str) -> str:
     """The range an address is compared by: IPv4 /24, IPv6 /64."""
     addr = ipaddress.ip_address(ip)
     prefix = 24 if addr.version == 4 else 64
+    return str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False))
+
+
+def _wide(ip: str) -> str:
+    """The network a range folds into without GeoIP: IPv4 /16, IPv6 /32."""
+    prefix = 32 if ":" in ip else 16
     return str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False))
 
 
@@ -201,6 +212,10 @@ def audit_records(
     last_seen: dict[str, int] = {}
     tenant_first: dict[str, int] = {}
     end_ms = 0
+    tenant_nets: dict[tuple[str, str], set[str]] = {}  # (tenant, /16 or /32) -> keys that used it
+    tenant_family: dict[tuple[str, bool], int] = {}  # (tenant, IPv6?) -> its first request of that family
+    range_env: dict[tuple[str, str], str] = {}  # (tenant, range) -> the environment that used it first
+    mismatched: set[tuple[str, str, int]] = set()
     for rec in requests:
         subject = f"{rec['tenant']}/{rec['key_id']}"
         ts = _ms(rec["ts"])
@@ -226,7 +241,12 @@ def audit_records(
             prev = predecessor.get(subject)
             inherited = prev is not None and net in networks.get(prev, set())
             born = created.get(subject, first_seen[subject])
-            if ts >= learning_end_ms and not inherited and ts - born >= LEARNING_MS:
+            wide = _wide(ip)
+            users = tenant_nets.setdefault((rec["tenant"], wide), set())
+            family = tenant_family.get((rec["tenant"], ":" in ip))
+            new_to_tenant = not (users - {subject}) and family is not None and ts - family >= DAY_MS
+            mature = ts - born >= LEARNING_MS
+            if ts >= learning_end_ms and not inherited and (mature or new_to_tenant):
                 hit = label_for(NEW_IP, subject, ts)
                 if hit is not None:
                     report.confirmed.setdefault(hit.id, f"first request from new network {net}")
@@ -236,6 +256,17 @@ def audit_records(
                 ):
                     report.unlabelled.append(Finding(NEW_IP, subject, ts, f"new network {net}"))
             known.add(net)
+            users.add(subject)
+            tenant_family.setdefault((rec["tenant"], ":" in ip), ts)
+        env = rec["env"]
+        owner = range_env.setdefault((rec["tenant"], net), env)
+        if owner != env and (subject, net, ts // DAY_MS) not in mismatched:
+            mismatched.add((subject, net, ts // DAY_MS))
+            hit = label_for(ENV_MISMATCH, subject, ts)
+            if hit is not None:
+                report.confirmed.setdefault(hit.id, f"{env} key on a {owner} range {net}")
+            else:
+                report.unlabelled.append(Finding(ENV_MISMATCH, subject, ts, f"{env} key on a {owner} range {net}"))
         _audit_hygiene(report, rec, subject, ts, browser_days, label_for)
         minute = ts // MINUTE_MS
         minute_counts[subject, minute] += 1

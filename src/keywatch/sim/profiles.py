@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from keywatch.sim import (
     situations_browser,
+    situations_environment,
     situations_hygiene_age,
     situations_lifecycle,
     situations_rate,
@@ -21,6 +22,7 @@ HYGIENE: tuple[Situation, ...] = (
     *situations_lifecycle.SITUATIONS,
     *situations_hygiene_age.SITUATIONS,
     *situations_rotation.SITUATIONS,
+    *situations_environment.SITUATIONS,
 )
 
 PROFILES: dict[str, tuple[Situation, ...]] = {

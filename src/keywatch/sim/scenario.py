@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 from keywatch.core import (
     browser,
+    environment,
     error_burst,
     ip_baseline,
     key_management,
@@ -55,6 +56,7 @@ ROTATION_OVERDUE = rotation_age.SPEC.alerts[0].type
 UNUSED = unused.SPEC.alerts[0].type
 ROTATION_STALLED = rotation.SPEC.alerts[0].type
 REVOKED_IN_USE = revocation_impact.SPEC.alerts[0].type
+ENV_MISMATCH = environment.SPEC.alerts[0].type
 # The types the default plan injects itself (one schedule slot each); situations label the others.
 PLANNED_TYPES: tuple[str, ...] = (NEW_IP, ERROR_CLUSTER, SPIKE, AFTER_REVOKE)
 # Every scored type (keywatch.sim.evaluate): the planned ones and the key hygiene types of the situations.
@@ -69,10 +71,11 @@ INCIDENT_TYPES: tuple[str, ...] = (
     UNUSED,
     ROTATION_STALLED,
     REVOKED_IN_USE,
+    ENV_MISMATCH,
 )
 _SLUGS = {
     NEW_IP: "newip", ERROR_CLUSTER: "4xx", SPIKE: "spike", AFTER_REVOKE: "revoked", FROM_BROWSER: "browser",
-    KEY_MANAGEMENT: "keymgmt", ROTATION_OVERDUE: "overdue", UNUSED: "unused",
+    KEY_MANAGEMENT: "keymgmt", ROTATION_OVERDUE: "overdue", UNUSED: "unused", ENV_MISMATCH: "envmismatch",
 }  # fmt: skip
 # What the platform calls a key-management path (the API serves none of them): the simulator's truth for them.
 KEY_MANAGEMENT_PATH = re.compile(key_management.DEFAULT_PATTERNS[0], re.IGNORECASE)
@@ -93,6 +96,7 @@ REVOKE_AFTER_DRAIN_MIN = 17
 KEY_HISTORY_MS = 12 * HOUR_MS  # an incident's key carried traffic for at least this long before it
 
 Env = Literal["sandbox", "live"]
+IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 # Request tuple layout (cheap to build, encoded once): see keywatch.sim.generator.encode_request. tenant, key_id,
 # env, ip, method, path, status, latency_ms, user_agent, request_id; a browser's request adds its headers
@@ -345,6 +349,18 @@ class Plan:
     benign: dict[str, int]
 
 
+def env_networks(tenant: Tenant, env: Env) -> tuple[list[IpNetwork], list[IpNetwork]]:
+    """The tenant's IPv4 and IPv6 networks that its apps of `env` run in: sandbox apps (test, CI, staging) on
+    networks of their own, apart from the production hosts of the live apps, as the platform asks (the first
+    third of the tenant's IPv4 /24s, at least one, and its first IPv6 /64 when it has two or more)."""
+    v4: list[IpNetwork] = [n for n in tenant.networks if n.version == 4]
+    v6: list[IpNetwork] = [n for n in tenant.networks if n.version == 6]
+    cut4, cut6 = max(1, len(v4) // 3), (1 if len(v6) >= 2 else 0)
+    if env == "sandbox":
+        return v4[:cut4], v6[:cut6]
+    return v4[cut4:], v6[cut6:]
+
+
 def seeded(seed: str) -> random.Random:
     """A pseudo-random generator for simulated data (never for secrets), reproducible from `seed`."""
     return random.Random(seed)  # noqa: S311 - reproducible test data, not cryptography
@@ -449,8 +465,7 @@ class _Planner:
 
     def make_app(self, tenant: Tenant, env: Env) -> App:
         rng = self.rng
-        v4 = [n for n in tenant.networks if n.version == 4]
-        v6 = [n for n in tenant.networks if n.version == 6]
+        v4, v6 = env_networks(tenant, env)
         n_nets = rng.choices((1, 2, 3), weights=(50, 35, 15))[0]
         pool = list(v4) + (list(v6) * 2 if v6 and rng.random() < 0.6 else [])
         nets: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []

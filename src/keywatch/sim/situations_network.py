@@ -33,6 +33,7 @@ from keywatch.sim.scenario import (
     ROTATION_OVERDUE,
     Incident,
     KeyPlan,
+    env_networks,
 )
 
 if TYPE_CHECKING:
@@ -146,7 +147,7 @@ def _plan_old_keys(planner: _Planner) -> None:
     for number in range(1, 5):
         tenant = rng.choice(planner.tenants)
         app = planner.make_app(tenant, "live")
-        v4 = [n for n in tenant.networks if n.version == 4]
+        v4 = env_networks(tenant, "live")[0]  # the tenant's production networks (sandbox apps have their own)
         used = {h.ip for h in app.hosts}
         for own in v4[:3]:
             if str(own) not in {h.network for h in app.hosts}:
@@ -200,6 +201,7 @@ def _plan_trusted_ci(planner: _Planner) -> None:
     ]
     if planner.end - planner.learn_end < 2 * HOUR_MS:
         return
+    keys = [k for k in keys if k.env == keys[0].env] if keys else []  # the runners of one environment's tests
     for key in keys[:3]:
         key.incident = True  # no rotation or revocation later: the CI jobs would outlive the key
         records = []

@@ -42,29 +42,25 @@ class Cluster:
                 outcome = self.engine.on_lifecycle(state, event)
             self.states[event.subject] = self._roundtrip(outcome.state)
             out.extend(outcome.alerts)
+            self.alerts.extend(outcome.alerts)
             self.pending.extend(outcome.forwards)
             if deliver:
-                out.extend(self._deliver())
-        self.alerts.extend(out)
+                out.extend(self.deliver())
         return out
 
     def deliver(self) -> list[Alert]:
         """Deliver pending forwards (and the ones they cause) to their keys' states; the alerts they raise."""
-        out = self._deliver()
-        self.alerts.extend(out)
-        return out
-
-    def _deliver(self) -> list[Alert]:
-        out: list[Alert] = []
+        got: list[Alert] = []
         while self.pending:
             forward = self.pending.pop(0)
             # Over Kafka a forward is serialised: make sure nothing aliases the sender's state.
             forward = Forward(**orjson.loads(orjson.dumps(forward)))
             outcome = self.engine.on_forward(self.states.get(forward.subject), forward)
             self.states[forward.subject] = self._roundtrip(outcome.state)
+            got.extend(outcome.alerts)
             self.pending.extend(outcome.forwards)
-            out.extend(outcome.alerts)
-        return out
+        self.alerts.extend(got)
+        return got
 
     @staticmethod
     def _roundtrip(state: KeyState) -> KeyState:

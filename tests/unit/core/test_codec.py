@@ -18,6 +18,7 @@ from test_engine import mixed_stream
 from keywatch.contract.events import LifecycleEvent, RequestRecord, format_time
 from keywatch.core import codec
 from keywatch.core.config import detection_config_from_mapping
+from keywatch.core.environment import EnvironmentState
 from keywatch.core.error_burst import ErrorBurstState
 from keywatch.core.ip_baseline import IpState
 from keywatch.core.privilege import PrivilegeState
@@ -76,6 +77,7 @@ def test_state_round_trip_is_byte_identical_with_typed_slots(
         "rate": RateState,
         "errors": ErrorBurstState,
         "revoked": RevokedUseState,
+        "environment": EnvironmentState,
         "privilege": PrivilegeState,
         "revocation_impact": RevocationState,
     }

@@ -76,7 +76,7 @@ def test_hard_profile_keeps_the_default_part_and_adds_labelled_situations() -> N
     assert {i.type for i in added} == {ERROR_CLUSTER, SPIKE}
     assert len(added) == 4 * 2  # stuffing, enumeration, busy probe, ramp: two each at 6 incidents per type
     assert default_ids <= {i.id for i in hard.incidents} | {i.id for i in added}
-    ramps = [i for i in added if i.type == SPIKE]
+    ramps = [i for i in rate if i.type == SPIKE]
     for ramp in ramps:
         # labelled from the first minute at the lowest alerting multiple (x3) to the end of the flat part
         assert ramp.key.normal_rate(ramp.start_ms, CONFIG.scale) >= ALERT_MULTIPLE * 0.7 * ramp.key.app.peak_rate
