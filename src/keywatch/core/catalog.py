@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from keywatch.core import error_burst, ip_baseline, rate_baseline, registry, revoked_use
+from keywatch.core import error_burst, ip_baseline, rate_baseline, registry, revoked_use, sharing
 from keywatch.core.spec import DetectorSpec
 
 # In the order they run on each event: the key registry first (every detector reads it).
@@ -15,6 +15,7 @@ _SPECS: list[DetectorSpec[Any, Any]] = [
     ip_baseline.SPEC,
     rate_baseline.SPEC,
     error_burst.SPEC,
+    sharing.SPEC,
 ]
 
 

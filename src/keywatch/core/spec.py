@@ -112,6 +112,7 @@ class BuildContext:
     source: str
     geo: GeoLookup | None = None
     trusted: TrustedNetworks | None = None  # the trusted lists of the keys this detector serves
+    allowed_lateness_ms: int = 300_000  # the engine's: how far out of event-time order records may arrive
 
 
 @dataclass(frozen=True, slots=True)
