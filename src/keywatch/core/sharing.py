@@ -8,7 +8,9 @@ browser is `apiKey.usedFromBrowser`'s business; its requests are ignored here. A
 (absent, empty, blank or without a product token) belongs to the product `-`.
 
 Event time is cut into windows of `window_minutes` (floored to the epoch). A window qualifies when two of its
-workloads that differ in BOTH product and network each made at least `min_requests` requests in it; the key
+workloads that differ in BOTH product and network each made at least `min_requests` requests in it, and no
+other workload of the window links them (one that shares its product with one and its network with the
+other: a dual-stack service with a sidecar on its IPv4 addresses is one service, `services`); the key
 alerts (`apiKey.sharedAcrossServices`, once per `period_hours`) when `min_windows` windows within `period_hours`
 qualified, past the key's learning period (the IP baseline's rule and defaults: `learning_seconds` since the
 first request keywatch saw and `learning_requests` requests, or `learning_max_seconds`). Two keys of one
@@ -200,6 +202,25 @@ def _differ(a: Workload | SeenWorkload, b: Workload | SeenWorkload) -> bool:
     return a.product != b.product and a.network != b.network
 
 
+def services(workloads: list[Workload], min_requests: int) -> int:
+    """How many services a window's workloads make: workloads that share a product or a network are one
+    service (transitively, through any workload of the window); a service counts when one of its workloads
+    made `min_requests` requests. Two services always differ in both product and network."""
+    group = list(range(len(workloads)))
+
+    def root(i: int) -> int:
+        while group[i] != i:
+            i = group[i]
+        return i
+
+    for i, a in enumerate(workloads):
+        for j in range(i):
+            b = workloads[j]
+            if a.product == b.product or a.network == b.network:
+                group[root(i)] = root(j)
+    return len({root(i) for i, w in enumerate(workloads) if w.count >= min_requests})
+
+
 def _keep_smallest(items: list[str], value: str, cap: int) -> None:
     """Add `value` to the `cap` values with the smallest CRC-32 (an order-independent sample)."""
     if value in items:
@@ -362,9 +383,9 @@ class Sharing(Detector[SharingState]):
     def _decide(self, key: KeyState, st: SharingState, window: Window) -> Finding | None:
         """Count the window if it qualifies; the finding when it completes `min_windows` in the period."""
         cfg = self.config
-        active = [w for w in window.workloads if w.count >= cfg.min_requests]
-        if not any(_differ(a, b) for i, a in enumerate(active) for b in active[i + 1 :]):
+        if services(window.workloads, cfg.min_requests) < 2:
             return None
+        active = [w for w in window.workloads if w.count >= cfg.min_requests]
         index = window.index
         st.qualified = [q for q in st.qualified if q > index - self._period_windows]
         if not st.qualified:  # the evidence restarts with the first qualifying window of a period

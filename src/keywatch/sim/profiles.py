@@ -6,10 +6,10 @@ is one line in `PROFILES`.
 
 from __future__ import annotations
 
-from keywatch.sim import situations_rate
+from keywatch.sim import situations_rate, situations_sharing
 from keywatch.sim.situations_rate import Situation
 
 PROFILES: dict[str, tuple[Situation, ...]] = {
-    "default": (),  # today's scenario, byte for byte
-    "hard": (*situations_rate.SITUATIONS,),  # every situation of issue #12
+    "default": (*situations_sharing.SITUATIONS,),  # the standard plan, then the hygiene situations of issue #13
+    "hard": (*situations_rate.SITUATIONS, *situations_sharing.SITUATIONS),  # every situation
 }

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from keywatch.core import error_burst, ip_baseline, rate_baseline, revoked_use
+from keywatch.core import error_burst, ip_baseline, rate_baseline, revoked_use, sharing
 
 MINUTE_MS = 60_000
 HOUR_MS = 60 * MINUTE_MS
@@ -29,7 +29,10 @@ NEW_IP = ip_baseline.SPEC.alerts[0].type
 ERROR_CLUSTER = error_burst.SPEC.alerts[0].type
 SPIKE = rate_baseline.SPEC.alerts[0].type
 AFTER_REVOKE = revoked_use.SPEC.alerts[0].type
-INCIDENT_TYPES: tuple[str, ...] = (NEW_IP, ERROR_CLUSTER, SPIKE, AFTER_REVOKE)
+SHARED = sharing.SPEC.alerts[0].type
+# The types the default plan injects itself (`_Planner.build`); the others come from the profiles' situations.
+PLANNED_TYPES: tuple[str, ...] = (NEW_IP, ERROR_CLUSTER, SPIKE, AFTER_REVOKE)
+INCIDENT_TYPES: tuple[str, ...] = (*PLANNED_TYPES, SHARED)
 
 # Honesty floors the injected incidents are built to clear (see the module docstring of keywatch.sim).
 SPIKE_MIN_FACTOR = 12.0  # times the key's normal rate for that time of day
@@ -533,7 +536,7 @@ class _Planner:
 
     def add_incident(self, kind: str, key: KeyPlan, start: int, end: int, text: str, **kw: Any) -> Incident:
         number = sum(1 for i in self.incidents if i.type == kind) + 1
-        slug = {NEW_IP: "newip", ERROR_CLUSTER: "4xx", SPIKE: "spike", AFTER_REVOKE: "revoked"}[kind]
+        slug = {NEW_IP: "newip", ERROR_CLUSTER: "4xx", SPIKE: "spike", AFTER_REVOKE: "revoked", SHARED: "shared"}[kind]
         incident = Incident(
             id=f"inc-{slug}-{number:03d}", type=kind, key=key, start_ms=start, end_ms=end, description=text, **kw
         )
@@ -797,7 +800,7 @@ class _Planner:
         n = self.c.per_type
         if self.end - self.learn_end >= 2 * HOUR_MS:
             schedule: list[tuple[int, str, int]] = []
-            for slot, kind in enumerate(INCIDENT_TYPES):
+            for slot, kind in enumerate(PLANNED_TYPES):
                 for i, when in enumerate(self.incident_times(n, slot)):
                     schedule.append((when, kind, i))
             # revocations first: they change the key's traffic window, which the others look at

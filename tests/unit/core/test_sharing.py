@@ -295,3 +295,12 @@ def test_any_user_agent_gives_a_bounded_token(agent: str | None) -> None:
     """Any unicode, huge or empty user agent: no crash, None (a browser) or a short printable token."""
     token = product_token(agent)
     assert token is None or (0 < len(token) <= MAX_PRODUCT and token.isprintable())
+
+
+def test_a_workload_linking_two_others_makes_them_one_service() -> None:
+    """A dual-stack service (its product on IPv4 and IPv6) with a sidecar on its IPv4 hosts: the sidecar and
+    the IPv6 workload differ in both, but the service's IPv4 workload links them. Without it, two services."""
+    app_v4, app_v6 = ("acme-fulfilment/2.1.0", "10.1.2."), ("acme-fulfilment/2.1.0", "2001:db8:1:2::")
+    sidecar = ("envoy/1.28.0", "10.1.2.")
+    assert run(engine(), history() + in_windows(range(6), [app_v4, app_v6, sidecar])) == []
+    assert len(run(engine(), history() + in_windows(range(6), [app_v6, sidecar]))) == 1
