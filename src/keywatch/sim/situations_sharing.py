@@ -4,8 +4,10 @@ Each situation runs after the default plan, on keys of its own, deterministic fr
 (whatever `--scale`). Networks outside the tenants' own 10.<tenant>.0.0/16 are simulated cloud providers,
 one /16 (one ASN) each in 100.112.0.0/12.
 
-Positives (labelled `apiKey.sharedAcrossServices` from the first moment the rule may see them: past the
-key's learning period, while both workloads are active; to one hour after the last shared request):
+Positives (labelled `apiKey.sharedAcrossServices` from the first moment the rule may alert, by its own
+definition and defaults: the decision (window end plus the allowed lateness) of the third 30-minute window,
+after the key's first day, in which the second workload made 5 requests; the key's own service is busy enough
+to be active in every window. To one hour after the last shared request):
 - two services on one key from the start: a backend (its client app, in one cloud or in the tenant's
   network) and a reporting job elsewhere with `python-requests`, active together 14-20 h a day;
 - a key copied to a third-party integration after the learning period: a SaaS poller every 1-4 minutes from
@@ -26,6 +28,8 @@ import ipaddress
 import math
 from typing import TYPE_CHECKING
 
+from keywatch.core.config import DetectionConfig
+from keywatch.core.sharing import SharingConfig
 from keywatch.sim.scenario import (
     DAY_MS,
     ENDPOINTS,
@@ -45,6 +49,11 @@ if TYPE_CHECKING:
 
     from keywatch.sim.scenario import _Planner
 
+_RULE = SharingConfig.model_fields
+WINDOW_MS = int(_RULE["window_minutes"].default) * MINUTE_MS
+MIN_REQUESTS = int(_RULE["min_requests"].default)
+MIN_WINDOWS = int(_RULE["min_windows"].default)
+LATENESS_MS = int(DetectionConfig.model_fields["allowed_lateness_seconds"].default * 1000)
 CLOUD_FIRST = 112  # simulated cloud providers: 100.112.0.0/16 .. 100.127.0.0/16
 CLOUDS = 16
 LABEL_TAIL_MS = HOUR_MS  # a window is decided after its end plus the lateness: labels reach this far past
@@ -147,6 +156,19 @@ def _label(
     )
 
 
+def first_due(records: list[tuple[int, Request]], after_ms: int) -> int | None:
+    """When the rule may first alert on a workload made of `records` beside an always-active one: the decision
+    time of the `MIN_WINDOWS`-th window from `after_ms` on in which the records reach `MIN_REQUESTS`."""
+    counts: dict[int, int] = {}
+    for ts, _ in records:
+        if ts >= after_ms:
+            counts[ts // WINDOW_MS] = counts.get(ts // WINDOW_MS, 0) + 1
+    active = sorted(index for index, n in counts.items() if n >= MIN_REQUESTS)
+    if len(active) < MIN_WINDOWS:
+        return None
+    return (active[MIN_WINDOWS - 1] + 1) * WINDOW_MS + LATENESS_MS
+
+
 def _daily(p: _Planner, key: KeyPlan, from_h: float, hours: float) -> Callable[[int], bool]:
     """Active `hours` a day from `from_h` local time."""
     tz = key.tenant.tz_hours
@@ -180,11 +202,11 @@ def two_services(p: _Planner) -> None:
             p, key, p.t0, p.end, _rate(p, 0.3, 3.0), _ips(p, job_net, rng.randint(1, 3)), job_agent,
             _daily(p, key, rng.uniform(4.0, 9.0), hours),
         )  # fmt: skip
-        after = [ts for ts, _ in records if ts >= key.traffic_start_ms + LEARNING_MS]
-        if not after:
+        due = first_due(records, key.traffic_start_ms + LEARNING_MS)
+        if due is None:
             continue
         _label(
-            p, SHARED, key, after[0], records[-1][0] + LABEL_TAIL_MS,
+            p, SHARED, key, due, records[-1][0] + LABEL_TAIL_MS,
             f"One key, two services: {key.app.agents[0][1].split('/')[0]} on {key.app.hosts[0].network} and a "
             f"reporting job ({job_agent}) on {job_net}, together {hours:.0f} h a day.",
             records,
@@ -204,13 +226,17 @@ def third_party(p: _Planner) -> None:
         if len(records) < 2:
             continue
         first, rest = records[:1], records[1:]
+        due = first_due(records, p.t0 + LEARNING_MS)
         _label(
             p, NEW_IP, key, first[0][0], first[0][0],
             f"A third-party integration ({agent}) starts using the key from {net}, a network it never used.",
             first,
         )  # fmt: skip
+        if due is None:  # too short to alert: the new network alone
+            p.extra.append((key, rest))
+            continue
         _label(
-            p, SHARED, key, first[0][0], rest[-1][0] + LABEL_TAIL_MS,
+            p, SHARED, key, due, rest[-1][0] + LABEL_TAIL_MS,
             f"Key copied into a third-party integration: {agent} polls every ~{every:.1f} min from {net} beside "
             "the key's own service.",
             rest,
