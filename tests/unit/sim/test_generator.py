@@ -12,7 +12,7 @@ import pytest
 from keywatch.contract.events import LifecycleEvent, RequestRecord
 from keywatch.sim.audit import audit, network_of
 from keywatch.sim.labels import read_labels
-from keywatch.sim.scenario import AFTER_REVOKE, INCIDENT_TYPES, ROTATION_GRACE_MS, ScenarioConfig, build_plan
+from keywatch.sim.scenario import AFTER_REVOKE, PLANNED_TYPES, ROTATION_GRACE_MS, ScenarioConfig, build_plan
 from tests.unit.sim.conftest import SMALL, ScenarioFactory, read_jsonl
 
 ALLOWED_NETWORKS = [
@@ -91,10 +91,11 @@ def test_status_mix_is_mostly_success(scenario_factory: ScenarioFactory) -> None
 
 
 def test_labels_cover_every_type_after_the_learning_period(scenario_factory: ScenarioFactory) -> None:
-    """Every incident type is injected, on distinct keys, and none starts before the learning period ends."""
+    """Every type the plan injects itself is there, on distinct keys, and none starts before the learning period
+    ends."""
     config = ScenarioConfig(**SMALL)
     labels = read_labels(scenario_factory() / "labels.jsonl")
-    assert {label.type for label in labels} == set(INCIDENT_TYPES)
+    assert {label.type for label in labels} == set(PLANNED_TYPES)  # the situations add the others
     assert len({label.subject for label in labels}) == len(labels)
     for label in labels:
         assert _ms(label.start.isoformat()) >= config.learning_end_ms
@@ -175,7 +176,7 @@ def test_plan_is_sized_by_the_options() -> None:
     by_type = defaultdict(int)
     for incident in plan.incidents:
         by_type[incident.type] += 1
-    assert dict(by_type) == dict.fromkeys(INCIDENT_TYPES, 3)
+    assert dict(by_type) == dict.fromkeys(PLANNED_TYPES, 3)
 
 
 def test_scale_multiplies_the_volume(scenario_factory: ScenarioFactory) -> None:
