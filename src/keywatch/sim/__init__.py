@@ -40,9 +40,11 @@ period; the first of each type lands 10-46 min after it, handy for the live demo
 - apiKey.usedAfterRevoke: a key revoked (after a rotation, or decommissioned), then 8 min-3 h later a
   forgotten job on one of its hosts makes 3-20 requests (401) 20-90 s apart.
 
-Profiles (`keywatch simulate --profile`, `keywatch.sim.profiles`): `default` is the scenario above, byte for
-byte; `hard` adds, after it is planned and on keys of their own, the situations of
-`keywatch.sim.situations_rate`: credential stuffing (15-40 401/min on quiet keys), slow 404 enumeration
+Profiles (`keywatch simulate --profile`, `keywatch.sim.profiles`): `default` is the scenario above (its part
+unchanged), then, on keys of their own, the hygiene situations of issue #13: `keywatch.sim.situations_sharing`
+(keys shared by two services or copied into a third-party integration, labelled `apiKey.sharedAcrossServices`;
+unlabelled look-alikes: a rotation overlap, autoscaling, an SDK upgrade, a network migration, a sidecar, a
+nightly job). `hard` adds those and, after the plan, the situations of `keywatch.sim.situations_rate`: credential stuffing (15-40 401/min on quiet keys), slow 404 enumeration
 (15/min), a 403 probe at 6/min on a busy key (200-400 requests/min), ramps (x1 -> x8 over 30 min, 30 min flat;
 labelled from the first minute at x3, the lowest multiple a spike rule alerts at), and unlabelled negatives:
 daily batch jobs (x8 for 15 min at the same UTC hour every day), x1.6 deploy bumps, and 2 minutes of 40% 5xx

@@ -290,7 +290,15 @@ def test_product_tokens() -> None:
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.one_of(st.text(), st.text(min_size=500, max_size=5000), st.just(""), st.none()))
+@given(
+    st.one_of(
+        st.text(),
+        st.text(st.characters(blacklist_categories=())),  # surrogates and control characters too
+        st.text(min_size=500, max_size=5000),
+        st.just(""),
+        st.none(),
+    )
+)
 def test_any_user_agent_gives_a_bounded_token(agent: str | None) -> None:
     """Any unicode, huge or empty user agent: no crash, None (a browser) or a short printable token."""
     token = product_token(agent)
