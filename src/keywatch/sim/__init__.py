@@ -44,12 +44,12 @@ Profiles (`keywatch simulate --profile`, `keywatch.sim.profiles`): `default` is 
 unchanged), then, on keys of their own, the hygiene situations of issue #13: `keywatch.sim.situations_sharing`
 (keys shared by two services or copied into a third-party integration, labelled `apiKey.sharedAcrossServices`;
 unlabelled look-alikes: a rotation overlap, autoscaling, an SDK upgrade, a network migration, a sidecar, a
-nightly job). `hard` adds those and, after the plan, the situations of `keywatch.sim.situations_rate`: credential stuffing (15-40 401/min on quiet keys), slow 404 enumeration
-(15/min), a 403 probe at 6/min on a busy key (200-400 requests/min), ramps (x1 -> x8 over 30 min, 30 min flat;
-labelled from the first minute at x3, the lowest multiple a spike rule alerts at), and unlabelled negatives:
-daily batch jobs (x8 for 15 min at the same UTC hour every day), x1.6 deploy bumps, and 2 minutes of 40% 5xx
-after a bad deploy. The audit's thresholds
-below are the default profile's: the slow situations of `hard` are below its 4xx floor on purpose.
+nightly job). `hard` adds those and the situations of `keywatch.sim.situations_rate`: credential stuffing
+(15-40 401/min on quiet keys), slow 404 enumeration (15/min), a 403 probe at 6/min on a busy key (200-400
+requests/min), ramps (x1 -> x8 over 30 min, 30 min flat; labelled from the first minute at x3, the lowest
+multiple a spike rule alerts at), and unlabelled negatives: daily batch jobs (x8 for 15 min at the same UTC
+hour every day), x1.6 deploy bumps, and 2 minutes of 40% 5xx after a bad deploy. The audit's thresholds below
+are the default profile's: the slow situations of `hard` are below its 4xx floor on purpose.
 
 `keywatch.sim.audit` checks a generated scenario against these promises (every label detectable, nothing
 unlabelled crossing the same thresholds); `keywatch simulate --audit` runs it.
