@@ -21,7 +21,10 @@ or the key's next request after it), when every record of it has arrived whateve
 time is that moment and its id derives from the key and the start of the window that completed the
 condition. Counts, first/last seen and the kept workloads (the `MAX_WORKLOADS` with the smallest CRC-32 of
 product and network when more show up) do not depend on the order records arrive in; the path and request-id
-samples of the evidence are taken from the request that made the window hold two differing workloads on.
+samples of the evidence are taken from the request that made the window hold two differing workloads on. (The
+learning period's request count is the registry's, as for the IP baseline: for a key that reaches
+`learning_requests` only after `learning_seconds`, the requests around that moment may count or not by arrival
+order.)
 
 State: `SharingState`, under `sharing`: the open windows (at most `MAX_OPEN_WINDOWS`; two at most with the
 default lateness), each with at most `MAX_WORKLOADS` workloads (path samples of at most `MAX_PATHS` folded
