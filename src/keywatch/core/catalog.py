@@ -7,6 +7,7 @@ from typing import Any
 
 from keywatch.core import (
     browser,
+    environment,
     error_burst,
     ip_baseline,
     key_management,
@@ -18,8 +19,10 @@ from keywatch.core import (
     revocation_impact,
     revoked_use,
     rotation,
+    rotation_age,
+    sharing,
+    unused,
 )
-from keywatch.core import environment, error_burst, ip_baseline, rate_baseline, registry, revoked_use
 from keywatch.core.spec import DetectorSpec
 
 # In the order they run on each event: the key registry first (every detector reads it).
@@ -39,6 +42,7 @@ _SPECS: list[DetectorSpec[Any, Any]] = [
     rotation.SPEC,
     revocation_impact.SPEC,
     environment.SPEC,
+    sharing.SPEC,
 ]
 
 

@@ -113,6 +113,7 @@ class BuildContext:
     geo: GeoLookup | None = None
     trusted: TrustedNetworks | None = None  # the trusted lists of the keys this detector serves
     roles: tuple[tuple[str, int], ...] = ()  # `[detection.roles]`: role -> rank (keywatch.core.roles)
+    allowed_lateness_ms: int = 300_000  # the engine's: how far out of event-time order records may arrive
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,7 +24,14 @@ def build_engine(
 ) -> Engine:
     """An engine running every detector of `config`, with the live or sandbox settings chosen per key, and
     detectors of their own for the tenants with overrides or trusted lists (built once, here)."""
-    context = BuildContext(source=source, geo=geo, trusted=config.trusted.for_tenant(None), roles=config.role_table())
+    lateness_ms = int(config.allowed_lateness_seconds * 1000)
+    context = BuildContext(
+        source=source,
+        geo=geo,
+        trusted=config.trusted.for_tenant(None),
+        roles=config.role_table(),
+        allowed_lateness_ms=lateness_ms,
+    )
     live = config.for_env("live")
     sandbox = config.for_env("sandbox")
     by_env = {"live": build_detectors(live, context)}
@@ -32,13 +39,19 @@ def build_engine(
     by_env["sandbox"] = by_env["live"] if same else build_detectors(sandbox, context)
     by_tenant: dict[str, dict[str, DetectorSet]] = {}
     for tenant in sorted({*config.tenant, *config.trusted.tenant}):
-        own = BuildContext(source=source, geo=geo, trusted=config.trusted.for_tenant(tenant), roles=config.role_table())
+        own = BuildContext(
+            source=source,
+            geo=geo,
+            trusted=config.trusted.for_tenant(tenant),
+            roles=config.role_table(),
+            allowed_lateness_ms=lateness_ms,
+        )
         by_tenant[tenant] = {env: build_detectors(config.for_tenant(tenant, env), own) for env in ("live", "sandbox")}
     return Engine(
         source=source,
         specs=config.specs,
         by_env=by_env,
         by_tenant=by_tenant,
-        allowed_lateness_ms=int(config.allowed_lateness_seconds * 1000),
+        allowed_lateness_ms=lateness_ms,
         runbook_base=runbook_base,
     )

@@ -44,28 +44,25 @@ period; the first of each type lands 10-46 min after it, handy for the live demo
   forgotten job on one of its hosts makes 3-20 requests (401) 20-90 s apart.
 
 Profiles (`keywatch simulate --profile`, `keywatch.sim.profiles`): `default` is the scenario above, plus, after it
-is planned and on keys of their own (the part above byte for byte unchanged), the key hygiene situations of
-`keywatch.sim.situations_browser` (usedFromBrowser: single-page apps on residential networks, extensions,
-Sec-Fetch-only webviews; keyManagementAttempt: stolen keys calling the key API; their quiet look-alikes); `hard`
-adds those and the situations of `keywatch.sim.situations_rate`: credential stuffing (15-40 401/min on quiet keys),
-slow 404 enumeration (15/min), a 403 probe at 6/min on a busy key (200-400 requests/min), ramps (x1 -> x8 over 30
-min, 30 min flat; labelled from the first minute at x3, the lowest multiple a spike rule alerts at), and unlabelled
-negatives: daily batch jobs (x8 for 15 min at the same UTC hour every day), x1.6 deploy bumps, and 2 minutes of 40%
-5xx after a bad deploy. The audit's thresholds below are the default profile's: the slow situations of `hard` are
-below its 4xx floor on purpose.
-Profiles (`keywatch simulate --profile`, `keywatch.sim.profiles`): `default` is the scenario above plus, after
-it is planned and on keys (and one tenant) of their own, the key-hygiene situations of issue #13
-(`keywatch.sim.situations_hygiene_age`: keys created 95-250 days before the start and used, labelled
-apiKey.rotationOverdue; a tenant whose sparse request history starts 40-60 days before the start, with keys
-that stop being used or were never used, labelled apiKey.unused; and their look-alikes: a started rotation, a
-key older than the audit log, young keys, an idle gap, a weekly batch key, backfilled creations); `hard` adds
-those and the situations of `keywatch.sim.situations_rate`: credential stuffing (15-40 401/min on quiet keys),
-slow 404 enumeration (15/min), a 403 probe at 6/min on a busy key (200-400 requests/min), ramps (x1 -> x8 over
-30 min, 30 min flat; labelled from the first minute at x3, the lowest multiple a spike rule alerts at), and
-unlabelled negatives:
-daily batch jobs (x8 for 15 min at the same UTC hour every day), x1.6 deploy bumps, and 2 minutes of 40% 5xx
-after a bad deploy. The audit's thresholds
-below are the default profile's: the slow situations of `hard` are below its 4xx floor on purpose.
+is planned and on keys (and tenants) of their own, the key hygiene situations of issue #13, each with quiet
+look-alikes:
+- `situations_browser`: usedFromBrowser (single-page apps on residential networks, extensions, Sec-Fetch-only
+  webviews) and keyManagementAttempt (stolen keys calling the key API);
+- `situations_lifecycle`: privilegeEscalated (widening scope changes and rotations), managedOutsidePortal (API
+  channel, no MFA), lifecycleBurst (a compromised admin minting and re-scoping keys in minutes);
+- `situations_hygiene_age`: rotationOverdue (keys created 95-250 days before the start, still used) and unused
+  (a tenant whose sparse request history starts 40-60 days before the start);
+- `situations_rotation`: rotationStalled (a new key never deployed, a service left on the old key) and
+  revokedWhileInUse (revocations of keys in use);
+- `situations_environment`: environmentMismatch (a sandbox key on production hosts, a live key on CI hosts) and
+  usedFromNewIp for keys stolen the day they were created;
+- `situations_sharing`: sharedAcrossServices (a key shared by two services, or copied into an integration).
+`hard` adds those and the situations of `keywatch.sim.situations_rate`: credential stuffing (15-40 401/min on
+quiet keys), slow 404 enumeration (15/min), a 403 probe at 6/min on a busy key (200-400 requests/min), ramps (x1
+-> x8 over 30 min, 30 min flat; labelled from the first minute at x3, the lowest multiple a spike rule alerts
+at), and unlabelled negatives: daily batch jobs (x8 for 15 min at the same UTC hour every day), x1.6 deploy
+bumps, and 2 minutes of 40% 5xx after a bad deploy. The audit's thresholds below are the default profile's: the
+slow situations of `hard` are below its 4xx floor on purpose.
 
 `keywatch.sim.audit` checks a generated scenario against these promises (every label detectable, nothing
 unlabelled crossing the same thresholds); `keywatch simulate --audit` runs it.

@@ -13,6 +13,7 @@ from keywatch.sim import (
     situations_lifecycle,
     situations_rate,
     situations_rotation,
+    situations_sharing,
 )
 from keywatch.sim.situations_rate import Situation
 
@@ -23,6 +24,7 @@ HYGIENE: tuple[Situation, ...] = (
     *situations_hygiene_age.SITUATIONS,
     *situations_rotation.SITUATIONS,
     *situations_environment.SITUATIONS,
+    *situations_sharing.SITUATIONS,
 )
 
 PROFILES: dict[str, tuple[Situation, ...]] = {

@@ -32,6 +32,7 @@ from keywatch.core import (
     revoked_use,
     rotation,
     rotation_age,
+    sharing,
     unused,
 )
 from keywatch.core.roles import default_rank
@@ -57,6 +58,7 @@ UNUSED = unused.SPEC.alerts[0].type
 ROTATION_STALLED = rotation.SPEC.alerts[0].type
 REVOKED_IN_USE = revocation_impact.SPEC.alerts[0].type
 ENV_MISMATCH = environment.SPEC.alerts[0].type
+SHARED = sharing.SPEC.alerts[0].type
 # The types the default plan injects itself (one schedule slot each); situations label the others.
 PLANNED_TYPES: tuple[str, ...] = (NEW_IP, ERROR_CLUSTER, SPIKE, AFTER_REVOKE)
 # Every scored type (keywatch.sim.evaluate): the planned ones and the key hygiene types of the situations.
@@ -72,10 +74,12 @@ INCIDENT_TYPES: tuple[str, ...] = (
     ROTATION_STALLED,
     REVOKED_IN_USE,
     ENV_MISMATCH,
+    SHARED,
 )
 _SLUGS = {
     NEW_IP: "newip", ERROR_CLUSTER: "4xx", SPIKE: "spike", AFTER_REVOKE: "revoked", FROM_BROWSER: "browser",
     KEY_MANAGEMENT: "keymgmt", ROTATION_OVERDUE: "overdue", UNUSED: "unused", ENV_MISMATCH: "envmismatch",
+    SHARED: "shared",
 }  # fmt: skip
 # What the platform calls a key-management path (the API serves none of them): the simulator's truth for them.
 KEY_MANAGEMENT_PATH = re.compile(key_management.DEFAULT_PATTERNS[0], re.IGNORECASE)
