@@ -60,6 +60,7 @@ _LIFECYCLE_FIELDS = (
 )
 _LIFECYCLE_OLDEST = 9  # fields of the entries written before `channel` and `mfa`
 
+
 def compact(record: RequestRecord | LifecycleEvent) -> list[Any]:
     """A validated record as a compact JSON-able list: tag, event time in epoch ms (truncated to the ms, as
     the JSON form `model_dump_json` writes it), then the fields in a fixed order (a request's trailing absent

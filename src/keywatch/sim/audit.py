@@ -324,6 +324,8 @@ def _audit_hygiene(
             report.confirmed.setdefault(hit.id, f"key-management request {rec['method']} {path}")
         else:
             report.unlabelled.append(Finding(KEY_MANAGEMENT, subject, ts, f"key-management path {path}"))
+
+
 def _audit_idle(
     report: AuditReport, subject: str, ts: int, last: int | None, label_for: Any, *, final: bool = True
 ) -> None:
@@ -471,6 +473,8 @@ def _check(report: AuditReport, label_for: Any, kind: str, subject: str, ts: int
         report.confirmed.setdefault(label.id, detail)
     else:
         report.unlabelled.append(Finding(kind, subject, ts, detail))
+
+
 def _audit_rotations(
     report: AuditReport,
     minute_counts: dict[tuple[str, int], int],

@@ -23,7 +23,6 @@ from keywatch.sim.scenario import (
     ScenarioConfig,
     build_plan,
 )
-from keywatch.sim.scenario import AFTER_REVOKE, PLANNED_TYPES, ROTATION_GRACE_MS, ScenarioConfig, build_plan
 from tests.unit.sim.conftest import SMALL, ScenarioFactory, read_jsonl
 
 ALLOWED_NETWORKS = [
@@ -103,12 +102,12 @@ def test_status_mix_is_mostly_success(scenario_factory: ScenarioFactory) -> None
 
 
 def test_labels_cover_every_type_after_the_learning_period(scenario_factory: ScenarioFactory) -> None:
-    """Every scheduled incident type is injected, on distinct keys, and none starts before the learning period
+    """Every planned incident type is injected, on distinct keys, and none starts before the learning period
     ends; a scope probe's key-management requests are labelled on the probe's key."""
     config = ScenarioConfig(**SMALL)
     labels = read_labels(scenario_factory() / "labels.jsonl")
     assert set(PLANNED_TYPES) <= {label.type for label in labels} <= set(INCIDENT_TYPES)
-    own = [label for label in labels if label.type != KEY_MANAGEMENT]
+    own = [label for label in labels if label.type in PLANNED_TYPES]
     assert len({label.subject for label in own}) == len(own)
     probes = {label.subject for label in labels if label.type == ERROR_CLUSTER}
     assert {label.subject for label in labels if label.type == KEY_MANAGEMENT} <= probes
@@ -192,7 +191,8 @@ def test_plan_is_sized_by_the_options() -> None:
     for incident in plan.incidents:
         by_type[incident.type] += 1
     assert {t: by_type[t] for t in PLANNED_TYPES} == dict.fromkeys(PLANNED_TYPES, 3)
-    assert set(by_type) <= {*PLANNED_TYPES, KEY_MANAGEMENT}  # scope probes on key-management paths
+    # scope probes on key-management paths; the benign plan's widening scope changes are escalations
+    assert set(by_type) <= {*PLANNED_TYPES, KEY_MANAGEMENT, PRIVILEGE}
 
 
 def test_scale_multiplies_the_volume(scenario_factory: ScenarioFactory) -> None:
