@@ -70,7 +70,7 @@ def test_browser_and_lookalike_records_are_there(scenario: Path) -> None:
                 fetch_only += 1
             agents.add(rec["user_agent"])
             paths.add(rec["path"])
-    assert {"https", "chrome-extension", "moz-extension"} <= origins
+    assert {"https", "chrome-extension"} <= origins <= {"https", "chrome-extension", "moz-extension"}
     assert fetch_only
     assert any("Googlebot" in a for a in agents)
     assert "Mozilla/5.0 (compatible)" in agents
