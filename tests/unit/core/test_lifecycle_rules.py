@@ -548,3 +548,20 @@ def test_the_worker_detect_path_gives_replays_lifecycle_alerts(
     for alert_type in (ESCALATED, OUTSIDE, BURST):
         assert ids(by_worker, alert_type) == ids(replayed, alert_type), alert_type
         assert ids(by_worker, alert_type)
+
+
+def test_a_burst_whose_hand_offs_arrive_a_day_late_still_fires(
+    cluster_factory: Callable[..., Cluster], lifecycle_factory: Callable[..., LifecycleEvent]
+) -> None:
+    """A backlog caught up: the actor's operation of the next day reaches the tenant first, the burst's five
+    a day later (in event time) after it; the burst fires with replay's id."""
+    burst = _ops(lifecycle_factory, "alice@example.com", [T0 + i * 1000 for i in range(5)])
+    later = lifecycle_factory(type="apiKey.revoked", ts=T0 + 26 * HOUR, key_id="key-0", actor="alice@example.com")
+    in_order = cluster_factory()
+    in_order.feed([*burst, later])
+    late = cluster_factory()
+    late.feed([*burst, later], deliver=False)
+    late.pending.insert(0, late.pending.pop())  # the next day's hand-off first
+    late.deliver()
+    assert ids(late.alerts, BURST) == ids(in_order.alerts, BURST)
+    assert len(ids(late.alerts, BURST)) == 1
