@@ -565,3 +565,22 @@ def test_a_burst_whose_hand_offs_arrive_a_day_late_still_fires(
     late.deliver()
     assert ids(late.alerts, BURST) == ids(in_order.alerts, BURST)
     assert len(ids(late.alerts, BURST)) == 1
+
+
+def test_a_keys_role_history_is_bounded(
+    cluster_factory: Callable[..., Cluster], lifecycle_factory: Callable[..., LifecycleEvent]
+) -> None:
+    """Many scope changes keep the last MAX_ROLES roles; one older than all of them is ignored."""
+    from keywatch.core import privilege
+
+    cluster = cluster_factory()
+    roles = ["read_only", "admin"] * 10
+    cluster.feed([lifecycle_factory(ts=T0, role="read_only")])
+    cluster.feed(
+        [lifecycle_factory(type="apiKey.scopeChanged", ts=T0 + (i + 1) * HOUR, role=r) for i, r in enumerate(roles)]
+    )
+    assert len(of(cluster.alerts, ESCALATED)) == 10
+    kept = cluster.states["acme/key-1"].detectors[privilege.NAME].roles
+    assert len(kept) == privilege.MAX_ROLES
+    old = lifecycle_factory(type="apiKey.scopeChanged", ts=T0 + 30 * MINUTE, role="admin")
+    assert of(cluster.feed([old]), ESCALATED) == []
