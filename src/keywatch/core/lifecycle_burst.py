@@ -19,8 +19,8 @@ those of the operations known when it fires: replay's when the hand-offs arrive 
 a later completing operation (and what it brought). Operations evicted by the caps below are forgotten.
 
 Caps (per tenant): `MAX_ACTORS` actors (the least recently active is forgotten), `MAX_OPS` operations per actor
-(the oldest go), operations older than three windows before the actor's newest are dropped, `MAX_BURSTS` bursts
-per actor remembered.
+(the oldest by event time go; nothing is dropped by age alone, so an operation that arrives a day late — a
+backlog caught up — still counts), `MAX_BURSTS` bursts per actor remembered (the most recent).
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ NAME = "lifecycle_burst"
 ALERT_TYPE = "apiKey.lifecycleBurst"
 OPERATION = "lifecycle_burst.op"  # key -> tenant: one lifecycle operation
 MAX_ACTORS = 32
-MAX_OPS = 48
+MAX_OPS = 24
 MAX_BURSTS = 4
 MAX_KEYS_SHOWN = 20
 MAX_ACTOR = 200  # characters of an actor kept
@@ -117,7 +117,7 @@ class LifecycleBurst(Detector[BurstState]):
             if len(st.actors) >= MAX_ACTORS:
                 del st.actors[min(st.actors, key=lambda a: (st.actors[a].newest_ms, a))]
             mine = st.actors[actor] = ActorOps(op.ms)
-        if not _insert(mine, op, 3 * self._window):
+        if not _insert(mine, op):
             return None
         return self._decide(mine, actor, op)
 
@@ -140,6 +140,7 @@ class LifecycleBurst(Detector[BurstState]):
                     burst.first_ms, burst.last_ms = min(burst.first_ms, start), max(burst.last_ms, times[end])
                     return None
             mine.bursts.append(Burst(start, times[end]))
+            mine.bursts.sort(key=lambda b: b.last_ms)
             del mine.bursts[:-MAX_BURSTS]
             shown = [o for o in ops[a:] if o.ms <= complete]
             return [self._finding(actor, shown, start, complete)]
@@ -175,20 +176,17 @@ class LifecycleBurst(Detector[BurstState]):
         )
 
 
-def _insert(mine: ActorOps, op: Operation, keep_ms: int) -> bool:
-    """Add `op` in event-time order (False: known already); drop what the caps say to forget."""
+def _insert(mine: ActorOps, op: Operation) -> bool:
+    """Add `op` in event-time order (False: known already, or the oldest of a full list); drop the oldest past
+    the cap."""
     ops = mine.ops
     if any(o.ms == op.ms and o.kind == op.kind and o.key_id == op.key_id for o in ops):
         return False
     at = sum(1 for o in ops if (o.ms, o.kind, o.key_id) <= (op.ms, op.kind, op.key_id))
     ops.insert(at, op)
     mine.newest_ms = max(mine.newest_ms, op.ms)
-    horizon = mine.newest_ms - keep_ms
-    drop = sum(1 for o in ops if o.ms < horizon)
-    drop = max(drop, len(ops) - MAX_OPS)
-    if drop:
-        del ops[:drop]
-    mine.bursts[:] = [b for b in mine.bursts if b.last_ms >= horizon]
+    if len(ops) > MAX_OPS:
+        del ops[: len(ops) - MAX_OPS]
     return op in ops
 
 

@@ -95,6 +95,8 @@ class Privilege(Detector[PrivilegeState]):
             if len(roles) > MAX_ROLES:
                 del roles[0]
                 at -= 1
+                if at < 0:  # older than every role kept: nothing to decide
+                    return None
         effects: list[Finding | Forward] = []
         if entry.changed and at > 0:
             effects += self._decide(key, roles[at - 1], entry, event)

@@ -85,9 +85,8 @@ def expand(entry: list[Any]) -> RequestRecord | LifecycleEvent:
         return _construct(RequestRecord, _REQUEST_ORDER, values)
     if entry[0] == "L":
         values = [entry[2], ts, *entry[3:]]
-        missing = len(_LIFECYCLE_ORDER) - len(values)
-        if 0 < missing <= len(_LIFECYCLE_FIELDS) - _LIFECYCLE_OLDEST:  # written before the later fields
-            values += [None] * missing
+        if len(values) == _LIFECYCLE_OLDEST + 1:  # written before the later fields (ts is a value, not a field)
+            values += [None] * (len(_LIFECYCLE_FIELDS) - _LIFECYCLE_OLDEST)
         return _construct(LifecycleEvent, _LIFECYCLE_ORDER, values)
     raise ValueError(f"packed entry with unknown tag {entry[0]!r}")
 

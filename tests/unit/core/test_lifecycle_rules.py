@@ -4,7 +4,9 @@ whatever order the keys' hand-offs reach the tenant in)."""
 
 from __future__ import annotations
 
+import asyncio
 import random
+import zlib
 from collections.abc import Callable
 from typing import Any
 
@@ -12,14 +14,18 @@ import orjson
 import pytest
 from coretest import HOUR, MINUTE, T0, Cluster
 
-from keywatch.config import ConfigError
+from keywatch.config import ConfigError, Settings
 from keywatch.contract.alerts import Alert
 from keywatch.contract.events import LifecycleEvent
 from keywatch.core.config import detection_config_from_mapping
 from keywatch.core.roles import RoleRanks, default_rank
 from keywatch.core.wiring import build_engine
+from keywatch.pipeline.ingest import Topics
+from keywatch.pipeline.processor import Processor
 from keywatch.pipeline.wire import compact, expand
 from keywatch.replay import replay
+from keywatch.runtime import make_engine
+from keywatch.sinks.base import MemorySink
 
 ESCALATED = "apiKey.privilegeEscalated"
 OUTSIDE = "apiKey.managedOutsidePortal"
@@ -496,3 +502,85 @@ def test_channel_is_a_bounded_string(lifecycle_factory: Callable[..., LifecycleE
     """`channel` is 1-64 characters of text."""
     with pytest.raises(ValueError, match="channel"):
         lifecycle_factory(channel=channel)
+
+
+# -- the worker's detect path ---------------------------------------------------------------------------------
+
+
+def _worker(lines: list[bytes], partitions: int) -> list[Alert]:
+    """The worker's detect path: lifecycle events packed per keyed-topic partition, each partition's messages
+    processed in turn, then the forwards (rotation hand-offs, operations for the tenant) as keyed messages."""
+    sink = MemorySink()
+    store: dict[bytes, bytes] = {}
+    engine = make_engine(Settings())
+    processor = Processor(engine, sink, Topics("requests", "lifecycle"), metrics=None)
+
+    async def run() -> None:
+        batch = [("lifecycle", 0, i, None, line) for i, line in enumerate(lines)]
+        out = processor.pack_batch(batch, lambda subject: zlib.crc32(subject) % partitions)
+        for partition in sorted(out.keyed, reverse=True):  # not in event-time order across partitions
+            for value in out.keyed[partition]:
+                await processor.detect_message(None, value, store, partition)
+        delivered = 0
+        while delivered < len(sink.messages["keyed"]):
+            key, value = sink.messages["keyed"][delivered]
+            delivered += 1
+            await processor.detect_message(key, value, store, 0)
+
+    asyncio.run(run())
+    return [Alert.model_validate_json(value) for _, value in sink.messages["alerts"]]
+
+
+def test_the_worker_detect_path_gives_replays_lifecycle_alerts(
+    lifecycle_factory: Callable[..., LifecycleEvent],
+) -> None:
+    """A rotation to a wider role, a scope change, API-channel events and a burst over many keys on several
+    partitions: the worker's alerts are replay's, ids included."""
+    events = [
+        *_rotation(lifecycle_factory, "reporting", "admin"),
+        lifecycle_factory(type="apiKey.scopeChanged", ts=T0 + 2 * HOUR, key_id="key-old", role="admin", channel="api"),
+        *_ops(lifecycle_factory, "mallory@example.com", [T0 + 3 * HOUR + i * 50_000 for i in range(7)]),
+    ]
+    lines = _lines(events)
+    replayed: list[Alert] = []
+    replay([], lines, make_engine(Settings()), replayed.append)
+    by_worker = _worker(lines, partitions=4)
+    for alert_type in (ESCALATED, OUTSIDE, BURST):
+        assert ids(by_worker, alert_type) == ids(replayed, alert_type), alert_type
+        assert ids(by_worker, alert_type)
+
+
+def test_a_burst_whose_hand_offs_arrive_a_day_late_still_fires(
+    cluster_factory: Callable[..., Cluster], lifecycle_factory: Callable[..., LifecycleEvent]
+) -> None:
+    """A backlog caught up: the actor's operation of the next day reaches the tenant first, the burst's five
+    a day later (in event time) after it; the burst fires with replay's id."""
+    burst = _ops(lifecycle_factory, "alice@example.com", [T0 + i * 1000 for i in range(5)])
+    later = lifecycle_factory(type="apiKey.revoked", ts=T0 + 26 * HOUR, key_id="key-0", actor="alice@example.com")
+    in_order = cluster_factory()
+    in_order.feed([*burst, later])
+    late = cluster_factory()
+    late.feed([*burst, later], deliver=False)
+    late.pending.insert(0, late.pending.pop())  # the next day's hand-off first
+    late.deliver()
+    assert ids(late.alerts, BURST) == ids(in_order.alerts, BURST)
+    assert len(ids(late.alerts, BURST)) == 1
+
+
+def test_a_keys_role_history_is_bounded(
+    cluster_factory: Callable[..., Cluster], lifecycle_factory: Callable[..., LifecycleEvent]
+) -> None:
+    """Many scope changes keep the last MAX_ROLES roles; one older than all of them is ignored."""
+    from keywatch.core import privilege
+
+    cluster = cluster_factory()
+    roles = ["read_only", "admin"] * 10
+    cluster.feed([lifecycle_factory(ts=T0, role="read_only")])
+    cluster.feed(
+        [lifecycle_factory(type="apiKey.scopeChanged", ts=T0 + (i + 1) * HOUR, role=r) for i, r in enumerate(roles)]
+    )
+    assert len(of(cluster.alerts, ESCALATED)) == 10
+    kept = cluster.states["acme/key-1"].detectors[privilege.NAME].roles
+    assert len(kept) == privilege.MAX_ROLES
+    old = lifecycle_factory(type="apiKey.scopeChanged", ts=T0 + 30 * MINUTE, role="admin")
+    assert of(cluster.feed([old]), ESCALATED) == []
