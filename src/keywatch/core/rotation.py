@@ -12,7 +12,9 @@ Two conditions, each fired at most once per rotation, both decided by an event-t
 Counts are per clock hour, and only complete hours before the deadline count: no request at or after it ever
 does, whatever order the records come in.
 Both are monotone in the old key's own requests: a record up to the lateness late that makes a quiet decision
-true fires it then, with the tick's time and id, so the worker and replay give the same ids.
+true fires it then, with the tick's time and id, so the worker and replay give the same ids. One case is not:
+a new key whose first request comes within the lateness before its grace deadline and reaches the worker
+after a later request of the same key has run the deadline's tick (the idleness was already reported).
 
 The new key (its registry `replaces` set) tells the old key about its own use with rare forwards: its first
 request (`NEW_FIRST`) and one summary per clock hour with requests (`NEW_HOUR`: count, networks, user agents,
@@ -228,9 +230,11 @@ class Rotation(Detector[RotationState]):
         if st is None:
             return None
         if st.is_new:
-            if now_ms >= st.created_ms + self._grace_ms and key.registry.first_seen_ms is None:
-                payload = {"at": now_ms, "created": st.created_ms}
-                return [Forward(key.tenant, st.peer, NEW_IDLE, payload, now_ms)]
+            deadline = st.created_ms + self._grace_ms
+            first = key.registry.first_seen_ms
+            if now_ms >= deadline and (first is None or first >= deadline):
+                payload = {"at": deadline, "created": st.created_ms}
+                return [Forward(key.tenant, st.peer, NEW_IDLE, payload, deadline)]
             return None
         out: list[Finding | Forward] = []
         for condition, due in self._due(st):
