@@ -11,7 +11,9 @@
   reach the 90-day rotation age (day 2), they are genuinely overdue: labelled apiKey.rotationOverdue from then.
 - Trusted CI runners: a tenant's CI runner range (in 198.18.0.0/15) that some of its keys use from after
   the learning period. Negative when replayed with the `keywatch.toml` written next to the data (its
-  `[detection.trusted.tenant.<tenant>] ci-runners` list); without it, those requests are new ranges.
+  `[detection.trusted.tenant.<tenant>] ci-runners` list); without it, those requests are new ranges. A CI
+  job beside the key's own service makes the key shared (`apiKey.sharedAcrossServices`, trusted list or not):
+  labelled when the service is busy enough to be active in three of the jobs' windows.
 
 `plan_network_situations(planner)` adds all of them; it draws from the planner's generator only when called,
 so a scenario without `--hard-network` stays byte for byte what it was.
@@ -31,10 +33,12 @@ from keywatch.sim.scenario import (
     MINUTE_MS,
     NEW_IP,
     ROTATION_OVERDUE,
+    SHARED,
     Incident,
     KeyPlan,
     env_networks,
 )
+from keywatch.sim.situations_sharing import shared_due
 
 if TYPE_CHECKING:
     from keywatch.sim.scenario import Plan, _Planner
@@ -213,7 +217,21 @@ def _plan_trusted_ci(planner: _Planner) -> None:
                 path = template.split("{", 1)[0].rstrip("/") or "/v1/customers"
                 records.append(planner.record(key, at + i * 2000, runner, method, path, 200, 50.0, "ci-tests/1.0"))
             at += rng.randint(1, 4) * HOUR_MS
-        planner.extra.append((key, records))
+        due = shared_due(planner, key, records)
+        if due is None:
+            planner.extra.append((key, records))
+        else:  # CI jobs on a live service's key, beside the service: the key is shared (trusted or not)
+            planner.incidents.append(
+                Incident(
+                    id=f"inc-shared-ci-{key.key_id}",
+                    type=SHARED,
+                    key=key,
+                    start_ms=due,
+                    end_ms=records[-1][0] + HOUR_MS,
+                    description="CI jobs (ci-tests) on the runners' network use the live key of a service.",
+                    records=records,
+                )
+            )
         planner.count("trusted_ci_jobs")
 
 

@@ -169,6 +169,28 @@ def first_due(records: list[tuple[int, Request]], after_ms: int) -> int | None:
     return (active[MIN_WINDOWS - 1] + 1) * WINDOW_MS + LATENESS_MS
 
 
+def shared_due(p: _Planner, key: KeyPlan, records: list[tuple[int, Request]]) -> int | None:
+    """`first_due` of `records` beside `key`'s own service, or None unless that service is expected to be
+    active (twice `MIN_REQUESTS` on average) in `MIN_WINDOWS` of the windows where `records` are, within a day
+    (for workloads beside an ordinary key, whose own rate may be too low to count)."""
+    due = first_due(records, key.traffic_start_ms + LEARNING_MS)
+    if due is None:
+        return None
+    counts: dict[int, int] = {}
+    for ts, _ in records:
+        counts[ts // WINDOW_MS] = counts.get(ts // WINDOW_MS, 0) + 1
+    busy = sorted(
+        index
+        for index, n in counts.items()
+        if n >= MIN_REQUESTS
+        and index * WINDOW_MS >= key.traffic_start_ms + LEARNING_MS
+        and key.normal_rate(index * WINDOW_MS + WINDOW_MS // 2, p.c.scale) * WINDOW_MS / MINUTE_MS >= 2 * MIN_REQUESTS
+    )
+    if any(busy[i + MIN_WINDOWS - 1] - busy[i] < DAY_MS // WINDOW_MS for i in range(len(busy) - MIN_WINDOWS + 1)):
+        return due
+    return None
+
+
 def _daily(p: _Planner, key: KeyPlan, from_h: float, hours: float) -> Callable[[int], bool]:
     """Active `hours` a day from `from_h` local time."""
     tz = key.tenant.tz_hours
