@@ -29,7 +29,10 @@ The thresholds are the scenario's promises, not a detector: a detector may be st
   the key it replaces had one (and was not revoked by then), or the replaced key still serving >= 10 requests in
   the hour before the rotation's start + 72 h (and not revoked by then).
 - environment mismatch: a request of a key from an IPv4 /24 or IPv6 /64 whose first user in the data was a key
-  of the tenant's other environment (once per key, range and UTC day).
+  of the tenant's other environment (once per key, range and UTC day);
+- shared across services: a key past its first day with, in 3 half-hour windows within 24 h, two workloads of
+  >= 5 requests each that differ both in user-agent product (its first token, without version) and in network
+  (IPv4 /16, IPv6 /32).
 """
 
 from __future__ import annotations
@@ -68,6 +71,7 @@ from keywatch.sim.scenario import (
     REVOKED_IN_USE,
     ROTATION_OVERDUE,
     ROTATION_STALLED,
+    SHARED,
     SPIKE,
     UNUSED,
 )
@@ -208,6 +212,7 @@ def audit_records(
     minute_counts: dict[tuple[str, int], int] = defaultdict(int)
     error_counts: dict[tuple[str, int, int], int] = defaultdict(int)
     first_seen: dict[str, int] = {}
+    workloads: dict[tuple[str, int], dict[tuple[str, str], int]] = defaultdict(lambda: defaultdict(int))
     browser_days: set[tuple[str, int]] = set()
     last_seen: dict[str, int] = {}
     tenant_first: dict[str, int] = {}
@@ -268,6 +273,11 @@ def audit_records(
             else:
                 report.unlabelled.append(Finding(ENV_MISMATCH, subject, ts, f"{env} key on a {owner} range {net}"))
         _audit_hygiene(report, rec, subject, ts, browser_days, label_for)
+        agent = rec.get("user_agent") or "-"
+        product = agent.split("/", 1)[0].split(" ", 1)[0].lower()
+        if product != "mozilla":
+            wide = ip.rsplit(".", 2)[0] if ":" not in ip else ":".join(ip.split(":")[:2])
+            workloads[subject, ts // SHARING_WINDOW_MS][product, wide] += 1
         minute = ts // MINUTE_MS
         minute_counts[subject, minute] += 1
         status = rec["status"]
@@ -290,6 +300,7 @@ def audit_records(
     _audit_errors(report, error_counts, label_for)
     _audit_lifecycle(report, lifecycle, label_for)
     _audit_rotations(report, minute_counts, created, revoked, predecessor, label_for)
+    _audit_sharing(report, workloads, first_seen, label_for)
     for label in labels:
         if label.id not in report.confirmed and label.id not in report.unsupported:
             report.unsupported[label.id] = "no record in the data crosses the threshold for this label"
@@ -518,3 +529,40 @@ def _audit_rotations(
                 found = n >= STILL_SERVING_PER_HOUR
                 detail = f"the old key served {n} requests in the hour before creation + 72 h"
             check(ROTATION_STALLED, old, deadline, found, detail)
+
+
+SHARING_WINDOW_MS = 30 * MINUTE_MS
+SHARING_MIN_REQUESTS = 5
+SHARING_MIN_WINDOWS = 3
+
+
+def _audit_sharing(
+    report: AuditReport,
+    workloads: dict[tuple[str, int], dict[tuple[str, str], int]],
+    first_seen: dict[str, int],
+    label_for: Any,
+) -> None:
+    """Keys used by two workloads that differ in product and network in 3 half-hour windows within a day."""
+    shared: dict[str, list[int]] = defaultdict(list)
+    for (subject, window), seen in workloads.items():
+        busy = [w for w, n in seen.items() if n >= SHARING_MIN_REQUESTS]
+        if window * SHARING_WINDOW_MS < first_seen[subject] + DAY_MS:
+            continue
+        if any(a[0] != b[0] and a[1] != b[1] for i, a in enumerate(busy) for b in busy[i + 1 :]):
+            shared[subject].append(window)
+    for subject, windows in shared.items():
+        windows.sort()
+        last_due = -DAY_MS
+        for i in range(len(windows) - SHARING_MIN_WINDOWS + 1):
+            first, third = windows[i], windows[i + SHARING_MIN_WINDOWS - 1]
+            if (third - first) * SHARING_WINDOW_MS >= DAY_MS:
+                continue
+            due = (third + 1) * SHARING_WINDOW_MS
+            if due - last_due < DAY_MS:
+                continue
+            last_due = due
+            hit = label_for(SHARED, subject, due, SHARING_WINDOW_MS * 2)
+            if hit is not None:
+                report.confirmed.setdefault(hit.id, "two services active together in 3 half-hour windows")
+            else:
+                report.unlabelled.append(Finding(SHARED, subject, due, "two workloads in 3 half-hour windows"))
