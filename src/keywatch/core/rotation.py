@@ -34,6 +34,7 @@ import msgspec
 from pydantic import BaseModel, ConfigDict, Field
 
 from keywatch.contract.events import LifecycleEvent, RequestRecord, format_time
+from keywatch.core import hygiene
 from keywatch.core.engine import Forward
 from keywatch.core.ip_baseline import range_of
 from keywatch.core.registry import ROTATED
@@ -155,6 +156,20 @@ def rotation_status(key: KeyState) -> RotationStatus | None:
     if not isinstance(st, RotationState) or st.is_new or key.registry.revoked_ms is not None:
         return None
     return "stalled" if st.fired else "in_progress"
+
+
+def is_rotating(key: KeyState) -> bool:
+    """Whether the key is the old key of a rotation in progress (not stalled), for the hygiene gauges."""
+    return rotation_status(key) == "in_progress"
+
+
+def is_stalled(key: KeyState) -> bool:
+    """Whether the key is the old key of a stalled rotation, for the hygiene gauges."""
+    return rotation_status(key) == "stalled"
+
+
+hygiene.register("rotation_in_progress", is_rotating)
+hygiene.register("stalled", is_stalled)
 
 
 class Rotation(Detector[RotationState]):

@@ -21,6 +21,7 @@ import msgspec
 from pydantic import BaseModel, ConfigDict, Field
 
 from keywatch.contract.events import LifecycleEvent, RequestRecord, format_time
+from keywatch.core import hygiene
 from keywatch.core.engine import Forward
 from keywatch.core.registry import ROTATED
 from keywatch.core.spec import AlertSpec, BuildContext, Detector, DetectorSpec, Effects, Finding
@@ -61,6 +62,9 @@ def is_overdue(key: KeyState) -> bool:
         return False
     reg = key.registry
     return reg.status != "revoked" and reg.replaced_by is None and st.rotation_ms is None
+
+
+hygiene.register("overdue", is_overdue)
 
 
 class RotationAge(Detector[RotationAgeState]):

@@ -25,6 +25,7 @@ import msgspec
 from pydantic import BaseModel, ConfigDict, Field
 
 from keywatch.contract.events import LifecycleEvent, RequestRecord, format_time
+from keywatch.core import hygiene
 from keywatch.core.engine import Forward
 from keywatch.core.spec import AlertSpec, BuildContext, Detector, DetectorSpec, Effects, Finding
 from keywatch.core.state import KeyState
@@ -75,6 +76,9 @@ def is_unused(key: KeyState) -> bool:
     """Whether the key is unused: from its `apiKey.unused` alert until its next request or its revocation."""
     st: UnusedState | None = key.detectors.get(NAME)
     return st is not None and st.unused and key.registry.status != "revoked"
+
+
+hygiene.register("unused", is_unused)
 
 
 class Unused(Detector[UnusedState]):

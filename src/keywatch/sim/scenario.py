@@ -835,8 +835,11 @@ class _Planner:
             if key.incident or key.revoked_ms is not None:
                 continue
             r = rng.random()
-            if r < 0.10 and span > DAY_MS:  # rotation with overlap, same hosts
-                created = self.t0 + rng.randrange(2 * HOUR_MS, span - 6 * HOUR_MS)
+            # A benign change comes after the key's creation (a key created during the learning days too).
+            since = max(self.t0, key.created_ms)
+            left = self.end - since
+            if r < 0.10 and span > DAY_MS and left > 9 * HOUR_MS:  # rotation with overlap, same hosts
+                created = since + rng.randrange(2 * HOUR_MS, left - 6 * HOUR_MS)
                 switch_start = created + rng.randint(5, 120) * MINUTE_MS
                 switch_end = switch_start + rng.randint(2, 30) * MINUTE_MS
                 if rng.random() < 0.25:  # prompt clean-up: revoked soon after the traffic moved
@@ -845,8 +848,8 @@ class _Planner:
                     revoke = switch_end + rng.randint(REVOKE_AFTER_DRAIN_MIN, 18 * 60) * MINUTE_MS
                 self.rotate(key, created, switch_start, switch_end, revoke)
                 self.count("rotations")
-            elif r < 0.15:  # scope change, sometimes with a few 403s from a client not yet updated
-                at = self.t0 + rng.randrange(HOUR_MS, span - HOUR_MS)
+            elif r < 0.15 and left > 3 * HOUR_MS:  # scope change, sometimes with a few 403s from a stale client
+                at = since + rng.randrange(HOUR_MS, left - HOUR_MS)
                 role = rng.choice([x for x in _ROLES if x != key.role])
                 self.lifecycle_event("apiKey.scopeChanged", key, at, role=role)
                 if default_rank(role) > default_rank(key.role):  # a widening: the escalation rule flags it

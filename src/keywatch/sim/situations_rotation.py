@@ -35,6 +35,7 @@ from keywatch.sim.scenario import (
     Host,
     Incident,
     KeyPlan,
+    env_networks,
 )
 
 if TYPE_CHECKING:
@@ -67,13 +68,14 @@ def _label(p: _Planner, kind: str, key: KeyPlan, at: int, text: str) -> None:
 def _key(p: _Planner, rate: float, *, two_networks: bool = False) -> KeyPlan:
     """A live key of its own, existing before the window, always on, `rate` requests/min at its peak; with
     `two_networks`, its hosts are in exactly two of the tenant's IPv4 networks (two services)."""
-    tenants = [t for t in p.tenants if sum(1 for n in t.networks if n.version == 4) >= 2] if two_networks else []
+    # (the live networks: the tenant's sandbox networks are its test and CI hosts)
+    tenants = [t for t in p.tenants if len(env_networks(t, "live")[0]) >= 2] if two_networks else []
     tenant = p.rng.choice(tenants or p.tenants)
     key = p.new_key(tenant, "live", p.t0)
     app = key.app
     app.peak_rate, app.trough, app.schedule = rate / p.c.scale, 0.7, "always"
     if two_networks:
-        nets = p.rng.sample([n for n in tenant.networks if n.version == 4], 2)
+        nets = p.rng.sample(env_networks(tenant, "live")[0], 2)
         used: set[str] = set()
         app.hosts = [
             p.host(net, used, p.t0 - 24 * HOUR_MS, p.end + 24 * HOUR_MS)

@@ -76,3 +76,10 @@ def test_an_unknown_status_is_refused() -> None:
     """A check registered for a status that does not exist is a programming error, said at once."""
     with pytest.raises(ValueError, match="unknown hygiene status 'stale'"):
         hygiene.register("stale", _overdue)
+
+
+def test_every_status_is_decided_by_a_registered_detector() -> None:
+    """The hygiene detectors register their checks: no status gauge is always 0 by omission."""
+    from keywatch.core import catalog  # noqa: F401  (importing the catalog imports every detector)
+
+    assert all(hygiene._checks[status] for status in hygiene.STATUSES)
