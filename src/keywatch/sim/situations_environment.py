@@ -27,6 +27,7 @@ import ipaddress
 from typing import TYPE_CHECKING
 
 from keywatch.core.environment import EnvironmentConfig
+from keywatch.core.sharing import prefix_network, product_token
 from keywatch.sim.scenario import (
     _ATTACKER_AGENTS,
     ENDPOINTS,
@@ -34,11 +35,13 @@ from keywatch.sim.scenario import (
     HOUR_MS,
     MINUTE_MS,
     NEW_IP,
+    SHARED,
     Host,
     KeyPlan,
     Request,
 )
 from keywatch.sim.situations_rate import Situation
+from keywatch.sim.situations_sharing import shared_due
 
 if TYPE_CHECKING:
     from keywatch.sim.scenario import Env, Tenant, _Planner
@@ -119,7 +122,8 @@ def live_key_on_ci_hosts(p: _Planner) -> None:
         for _ in range(p.rng.randint(1, 4)):
             if start >= p.end - 30 * MINUTE_MS:
                 break
-            n, minutes = p.rng.randint(15, 200), p.rng.randint(3, 25)
+            minutes = p.rng.randint(3, 25)
+            n = p.rng.randint(15, max(15, min(200, 12 * minutes)))  # a test run's pace: no request spike
             times = [start, *(start + p.rng.randrange(minutes * MINUTE_MS) for _ in range(n - 1))]
             records += _requests(p, live, times, host.ip, sandbox.app.profile, agent)
             start += p.rng.randint(40, 180) * MINUTE_MS
@@ -128,6 +132,15 @@ def live_key_on_ci_hosts(p: _Planner) -> None:
             p, live, records,
             f"Live key used by CI runs on {host.ip}, a host of sandbox key {sandbox.key_id}: {len(records)} requests",
         )  # fmt: skip
+        # CI runs of another client on another network, beside the live key's own service: also a shared key
+        # when both are busy enough together (the sharing rule's windows)
+        due = shared_due(p, live, records)
+        other_network = all(prefix_network(host.ip) != prefix_network(h.ip) for h in live.app.hosts)
+        if due is not None and other_network and product_token(agent) != product_token(live.app.agent_at(when)):
+            p.add_incident(
+                SHARED, live, due, records[-1][0] + HOUR_MS,
+                f"Live key of a service also used by CI runs ({agent}) on {host.ip}",
+            )  # fmt: skip
 
 
 def _attacker_range(p: _Planner, tenant: Tenant) -> ipaddress.IPv4Network:
