@@ -238,10 +238,11 @@ def test_a_flood_of_distinct_keys_and_ips_stays_under_the_key_cap(keys: int, wit
         ts = (NOW - timedelta(seconds=keys - i)).isoformat()
         records.append(("requests", orjson.dumps(request_dict(key_id=f"flood{i}", ip=ip, ts=ts))))
     sink, store, metrics = asyncio.run(_run(records))
-    assert len(sink.messages["keyed"]) == keys
+    # one keyed message per record; the rest are hand-offs to the tenant's state (first uses of a key)
+    assert len([v for _, v in sink.messages["keyed"] if not v.startswith(b"F")]) == keys
     assert len(store) <= CAP
     evicted = metrics.registry.get_sample_value("keywatch_keys_evicted_total")
-    assert evicted == keys - len(store)
+    assert evicted == keys + 1 - len(store)  # the keys and their tenant's state (the first uses it is told of)
     # the newest key of each partition survived (least recently seen go first)
     cap = KeyCap(CAP, PARTITIONS)
     newest: dict[int, bytes] = {}

@@ -30,9 +30,9 @@ The thresholds are the scenario's promises, not a detector: a detector may be st
   the hour before the rotation's start + 72 h (and not revoked by then).
 - environment mismatch: a request of a key from an IPv4 /24 or IPv6 /64 whose first user in the data was a key
   of the tenant's other environment (once per key, range and UTC day);
-- shared across services: a key past its first day with, in 3 half-hour windows within 24 h, two workloads of
-  >= 5 requests each that differ both in user-agent product (its first token, without version) and in network
-  (IPv4 /16, IPv6 /32).
+- shared across services: a key past its first day with, in 3 half-hour windows within 24 h, two services of
+  >= 5 requests each: workloads (user-agent product, its first token without version; network, IPv4 /16 or
+  IPv6 /32) that share a product or a network are one service.
 """
 
 from __future__ import annotations
@@ -245,7 +245,7 @@ def audit_records(
         if net not in known:
             prev = predecessor.get(subject)
             inherited = prev is not None and net in networks.get(prev, set())
-            born = created.get(subject, first_seen[subject])
+            born = first_seen[subject]  # a key learns from its first request (created long before or not)
             wide = _wide(ip)
             users = tenant_nets.setdefault((rec["tenant"], wide), set())
             family = tenant_family.get((rec["tenant"], ":" in ip))
@@ -536,6 +536,21 @@ SHARING_MIN_REQUESTS = 5
 SHARING_MIN_WINDOWS = 3
 
 
+def _services(workloads: list[tuple[str, str]]) -> int:
+    """Services among (product, network) workloads: workloads sharing a product or a network are one service."""
+    groups: list[tuple[set[str], set[str]]] = []
+    for product, network in workloads:
+        merged = ({product}, {network})
+        rest = []
+        for group in groups:
+            if product in group[0] or network in group[1] or merged[0] & group[0] or merged[1] & group[1]:
+                merged = (merged[0] | group[0], merged[1] | group[1])
+            else:
+                rest.append(group)
+        groups = [*rest, merged]
+    return len(groups)
+
+
 def _audit_sharing(
     report: AuditReport,
     workloads: dict[tuple[str, int], dict[tuple[str, str], int]],
@@ -548,7 +563,7 @@ def _audit_sharing(
         busy = [w for w, n in seen.items() if n >= SHARING_MIN_REQUESTS]
         if window * SHARING_WINDOW_MS < first_seen[subject] + DAY_MS:
             continue
-        if any(a[0] != b[0] and a[1] != b[1] for i, a in enumerate(busy) for b in busy[i + 1 :]):
+        if _services(busy) >= 2:
             shared[subject].append(window)
     for subject, windows in shared.items():
         windows.sort()

@@ -17,15 +17,16 @@ from keywatch.sim import (
 )
 from keywatch.sim.situations_rate import Situation
 
-# The key hygiene situations of issue #13, in the default profile and the hard one. The age situations come
-# last: they add a tenant with a long request history, which no other situation may pick (a key learning in a
-# tenant with history is judged against it).
+# The key hygiene situations of issue #13, in the default profile and the hard one. The lifecycle situations
+# come after the others that plan lifecycle events (their operations are placed where the actor does nothing
+# else within the burst window), and the age situations last: they add a tenant with a long request history,
+# which no other situation may pick (a key learning in a tenant with history is judged against it).
 HYGIENE: tuple[Situation, ...] = (
     *situations_browser.SITUATIONS,
-    *situations_lifecycle.SITUATIONS,
     *situations_rotation.SITUATIONS,
     *situations_environment.SITUATIONS,
     *situations_sharing.SITUATIONS,
+    *situations_lifecycle.SITUATIONS,
     *situations_hygiene_age.SITUATIONS,
 )
 

@@ -20,7 +20,7 @@ def test_positives_are_labelled_at_the_rules_deadlines() -> None:
     assert sum(i.type == ROTATION_STALLED for i in ours) == sum(i.type == REVOKED_IN_USE for i in ours) == 6
     for incident in ours:
         key = incident.key
-        assert CONFIG.learning_end_ms <= incident.start_ms == incident.end_ms < CONFIG.end_ms - HOUR_MS
+        assert CONFIG.learning_end_ms <= incident.start_ms == incident.end_ms < CONFIG.end_ms - 30 * 60_000
         if incident.type == REVOKED_IN_USE:
             assert key.revoked_ms == incident.start_ms
             assert key.normal_rate(incident.start_ms - 5 * 60_000, CONFIG.scale) > 0  # serving until then
