@@ -88,6 +88,19 @@ def _label_both(p: _Planner, key: KeyPlan, records: list[tuple[int, Request]], t
     p.add_incident(NEW_IP, key, start, end, f"{text} (a range the key never used)", records=records[:1])
 
 
+def _label_shared(
+    p: _Planner, key: KeyPlan, records: list[tuple[int, Request]], host: Host, agent: str, when: int, who: str
+) -> None:
+    """The key's own service and `who` (another client on another network) busy together: a shared key too
+    (the sharing rule's windows), labelled when they are."""
+    due = shared_due(p, key, records)
+    other_network = all(prefix_network(host.ip) != prefix_network(h.ip) for h in key.app.hosts)
+    if due is not None and other_network and product_token(agent) != product_token(key.app.agent_at(when)):
+        p.add_incident(
+            SHARED, key, due, records[-1][0] + HOUR_MS, f"Key of a service also used by {who} ({agent}) on {host.ip}"
+        )
+
+
 def sandbox_key_in_production(p: _Planner) -> None:
     """A production service deployed with the sandbox key: from a live host, for hours."""
     for _ in range(_count(p)):
@@ -106,6 +119,7 @@ def sandbox_key_in_production(p: _Planner) -> None:
             f"Sandbox key used by the production service of {live.key_id} from its host {host.ip}: {n} requests "
             f"over {(records[-1][0] - records[0][0]) / HOUR_MS:.1f} h",
         )  # fmt: skip
+        _label_shared(p, sandbox, records, host, live.app.agent_at(when), when, "a production service")
 
 
 def live_key_on_ci_hosts(p: _Planner) -> None:
@@ -132,15 +146,7 @@ def live_key_on_ci_hosts(p: _Planner) -> None:
             p, live, records,
             f"Live key used by CI runs on {host.ip}, a host of sandbox key {sandbox.key_id}: {len(records)} requests",
         )  # fmt: skip
-        # CI runs of another client on another network, beside the live key's own service: also a shared key
-        # when both are busy enough together (the sharing rule's windows)
-        due = shared_due(p, live, records)
-        other_network = all(prefix_network(host.ip) != prefix_network(h.ip) for h in live.app.hosts)
-        if due is not None and other_network and product_token(agent) != product_token(live.app.agent_at(when)):
-            p.add_incident(
-                SHARED, live, due, records[-1][0] + HOUR_MS,
-                f"Live key of a service also used by CI runs ({agent}) on {host.ip}",
-            )  # fmt: skip
+        _label_shared(p, live, records, host, agent, when, "CI runs")
 
 
 def _attacker_range(p: _Planner, tenant: Tenant) -> ipaddress.IPv4Network:
