@@ -16,7 +16,8 @@ from keywatch.replay import replay
 from keywatch.runtime import make_engine
 from tests.integration.kafka_helpers import WorkerProcess, collect, feed_in_order
 
-SCENARIO = ["--seed", "11", "--days", "3", "--tenants", "2", "--keys", "6", "--scale", "0.3"]
+# The standard plan: the hygiene situations' parity (ticks, tenant state) is tests/integration/test_hygiene_kafka.py.
+SCENARIO = ["--seed", "11", "--days", "3", "--tenants", "2", "--keys", "6", "--scale", "0.3", "--profile", "standard"]
 
 
 def _simulate(out: Path) -> tuple[list[bytes], list[bytes]]:

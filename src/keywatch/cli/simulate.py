@@ -74,9 +74,9 @@ def _say(message: str) -> None:
               help="Deliver records out of event-time order by up to this many seconds (a random delay per "
               "record, from the seed; labels unchanged). 0: sorted, as before, byte for byte.")  # fmt: skip
 @click.option("--profile", type=click.Choice(sorted(PROFILES)), default="default", show_default=True,
-              help="default: the standard scenario; hard: plus every situation of keywatch.sim.profiles (bursts "
-              "on busy keys, slow probing, ramps, daily batch jobs, deploy bumps) and of --hard-network; add "
-              "--disorder-seconds 30 for late records too.")  # fmt: skip
+              help="standard: the plan alone; default: plus the key hygiene situations; hard: plus every other "
+              "situation of keywatch.sim.profiles (bursts on busy keys, slow probing, ramps, daily batch jobs, deploy "
+              "bumps) and of --hard-network; add --disorder-seconds 30 for late records too.")  # fmt: skip
 @click.option("--audit", is_flag=True, help="Files: check afterwards that every label is supported by the data.")
 @click.option("--hard-network", is_flag=True,
               help="Add the hard network situations: browsers on residential networks, keys created long before "

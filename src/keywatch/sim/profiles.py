@@ -31,6 +31,7 @@ HYGIENE: tuple[Situation, ...] = (
 )
 
 PROFILES: dict[str, tuple[Situation, ...]] = {
+    "standard": (),  # the standard plan alone (tenants, keys, benign changes and the four planned incident types)
     "default": HYGIENE,  # the standard plan, then the key hygiene situations
     "hard": (*situations_rate.SITUATIONS, *HYGIENE),  # and every situation of issue #12
 }
