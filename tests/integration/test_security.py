@@ -378,7 +378,10 @@ async def test_no_escaped_secret_reaches_any_output(
 
     wanted = {"apiKey.created", "apiKey.usedFromNewIp", "apiKey.revoked", "apiKey.usedAfterRevoke"}
     alerts = await collect(
-        worker.bootstrap, worker.topics["alerts"], until=lambda m: {orjson.loads(v)["type"] for _, v in m} >= wanted
+        worker.bootstrap,
+        worker.topics["alerts"],
+        until=lambda m: {orjson.loads(v)["type"] for _, v in m} >= wanted,
+        deadline_s=120,
     )
     dlq = await collect(worker.bootstrap, worker.topics["dlq"], until=lambda m: len(m) >= len(bad))
     await wait_caught_up(worker.bootstrap, worker.app_id, worker.topics["keyed"])
