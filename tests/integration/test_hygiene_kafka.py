@@ -20,12 +20,10 @@ from tests.integration.kafka_helpers import (
     WorkerProcess,
     alerts_of,
     feed_in_order,
-    same_alert,
-    summary,
     wait_caught_up,
 )
+from tests.integration.test_faults import FAST, _check_against
 
-FAST = {"KEYWATCH_SESSION_TIMEOUT_SECONDS": "10", "KEYWATCH_REDACTION_KEY": "k" * 16}
 T0 = datetime(2026, 1, 5, tzinfo=UTC)
 HOUR = timedelta(hours=1)
 DAY = timedelta(days=1)
@@ -112,18 +110,6 @@ def replayed(records: list[tuple[str, bytes, bytes]]) -> dict[str, Alert]:
     return {a.id: a for a in out}
 
 
-def _compare(expected: dict[str, Alert], got: list[Alert]) -> int:
-    """The id sets are equal and every duplicate is the same alert; the number of duplicates."""
-    ids = {a.id for a in got}
-    missing = [expected[i] for i in expected.keys() - ids]
-    extra = [a for a in got if a.id not in expected]
-    assert not missing, f"missing {summary(missing)}: {[(a.type, a.subject, a.time) for a in missing]}"
-    assert not extra, f"extra {summary(extra)}: {[(a.type, a.subject, a.time) for a in extra]}"
-    for alert in got:
-        assert same_alert(alert, expected[alert.id]), (alert, expected[alert.id])
-    return len(got) - len(ids)
-
-
 def test_the_input_calls_for_every_tick_driven_and_tenant_rule() -> None:
     """The scenario is not vacuous: replay finds each tick-driven and tenant-scoped type in it."""
     expected = replayed(hygiene_input())
@@ -143,7 +129,7 @@ async def test_worker_gives_replays_ids_for_tick_driven_and_tenant_rules(
     await feed_in_order(worker, records)
     await wait_caught_up(worker.bootstrap, worker.app_id, worker.topics["keyed"])
     got = await alerts_of(worker, until=lambda a: expected.keys() <= {x.id for x in a})
-    _compare(expected, got)
+    _check_against(expected, got)
 
 
 async def test_a_sigkill_neither_loses_nor_renames_a_tick_driven_alert(
@@ -177,5 +163,5 @@ async def test_a_sigkill_neither_loses_nor_renames_a_tick_driven_alert(
     await worker.wait_ready()
     await wait_caught_up(worker.bootstrap, worker.app_id, worker.topics["keyed"])
     got = await alerts_of(worker, until=lambda a: expected.keys() <= {x.id for x in a})
-    duplicates = _compare(expected, got)
+    duplicates = _check_against(expected, got)
     print(f"tick-driven alerts: {len(ticked)}, duplicates after two kills: {duplicates}")
