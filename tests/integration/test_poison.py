@@ -106,10 +106,18 @@ def huge(size: int) -> bytes:
     return head + body[: size - len(head) - len(tail)] + tail
 
 
-def events(prefix: str, n: int) -> list[bytes]:
-    """`n` created events of distinct keys, one alert each."""
+def events(prefix: str, n: int, *, one_actor: bool = True) -> list[bytes]:
+    """`n` created events of distinct keys, one created alert each; by one actor (a lifecycle burst besides) or,
+    with `one_actor=False`, each by its own (nothing else)."""
     return [
-        as_bytes(lifecycle_dict(key_id=f"{prefix}{i}", ts=f"2026-01-05T10:{i % 60:02d}:00Z", name=f"svc {i}"))
+        as_bytes(
+            lifecycle_dict(
+                key_id=f"{prefix}{i}",
+                ts=f"2026-01-05T10:{i % 60:02d}:00Z",
+                name=f"svc {i}",
+                actor="alice@acme.example" if one_actor else f"admin-{prefix}{i}@acme.example",
+            )
+        )
         for i in range(n)
     ]
 
@@ -128,7 +136,10 @@ async def test_huge_records_are_dead_lettered_at_once_and_nothing_around_them_st
 
     kb900, mb5 = huge(900 * 1024), huge(5 * 1024 * 1024)
     big_key = b"poison key " * 200  # 2,200 bytes, over the letter's key bound
-    lanes = {p: events(f"k{p}_", 15) for p in range(4)}
+    # each event by its own actor: bursts of one actor's creations on four partitions are named by the
+    # operations the tenant saw first, which differ between the worker and a replay (the burst rule's own tests
+    # cover that); here only the poison records' effect is compared
+    lanes = {p: events(f"k{p}_", 15, one_actor=False) for p in range(4)}
     records: list[tuple[int, bytes | None, bytes]] = []
     for p, values in lanes.items():
         records.extend((p, None, v) for v in values[:5])
