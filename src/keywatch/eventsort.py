@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import heapq
+import itertools
 import struct
 import tempfile
 import zlib
@@ -56,6 +57,7 @@ def sorted_entries(entries: Iterable[Entry], buffer: int = DEFAULT_SORT_BUFFER) 
         raise ValueError("the sort buffer holds at least one record")
     with contextlib.ExitStack() as stack:
         runs: list[Iterator[Entry]] = []
+        bounds: list[tuple[Entry, Entry] | None] = []  # each run's first and last entry
         run: list[Entry] = []
         for item in entries:
             run.append(item)
@@ -64,10 +66,25 @@ def sorted_entries(entries: Iterable[Entry], buffer: int = DEFAULT_SORT_BUFFER) 
                 tmp = stack.enter_context(tempfile.TemporaryFile(prefix="keywatch-sort-"))
                 _write_run(run, tmp)
                 runs.append(_read_run(tmp))
+                bounds.append((run[0], run[-1]))
                 run = []
         run.sort()
         runs.append(iter(run))
-        yield runs[0] if len(runs) == 1 else heapq.merge(*runs)
+        bounds.append((run[0], run[-1]) if run else None)
+        yield runs[0] if len(runs) == 1 else itertools.chain(*runs) if _consecutive(bounds) else heapq.merge(*runs)
+
+
+def _consecutive(bounds: list[tuple[Entry, Entry] | None]) -> bool:
+    """Whether runs with these (first, last) entries are in order one after the other (input already sorted, as
+    `keywatch simulate` writes it): their concatenation is then the merge, without a comparison per record."""
+    last: Entry | None = None
+    for bound in bounds:
+        if bound is None:
+            continue
+        if last is not None and bound[0] < last:
+            return False
+        last = bound[1]
+    return True
 
 
 def run_count(records: int, buffer: int = DEFAULT_SORT_BUFFER) -> int:

@@ -167,6 +167,29 @@ def test_external_sort_equals_sorted() -> None:
         assert list(ordered) == sorted(entries)
 
 
+@settings(max_examples=300, deadline=None)
+@given(
+    times=st.lists(st.integers(0, 40), max_size=120),
+    buffer=st.integers(1, 25),
+    order=st.sampled_from(["sorted", "reversed", "as drawn", "sorted, one swap"]),
+)
+def test_runs_in_order_one_after_the_other_are_chained_and_still_equal_sorted(
+    times: list[int], buffer: int, order: str
+) -> None:
+    """Input already sorted (its runs follow one another: chained, not merged), nearly sorted, with ties across
+    a run's boundary, or in any order: always exactly `sorted`."""
+    entries = [entry(t, i % 2, f"line {i % 7}".encode()) for i, t in enumerate(times)]
+    if order == "sorted":
+        entries.sort()
+    elif order == "reversed":
+        entries.sort(reverse=True)
+    elif order == "sorted, one swap" and len(entries) > 1:
+        entries.sort()
+        entries[0], entries[-1] = entries[-1], entries[0]
+    with sorted_entries(iter(entries), buffer=buffer) as ordered:
+        assert list(ordered) == sorted(entries)
+
+
 def _run(args: list[str], stdin: bytes | None = None) -> tuple[int, str]:
     result = CliRunner().invoke(cli, ["replay", "--quiet", *args], input=stdin)
     return result.exit_code, result.output
