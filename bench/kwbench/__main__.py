@@ -263,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.dense_records is not None:
             requests = first_lines(requests, args.dense_records)
         res["replay_dense"] = _replay(requests, None, lifecycle=sim.lifecycle_path)
-        res["replay_dense"]["first_requests"] = args.dense_records
+        res["replay_dense"]["first_requests"] = None if requests == sim.requests_path else args.dense_records
         log(f"dense replay: {res['replay_dense']['records_per_s']:,.0f} records/s")
 
     if args.profile:
