@@ -18,15 +18,15 @@ from typing import Any
 import orjson
 
 from kwbench import profiling
-from kwbench.data import generate
-from kwbench.kafka import ROOT, Broker, ceiling, create_topic, fill
+from kwbench.data import first_lines, generate, simulate
+from kwbench.kafka import ROOT, Broker, ceiling, changelog, create_topic, fill
 from kwbench.latency import measure
 from kwbench.report import render_table, rows
 from kwbench.worker import PYTHON, Worker, wait_processed
 
 BENCH = ROOT / "bench"
 QUIX_PYTHON = BENCH / ".venv-quix" / "bin" / "python"
-PHASES = ("ceiling", "keywatch", "scale", "peer", "latency", "replay")
+PHASES = ("ceiling", "keywatch", "changelog", "scale", "peer", "latency", "replay", "dense")
 
 
 def log(message: str) -> None:
@@ -60,7 +60,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--latency-low-rate", type=int, default=300, help="records/s of a first, unloaded latency run (0: skip)"
     )
     p.add_argument("--probes-per-second", type=int, default=50, help="alert-triggering records per second")
-    p.add_argument("--skip", default="", help=f"comma-separated phases to skip: {','.join(PHASES)}")
+    p.add_argument(
+        "--dense-records",
+        type=int,
+        default=None,
+        metavar="N",
+        help="dense replay: only the first N lines of the simulated requests.jsonl (default: all, 5.6 M)",
+    )
+    p.add_argument(
+        "--changelog-baseline",
+        type=float,
+        default=None,
+        metavar="BYTES",
+        help="changelog bytes on disk per record to compare with (the status says lower or not)",
+    )
+    p.add_argument(
+        "--skip",
+        default="",
+        help=f"comma-separated phases to skip: {','.join(PHASES)} (replay skips both replays, dense the dense one)",
+    )
     p.add_argument(
         "--worker-env",
         action="append",
@@ -160,6 +178,9 @@ def main(argv: list[str] | None = None) -> int:
                 )
             log(f"keywatch: {res['keywatch']['records_per_s']:,.0f} records/s")
             w.stop()
+            if "changelog" not in skip:
+                res["changelog"] = _changelog(broker, w.app_id, args.records, args.changelog_baseline)
+                log(f"changelog: {res['changelog']['disk_bytes_per_record']:,.1f} B/record on disk")
 
         if "scale" not in skip and "keywatch" not in skip:
             pair = [
@@ -235,6 +256,16 @@ def main(argv: list[str] | None = None) -> int:
         res["replay"] = _replay(ds.records_path, results_dir if args.profile else None)
         log(f"replay: {res['replay']['records_per_s']:,.0f} records/s")
 
+    if "replay" not in skip and "dense" not in skip:
+        log(f"dense replay: keywatch simulate's default scenario (cached in {args.data_dir})")
+        sim = simulate(args.data_dir, PYTHON)
+        requests = sim.requests_path
+        if args.dense_records is not None:
+            requests = first_lines(requests, args.dense_records)
+        res["replay_dense"] = _replay(requests, None, lifecycle=sim.lifecycle_path)
+        res["replay_dense"]["first_requests"] = None if requests == sim.requests_path else args.dense_records
+        log(f"dense replay: {res['replay_dense']['records_per_s']:,.0f} records/s")
+
     if args.profile:
         text = ""
         for name in ("worker", "replay"):
@@ -299,8 +330,28 @@ def _peer(bootstrap: str, topic: str, records: int, run_id: str, work: Path) -> 
     }
 
 
-def _replay(path: Path, profile_dir: Path | None) -> dict[str, Any]:
+def _changelog(broker: Broker, app_id: str, records: int, baseline: float | None) -> dict[str, Any]:
+    """Bytes the worker wrote to its changelog topics per record it processed: the broker's log segment bytes
+    (batch headers, compression) and the records' key+value bytes."""
+    log_ = asyncio.run(changelog(broker.bootstrap, app_id, broker.data_dir))
+    return {
+        "topics": list(log_.topics),
+        "records_processed": records,
+        "changelog_records": log_.records,
+        "changelog_offsets": log_.offsets,
+        "disk_bytes": log_.disk_bytes,
+        "record_bytes": log_.record_bytes,
+        "largest_record_bytes": log_.largest_record_bytes,
+        "disk_bytes_per_record": log_.disk_bytes / records,
+        "record_bytes_per_record": log_.record_bytes / records,
+        "baseline_disk_bytes_per_record": baseline,
+    }
+
+
+def _replay(path: Path, profile_dir: Path | None, *, lifecycle: Path | None = None) -> dict[str, Any]:
     cmd = [PYTHON, "-m", "keywatch.cli.main", "replay", "--requests", str(path), "--quiet", "--out", "/dev/null"]
+    if lifecycle is not None:
+        cmd += ["--lifecycle", str(lifecycle)]
     if profile_dir is not None:
         cmd = profiling.wrap(profile_dir / "profile-replay.raw") + cmd
     started = time.perf_counter()
@@ -308,14 +359,19 @@ def _replay(path: Path, profile_dir: Path | None) -> dict[str, Any]:
     wall = time.perf_counter() - started
     if out.returncode != 0:
         raise RuntimeError(f"replay failed ({out.returncode}):\n{out.stderr[-3000:]}")
-    m = re.search(r"replayed (\d+) requests .* in ([0-9.]+)s \(([0-9,]+) records/s\)", out.stderr)
+    m = re.search(
+        r"replayed (\d+) requests and (\d+) lifecycle events .* in ([0-9.]+)s \(([0-9,]+) records/s\)", out.stderr
+    )
     if m is None:
         raise RuntimeError(f"cannot read the replay summary:\n{out.stderr[-2000:]}")
-    records = int(m.group(1))
+    records = int(m.group(1)) + int(m.group(2))
     return {
-        "records_per_s": float(m.group(3).replace(",", "")),
+        "records_per_s": float(m.group(4).replace(",", "")),
         "records_per_s_wall": records / wall,
         "records": records,
+        "requests": int(m.group(1)),
+        "lifecycle": int(m.group(2)),
+        "input": str(path.relative_to(ROOT) if path.is_relative_to(ROOT) else path),
         "seconds_wall": wall,
         "profiled": profile_dir is not None,
     }

@@ -34,6 +34,11 @@ class Broker:
         """host:port for clients."""
         return f"127.0.0.1:{self.port}"
 
+    @property
+    def data_dir(self) -> Path:
+        """Its log.dirs (scripts/kafka-local puts them in KAFKA_HOME/data)."""
+        return self.home / "data"
+
     def _env(self) -> dict[str, str]:
         return {
             **os.environ,
@@ -137,3 +142,74 @@ async def ceiling(bootstrap: str, topic: str, records: int, partitions: int) -> 
         return done - first, done - started
     finally:
         await consumer.stop()
+
+
+@dataclass(frozen=True)
+class Changelog:
+    """What a worker wrote to its changelog topics: records, their key+value bytes, and the broker's log bytes.
+
+    `offsets` (the end offsets' sum) counts every record written; `records` those still there to read. They
+    differ only if the log cleaner compacted a closed segment (1 GiB by default) before the reading.
+    """
+
+    topics: tuple[str, ...]
+    offsets: int
+    records: int
+    record_bytes: int
+    largest_record_bytes: int
+    disk_bytes: int
+
+
+async def changelog_partitions(bootstrap: str, app_id: str) -> list[TopicPartition]:
+    """Every partition of an app's changelog topics: faust names them `<app_id>-<table>-changelog`."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        names = sorted(t for t in await admin.list_topics() if t.startswith(f"{app_id}-") and t.endswith("-changelog"))
+        described = await admin.describe_topics(names) if names else []
+    finally:
+        await admin.close()
+    return [TopicPartition(d["topic"], p) for d in described for p in range(len(d["partitions"]))]
+
+
+def disk_bytes(data_dir: Path, topic: str) -> int:
+    """Sum of the topic's log segment files in the broker's data directory (batch headers and compression
+    included; the indexes are not). aiokafka's admin client has no DescribeLogDirs, and the broker is ours."""
+    return sum(f.stat().st_size for f in data_dir.glob(f"{topic}-[0-9]*/*.log"))
+
+
+async def changelog(bootstrap: str, app_id: str, data_dir: Path) -> Changelog:
+    """Read an app's changelog topics to their end offsets; sum key and value sizes (tombstones count their key)."""
+    parts = await changelog_partitions(bootstrap, app_id)
+    topics = sorted({tp.topic for tp in parts})
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        max_partition_fetch_bytes=4 << 20,
+        fetch_max_bytes=16 << 20,
+    )
+    await consumer.start()
+    records = size = offsets = largest = 0
+    try:
+        if parts:
+            consumer.assign(parts)
+            await consumer.seek_to_beginning(*parts)
+            ends = {tp: end for tp, end in (await consumer.end_offsets(parts)).items() if end > 0}
+            offsets = sum(ends.values())
+            while ends:
+                batch = await consumer.getmany(*ends, timeout_ms=500, max_records=20000)
+                for messages in batch.values():
+                    for m in messages:
+                        one = len(m.key or b"") + len(m.value or b"")
+                        size += one
+                        largest = max(largest, one)
+                    records += len(messages)
+                for tp in list(ends):
+                    # the position, not the last offset read: compaction leaves gaps before the end
+                    if await consumer.position(tp) >= ends[tp]:
+                        del ends[tp]
+    finally:
+        await consumer.stop()
+    return Changelog(tuple(topics), offsets, records, size, largest, sum(disk_bytes(data_dir, t) for t in topics))
