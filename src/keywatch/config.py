@@ -61,6 +61,12 @@ class Settings(BaseSettings):
         description="Replicas of every topic keywatch creates (alerts, DLQ, keyed) and of faust's changelog and "
         "internal topics: 1 for a single local broker, 3 in production. Existing topics are never altered.",
     )
+    changelog_compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = Field(
+        default="lz4",
+        description="Codec of the state changelog's record batches (the largest thing keywatch writes; states "
+        "compress well): lz4 costs least CPU, zstd writes least, none turns it off. Only the changelog: the alert, "
+        "DLQ and keyed topics are written uncompressed, for consumers whose clients lack a codec.",
+    )
     store: Literal["memory://", "rocksdb://"] = Field(
         default="memory://", description="Table store: rocksdb:// in production (needs the rocksdb extra)."
     )

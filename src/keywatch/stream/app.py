@@ -24,7 +24,7 @@ import faust
 from aiokafka.errors import MessageSizeTooLargeError
 
 from keywatch.backoff import Backoff
-from keywatch.config import Settings
+from keywatch.config import ConfigError, Settings
 from keywatch.contract.alerts import Alert
 from keywatch.contract.deadletter import PRODUCER_MAX_REQUEST_BYTES
 from keywatch.core import hygiene
@@ -48,7 +48,9 @@ from keywatch.sinks.webhook import WebhookSink
 from keywatch.stream.delivery import classify
 from keywatch.stream.ingest import IngestStage
 from keywatch.stream.kafka_internals import (
+    changelog_batch,
     changelog_topic_name,
+    codec_available,
     consumer_connected,
     faust_assignment,
     faust_producer,
@@ -146,9 +148,12 @@ class TableView:
     in memory after 300,000 records over 100,000 keys (1.9 GB resident; `bench/run`).
     """
 
-    def __init__(self, table: Any, producer: Callable[[], Any], metrics: Metrics | None = None) -> None:
+    def __init__(
+        self, table: Any, producer: Callable[[], Any], metrics: Metrics | None = None, codec: str = "none"
+    ) -> None:
         self._table = table
         self._producer = producer
+        self._codec = codec
         self._metrics = metrics or Metrics()
         self._pending: dict[bytes, bytes | None] = {}
 
@@ -199,7 +204,7 @@ class TableView:
         backoff = Backoff()
         while True:
             try:
-                last: int | None = await _send_batches(producer, topic, partition, self._pending)
+                last: int | None = await _send_batches(producer, topic, partition, self._pending, self._codec)
                 break
             except Exception as exc:
                 verdict = classify(exc)
@@ -231,7 +236,7 @@ class TableView:
         for key, value in self._pending.items():
             while True:
                 try:
-                    last = await _send_batches(producer, topic, partition, {key: value})
+                    last = await _send_batches(producer, topic, partition, {key: value}, self._codec)
                     break
                 except Exception as exc:
                     verdict = classify(exc)
@@ -252,11 +257,13 @@ class TableView:
         return last
 
 
-async def _send_batches(producer: Any, topic: str, partition: int, writes: dict[bytes, bytes | None]) -> int:
-    """Send `writes` to one partition in as few batches as the producer's batch size allows; the offset of the
-    last record once every batch is acknowledged."""
+async def _send_batches(
+    producer: Any, topic: str, partition: int, writes: dict[bytes, bytes | None], codec: str = "none"
+) -> int:
+    """Send `writes` to one partition in as few batches as the producer's batch size allows, compressed with
+    `codec`; the offset of the last record once every batch is acknowledged."""
     sent: list[tuple[asyncio.Future[Any], int]] = []
-    batch, count = producer.create_batch(), 0
+    batch, count = changelog_batch(producer, codec), 0
     for key, value in writes.items():
         while batch.append(key=key, value=value, timestamp=None) is None:  # full: send it, start the next one
             if count == 0:  # aiokafka always takes a batch's first record; any producer that would not must not loop
@@ -264,7 +271,7 @@ async def _send_batches(producer: Any, topic: str, partition: int, writes: dict[
                     f"a state of {len(value or b'')} bytes does not fit in a changelog batch"
                 )
             sent.append((await producer.send_batch(batch, topic, partition=partition), count))
-            batch, count = producer.create_batch(), 0
+            batch, count = changelog_batch(producer, codec), 0
         count += 1
     sent.append((await producer.send_batch(batch, topic, partition=partition), count))
     results = await asyncio.gather(*(future for future, _ in sent))
@@ -322,6 +329,11 @@ def build_alert_sinks(settings: Settings, kafka: FaustSink, metrics: Metrics) ->
 
 def create_app(settings: Settings, engine: Engine, metrics: Metrics | None = None) -> faust.App:
     """Build the faust app for these settings; nothing connects until the worker starts."""
+    if not codec_available(settings.changelog_compression):
+        raise ConfigError(
+            f"KEYWATCH_CHANGELOG_COMPRESSION is {settings.changelog_compression}, whose codec is not installed "
+            "(aiokafka needs the cramjam package for snappy, lz4 and zstd): install cramjam or choose gzip or none"
+        )
     app = faust.App(
         settings.app_id,
         broker=settings.broker_url,
@@ -370,7 +382,7 @@ def create_app(settings: Settings, engine: Engine, metrics: Metrics | None = Non
         key_cap=key_cap,
     )
     # faust's own aiokafka producer: started before the agents, stopped after them (and after the last commit)
-    view = TableView(table, lambda: faust_producer(app), metrics)
+    view = TableView(table, lambda: faust_producer(app), metrics, settings.changelog_compression)
     store = cast("MutableMapping[bytes, bytes]", view)
     detect_seconds = metrics.processing.labels("detect")
     detect_records = metrics.processed_records.labels("detect")

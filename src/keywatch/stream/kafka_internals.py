@@ -157,6 +157,40 @@ INTERNALS: tuple[Internal, ...] = (
         "the AIOKafkaProducer inside faust's producer, for create_batch/send_batch",
         params=("self",),
     ),
+    Internal(
+        "aiokafka.producer.message_accumulator",
+        "BatchBuilder",
+        "changelog_batch",
+        "a record batch with its own compression codec (the producer's applies to every topic it sends)",
+        params=("batch_size", "compression_type"),
+    ),
+    Internal(
+        "aiokafka.producer.message_accumulator.MessageAccumulator",
+        "_batch_size",
+        "changelog_batch",
+        "the producer's batch size (producer_max_batch_size), so a compressed batch is as large as the others",
+        check="assigned",
+    ),
+    Internal(
+        "aiokafka.AIOKafkaProducer",
+        "_message_accumulator",
+        "changelog_batch",
+        "the producer's accumulator, which knows its batch size",
+        check="assigned",
+    ),
+    *(
+        Internal("aiokafka.codec", f"has_{codec}", "codec_available", "whether aiokafka finds the codec's library")
+        for codec in ("gzip", "snappy", "lz4", "zstd")
+    ),
+    *(
+        Internal(
+            "aiokafka.record.default_records.DefaultRecordBatch",
+            f"CODEC_{codec}",
+            "changelog_batch",
+            "the codec's attribute bits of a record batch",
+        )
+        for codec in ("GZIP", "SNAPPY", "LZ4", "ZSTD")
+    ),
     # the detect agent's consumer
     Internal(
         "faust.transport.consumer.Consumer",
@@ -302,6 +336,41 @@ def faust_producer(app: Any) -> Any:
     Using faust's own keeps one producer per worker and faust's shutdown order. If it goes, no state is written.
     """
     return app.producer._ensure_producer()
+
+
+CODECS = ("none", "gzip", "snappy", "lz4", "zstd")
+
+
+def codec_available(codec: str) -> bool:
+    """Whether aiokafka can compress with `codec` here (`has_gzip`: always; `has_snappy`, `has_lz4`, `has_zstd`:
+    with cramjam installed)."""
+    from aiokafka import codec as codecs
+
+    return codec == "none" or bool(getattr(codecs, f"has_{codec}")())
+
+
+def changelog_batch(producer: Any, codec: str) -> Any:
+    """An empty record batch for `producer.send_batch`, compressed with `codec` (`none`: uncompressed).
+
+    The changelog is keywatch's largest output (one ~1 KB state per key written, `docs/performance.md`) and
+    compresses well, but a codec on faust's producer would also apply to the alert topic, which downstream
+    consumers read with clients of their own (some without lz4 or zstd). aiokafka's public `create_batch` uses the
+    producer's codec, so the batch is built here with aiokafka's `BatchBuilder`, the producer's batch size
+    (`_message_accumulator._batch_size`) and the codec's bits (`DefaultRecordBatch.CODEC_GZIP`, `CODEC_SNAPPY`,
+    `CODEC_LZ4`, `CODEC_ZSTD`). If it goes, `TableView` cannot write its state (the worker fails at its first
+    changelog write, loudly).
+    """
+    from aiokafka.producer.message_accumulator import BatchBuilder
+    from aiokafka.record.default_records import DefaultRecordBatch
+
+    attrs = {
+        "none": 0,
+        "gzip": DefaultRecordBatch.CODEC_GZIP,
+        "snappy": DefaultRecordBatch.CODEC_SNAPPY,
+        "lz4": DefaultRecordBatch.CODEC_LZ4,
+        "zstd": DefaultRecordBatch.CODEC_ZSTD,
+    }
+    return BatchBuilder(producer._message_accumulator._batch_size, attrs[codec])
 
 
 def hold_stream_flow(app: Any) -> None:
