@@ -111,9 +111,9 @@ async def fill(bootstrap: str, topic: str, keys: Sequence[bytes], values: Sequen
         await producer.stop()
 
 
-async def ceiling(bootstrap: str, topic: str, records: int, partitions: int) -> tuple[float, float]:
-    """Read and orjson-decode `records` records with a plain consumer; (seconds from first record, from start)."""
-    consumer = AIOKafkaConsumer(
+def _reader(bootstrap: str) -> AIOKafkaConsumer:
+    """A consumer without a group that reads from the beginning in large fetches (the caller assigns it)."""
+    return AIOKafkaConsumer(
         bootstrap_servers=bootstrap,
         group_id=None,
         enable_auto_commit=False,
@@ -121,6 +121,11 @@ async def ceiling(bootstrap: str, topic: str, records: int, partitions: int) -> 
         max_partition_fetch_bytes=4 << 20,
         fetch_max_bytes=16 << 20,
     )
+
+
+async def ceiling(bootstrap: str, topic: str, records: int, partitions: int) -> tuple[float, float]:
+    """Read and orjson-decode `records` records with a plain consumer; (seconds from first record, from start)."""
+    consumer = _reader(bootstrap)
     started = time.perf_counter()
     await consumer.start()
     try:
@@ -182,14 +187,7 @@ async def changelog(bootstrap: str, app_id: str, data_dir: Path) -> Changelog:
     """Read an app's changelog topics to their end offsets; sum key and value sizes (tombstones count their key)."""
     parts = await changelog_partitions(bootstrap, app_id)
     topics = sorted({tp.topic for tp in parts})
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap,
-        group_id=None,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        max_partition_fetch_bytes=4 << 20,
-        fetch_max_bytes=16 << 20,
-    )
+    consumer = _reader(bootstrap)
     await consumer.start()
     records = size = offsets = largest = 0
     try:
