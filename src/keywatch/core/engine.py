@@ -213,7 +213,7 @@ class Engine:
 
     def _run_ticks(self, state: KeyState, upto_ms: int, outcome: Outcome) -> None:
         ticks = state.ticks
-        if min(ticks.values()) > upto_ms:  # the common case (a key's pending timer is not due): nothing to look up
+        if not ticks or min(ticks.values()) > upto_ms:  # the common case (no timer due): nothing to look up
             return
         detectors = self._set_of(state)
         env = self._env(state)
