@@ -26,11 +26,13 @@ which a fact of an earlier time arriving later can change after the answer went 
 State: `EnvironmentState`, under `environment`; on a key only `reported` (range -> the last UTC day it was
 reported, at most `MAX_REPORTED`); on the tenant the range registry (at most `max_ranges`, least recently used
 first out; at most `max_keys_per_env` keys per range and environment) and the network registry (at most
-`max_networks`, `MAX_KEYS_PER_NETWORK` keys each).
+`max_networks`, `MAX_KEYS_PER_NETWORK` keys each). A full registry drops a sixteenth of its cap at once, so a
+tenant on more ranges than the cap pays one scan per sixteenth, not one per report.
 """
 
 from __future__ import annotations
 
+import heapq
 from typing import Any
 
 import msgspec
@@ -92,10 +94,6 @@ class RangeUse(msgspec.Struct, array_like=True):
         """The presence of `env` ("live" or "sandbox")."""
         return self.live if env == "live" else self.sandbox
 
-    def last_ms(self) -> int:
-        """When any key last reported the range (its recency for the cap)."""
-        return max(p.at_ms for p in (self.live, self.sandbox) if p is not None)
-
 
 class NetworkUse(msgspec.Struct, array_like=True):
     """A network of the tenant: the keys seen there, key -> [since_ms, at_ms]."""
@@ -151,8 +149,30 @@ def _kind(network: str) -> str:
 
 
 def _evict(table: dict[str, Any], cap: int, recency: Any) -> None:
+    """Drop the least recent entries (by `recency`, then name) beyond `cap`."""
     while len(table) > cap:
         del table[min(table, key=lambda k: (recency(table[k]), k))]
+
+
+def _evict_bulk(table: dict[str, Any], cap: int, recency: Any) -> None:
+    """Beyond `cap`, drop the least recent entries (by `recency`, then name) down to `cap` less a sixteenth: a full
+    registry then pays one scan per `cap // 16` new entries, not one per entry."""
+    if len(table) <= cap:
+        return
+    keep = cap - max(1, cap // 16)
+    for name in heapq.nsmallest(len(table) - keep, table, key=lambda k: (recency(table[k]), k)):
+        del table[name]
+
+
+def _range_recency(entry: RangeUse) -> int:
+    live, sandbox = entry.live, entry.sandbox
+    if live is None:
+        return sandbox.at_ms if sandbox is not None else -1
+    return live.at_ms if sandbox is None or live.at_ms >= sandbox.at_ms else sandbox.at_ms
+
+
+def _network_recency(entry: NetworkUse) -> int:
+    return max([seen[1] for seen in entry.keys.values()], default=-1)
 
 
 class Environment(Detector[EnvironmentState]):
@@ -334,7 +354,7 @@ class Environment(Detector[EnvironmentState]):
             elif day == seen.day:
                 seen.at_ms = min(seen.at_ms, t)
         if len(st.ranges) > cfg.max_ranges:
-            _evict(st.ranges, cfg.max_ranges, lambda r: r.last_ms())
+            _evict_bulk(st.ranges, cfg.max_ranges, _range_recency)
         return entry
 
     def _record_network(self, st: EnvironmentState, key_id: str, network: str, t: int) -> None:
@@ -348,7 +368,7 @@ class Environment(Detector[EnvironmentState]):
         else:
             seen[0], seen[1] = min(seen[0], t), max(seen[1], t)
         if len(st.networks) > self.config.max_networks:
-            _evict(st.networks, self.config.max_networks, lambda n: max(s[1] for s in n.keys.values()))
+            _evict_bulk(st.networks, self.config.max_networks, _network_recency)
 
     def _judge(
         self, tenant: str, entry: RangeUse, rk: str, key_id: str, env: str, older: tuple[int, int] | None = None

@@ -252,13 +252,36 @@ def test_tenant_registry_stays_within_its_caps(cluster_factory: Callable[..., Cl
         events.append(request_factory(ts=T0 + i * MINUTE, key_id=f"k-{i % 9}", env=env, ip=f"10.{i % 23}.{i % 41}.1"))
     cluster.feed(events)
     tenant: EnvironmentState = cluster.states["acme/"].detectors[NAME]
-    assert len(tenant.ranges) == 16
-    assert len(tenant.networks) == 8
+    assert 15 <= len(tenant.ranges) <= 16  # a full registry drops a sixteenth at once (at least one entry)
+    assert 7 <= len(tenant.networks) <= 8
     for entry in tenant.ranges.values():
         for presence in (entry.live, entry.sandbox):
             assert presence is None or len(presence.keys) <= 2
     assert all(len(n.keys) <= 4 for n in tenant.networks.values())
     assert all(len(cluster.states[f"acme/k-{i}"].detectors[NAME].reported) <= 16 for i in range(9))
+
+
+def test_a_full_registry_forgets_the_least_recently_used_first(
+    cluster_factory: Callable[..., Cluster], request_factory: Make
+) -> None:
+    """Ranges (and networks) reported one after another: whenever the registry is past its cap, the least recently
+    used go, a sixteenth of the cap at once, so what is kept is always the most recent ones and never more than
+    the cap; a range reported again (by another key) is recent again and stays."""
+    cluster = cluster_factory(environment={"max_ranges": 32, "max_networks": 16})
+    kept_sizes = set()
+    for i in range(200):
+        events = [request_factory(ts=T0 + i * MINUTE, key_id=f"k-{i}", ip=f"10.{i}.7.1")]
+        events.append(request_factory(ts=T0 + i * MINUTE + 1, key_id=f"s-{i}", ip="10.250.1.1"))  # reused range
+        cluster.feed(events)
+        tenant: EnvironmentState = cluster.states["acme/"].detectors[NAME]
+        if i >= 40:
+            kept_sizes.add(len(tenant.ranges))
+        newest = [f"10.{j}.7.0/24" for j in range(max(0, i - len(tenant.ranges) + 2), i + 1)]
+        assert set(tenant.ranges) == {*newest, "10.250.1.0/24"}
+        assert len(tenant.networks) <= 16
+        assert "10.250.0.0/16" in tenant.networks
+        assert f"10.{i}.0.0/16" in tenant.networks
+    assert kept_sizes == {30, 31, 32}  # full: 33 ranges become 30, then two more come before the next scan
 
 
 # -- order: replay versus the worker -------------------------------------------------------------------------
