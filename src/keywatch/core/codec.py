@@ -6,6 +6,11 @@ ticks]`, every struct as an array of its fields (names live in the code, not on 
 is decoded with the state type its spec declares, a slot of a detector no longer registered is kept as it
 was. A trailing field added to a struct later must have a default: states written before it still load.
 
+A slot is the MessagePack of its state, or a MessagePack bin holding the state's JSON (same arrays): the rate
+baseline's slot is written that way, because its 48 hour-of-day levels and spreads are short decimals (rounded
+to 3 places) that MessagePack writes as 9-byte doubles and JSON in 4-6 characters, exactly and with ints and
+floats told apart (548 -> ~360 B for a quiet key). Either form of any slot is read.
+
 Format 1 (keywatch before typed state): a JSON object `{"t", "k", "r", "d", "s"}` with the detectors' state
 as letter-keyed dicts under the slots `ip`, `rate`, `err`, `rev`. It is read (and written back as format 2):
 an upgrade keeps every key's baseline, open episodes and suppressions.
@@ -21,6 +26,7 @@ import orjson
 from keywatch.core import catalog
 from keywatch.core.error_burst import ErrorBurstState, ErrorEpisode, Seen
 from keywatch.core.ip_baseline import AsnSeen, CountrySeen, IpState, RangeSeen
+from keywatch.core.rate_baseline import NAME as RATE
 from keywatch.core.rate_baseline import RateEpisode, RateState
 from keywatch.core.revoked_use import RevokedUseState
 from keywatch.core.state import KeyRegistryEntry, KeyState
@@ -40,19 +46,28 @@ class _Wire(msgspec.Struct, array_like=True):
 
 
 _encoder = msgspec.msgpack.Encoder()
+_json_encoder = msgspec.json.Encoder()
 _wire_decoder = msgspec.msgpack.Decoder(_Wire)
-_slot_decoders: dict[str, msgspec.msgpack.Decoder[Any]] = {}
+_slot_decoders: dict[str, tuple[msgspec.msgpack.Decoder[Any], msgspec.json.Decoder[Any]]] = {}
 _decoders_of = [-1]
+JSON_SLOTS = frozenset({RATE})  # detectors whose slot is written as JSON (see the module's docstring)
+_BIN = frozenset(b"\xc4\xc5\xc6")  # MessagePack bin 8/16/32: a slot holding JSON
 
 
-def _decoders() -> dict[str, msgspec.msgpack.Decoder[Any]]:
+def _decoders() -> dict[str, tuple[msgspec.msgpack.Decoder[Any], msgspec.json.Decoder[Any]]]:
     if _decoders_of[0] != catalog.version():
         _slot_decoders.clear()
         for spec in catalog.specs():
             if spec.state is not None:
-                _slot_decoders[spec.name] = msgspec.msgpack.Decoder(spec.state)
+                _slot_decoders[spec.name] = (msgspec.msgpack.Decoder(spec.state), msgspec.json.Decoder(spec.state))
         _decoders_of[0] = catalog.version()
     return _slot_decoders
+
+
+def _decode_slot(decoders: tuple[msgspec.msgpack.Decoder[Any], msgspec.json.Decoder[Any]], slot: msgspec.Raw) -> Any:
+    if memoryview(slot)[0] in _BIN:
+        return decoders[1].decode(msgspec.msgpack.decode(slot))
+    return decoders[0].decode(slot)
 
 
 def encode_state(state: KeyState) -> bytes:
@@ -62,13 +77,19 @@ def encode_state(state: KeyState) -> bytes:
     the table holds one value per key for as long as the key lives, so it is copied into an exactly sized object
     (joining it with b"" copies; ~0.1 µs).
     """
+    detectors = state.detectors
+    if not JSON_SLOTS.isdisjoint(detectors):
+        detectors = {
+            name: _json_encoder.encode(slot) if name in JSON_SLOTS and isinstance(slot, msgspec.Struct) else slot
+            for name, slot in detectors.items()
+        }
     encoded = _encoder.encode(
         (
             FORMAT,
             state.tenant,
             state.key_id,
             state.registry,
-            state.detectors,
+            detectors,
             state.suppressed,
             state.episodes,
             state.ticks,
@@ -86,7 +107,7 @@ def decode_state(raw: bytes) -> KeyState:
     detectors: dict[str, Any] = {}
     for name, slot in wire.slots.items():
         decoder = decoders.get(name)
-        detectors[name] = decoder.decode(slot) if decoder is not None else slot
+        detectors[name] = _decode_slot(decoder, slot) if decoder is not None else slot
     return KeyState(wire.tenant, wire.key_id, wire.registry, detectors, wire.suppressed, wire.episodes, wire.ticks)
 
 

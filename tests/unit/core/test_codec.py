@@ -86,6 +86,58 @@ def test_state_round_trip_is_byte_identical_with_typed_slots(
     assert any(slot.startswith("usedfromnewip|") for slot in loaded.suppressed)
 
 
+def _rate_state(hour_level: list[int | float]) -> RateState:
+    return RateState(
+        minute=29_937_197,
+        first_minute=29_935_808,
+        counts=[0, 0, 3, 0, 0, 1],
+        level=0.007,
+        spread=0.04,
+        minutes=1384,
+        hour_level=hour_level,
+        hour_spread=[round(0.001 * i * i, 3) for i in range(24)],
+        hour_updates=[60] * 24,
+        expected=3,
+        expected_spread=1.0,
+        threshold=None,
+    )
+
+
+@given(
+    strategies.lists(
+        strategies.one_of(
+            strategies.integers(min_value=0, max_value=10**6),
+            strategies.integers(min_value=0, max_value=10**9).map(lambda m: round(m / 1000, 3)),
+        ),
+        min_size=24,
+        max_size=24,
+    )
+)
+def test_the_rate_slot_is_json_and_keeps_every_value_and_its_type(hour_level: list[int | float]) -> None:
+    """The rate baseline's slot is written as JSON: every level comes back equal and of its own type (an int stays
+    an int, 0.0 stays a float), and the state encodes to the same bytes again."""
+    rate = _rate_state(hour_level)
+    raw = codec.encode_state(KeyState("acme", "key-1", detectors={"rate": rate}))
+    loaded = codec.decode_state(raw).detectors["rate"]
+    assert loaded == rate
+    assert [type(v) for v in loaded.hour_level] == [type(v) for v in hour_level]
+    assert codec.encode_state(KeyState("acme", "key-1", detectors={"rate": loaded})) == raw
+    assert msgspec.msgpack.decode(raw)[4]["rate"] == msgspec.json.encode(rate)  # a bin holding the JSON
+
+
+def test_a_rate_slot_written_as_messagepack_is_still_read() -> None:
+    """States written before the rate slot went JSON (format 2, every slot MessagePack) load unchanged, and are
+    written back in the new form, over 100 bytes smaller for a quiet key's levels."""
+    rate = _rate_state([0.0] * 12 + [0.017, 2] + [0.5] * 10)
+    old = msgspec.msgpack.encode((2, "acme", "key-1", KeyRegistryEntry(), {"rate": rate}, {}, {}, {}))
+    loaded = codec.decode_state(old)
+    assert loaded.detectors["rate"] == rate
+    assert type(loaded.detectors["rate"].hour_level[13]) is int
+    rewritten = codec.encode_state(loaded)
+    assert len(rewritten) < len(old) - 100
+    assert codec.decode_state(rewritten).detectors["rate"] == rate
+
+
 def test_slot_of_an_unregistered_detector_is_kept_as_it_was() -> None:
     """A state holding the part of a detector this version does not run loads, and writes that part back."""
     raw = codec.encode_state(KeyState("acme", "key-1", detectors={"retired": [1, "two", 3.0]}))
