@@ -9,9 +9,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
+from prometheus_client.parser import text_string_to_metric_families
 
 from keywatch.config import Settings
 from keywatch.contract.alerts import Alert
+from keywatch.core import hygiene
+from keywatch.core.engine import Outcome
+from keywatch.core.state import KeyRegistryEntry, KeyState
 from keywatch.pipeline.partitioner import partition_of
 from keywatch.replay import replay
 from keywatch.runtime import make_engine
@@ -20,7 +24,9 @@ from tests.integration.kafka_helpers import (
     WorkerProcess,
     alerts_of,
     feed_in_order,
+    free_port,
     wait_caught_up,
+    wait_until,
 )
 from tests.integration.test_faults import FAST, _check_against
 
@@ -28,9 +34,15 @@ T0 = datetime(2026, 1, 5, tzinfo=UTC)
 HOUR = timedelta(hours=1)
 DAY = timedelta(days=1)
 # Driven by event-time ticks (the watermark passing a time), not by a record of the key itself.
-TICK_TYPES = {"apiKey.rotationStalled", "apiKey.revokedWhileInUse", "apiKey.unused"}
+TICK_TYPES = {
+    "apiKey.rotationOverdue",
+    "apiKey.rotationStalled",
+    "apiKey.revokedWhileInUse",
+    "apiKey.unused",
+    "apiKey.sharedAcrossServices",
+}
 # Decided with what the tenant's state knows (facts forwarded by the tenant's keys).
-TENANT_TYPES = {"apiKey.lifecycleBurst", "apiKey.environmentMismatch"}
+TENANT_TYPES = {"apiKey.lifecycleBurst", "apiKey.environmentMismatch", "apiKey.usedFromNewIp"}
 
 
 def _ts(at: datetime) -> str:
@@ -68,7 +80,14 @@ def hygiene_input() -> list[tuple[str, bytes, bytes]]:
       keyed partition keeps the request log going hourly until T0 + 32 d;
     - mallory performs 5 lifecycle operations in 5 minutes at T0 + 3 h (a tenant alert), one of them a key that
       is used from a network new to the tenant while it learns;
-    - the sandbox key `sbx` is used from `old`'s live hosts (a production service on a sandbox key)."""
+    - the sandbox key `sbx` is used from `old`'s live hosts (a production service on a sandbox key);
+    - `aged`, created 89 days before T0, is used until T0 + 20 h: rotation overdue at T0 + 1 d (a tick), unused
+      30 days after its last request (a tick);
+    - `spare`, created before the tenant's request log starts and never used: unused 30 days after the tenant's
+      coverage start (the tenant's answer, then a tick);
+    - `shared` serves one service every 5 min until T0 + 16 h, and a second service (another product on another
+      network) every 5 min from T0 + 14 h to T0 + 15 h 30: shared across services when its third window is
+      decided (a tick at the window's end plus the lateness)."""
     rows: list[tuple[datetime, int, str, bytes, bytes]] = []
     for key in ("old", "busy", "idle", *steady_keys()):
         rows.append(_event("apiKey.created", T0 - 3 * DAY, key, role="standard"))
@@ -97,17 +116,52 @@ def hygiene_input() -> list[tuple[str, bytes, bytes]]:
         rows.append(_use(burst + timedelta(minutes=10 + i), "m3", "203.0.113.50", i))
     for i in range(6):
         rows.append(_use(T0 + 4 * HOUR + i * timedelta(minutes=5), "sbx", "192.0.2.10", i, env="sandbox"))
+    rows.append(_event("apiKey.created", T0 - 89 * DAY, "aged", role="standard"))
+    for i in range(int((DAY + 20 * HOUR) / timedelta(minutes=10))):
+        rows.append(_use(T0 - DAY + i * timedelta(minutes=10), "aged", "198.51.100.50", i))
+    rows.append(_event("apiKey.created", T0 - 3 * DAY, "spare", role="standard"))
+    rows.append(_event("apiKey.created", T0 - 3 * DAY, "shared", role="standard"))
+    for i in range(int((DAY + 16 * HOUR) / timedelta(minutes=5))):
+        at = T0 - DAY + i * timedelta(minutes=5)
+        rows.append(_use(at, "shared", "198.51.100.60", i, user_agent="billing-sync/1.4"))
+    for i in range(18):
+        at = T0 + 14 * HOUR + i * timedelta(minutes=5) + timedelta(minutes=1)
+        rows.append(_use(at, "shared", "198.18.7.5", 10_000 + i, user_agent="report-job/2.0"))
     rows.sort(key=lambda row: (row[0], row[1]))
     return [(topic, key, value) for _, _, topic, key, value in rows]
 
 
-def replayed(records: list[tuple[str, bytes, bytes]]) -> dict[str, Alert]:
-    """What `keywatch replay` emits for the same records."""
+def replayed(records: list[tuple[str, bytes, bytes]], states: dict[str, KeyState] | None = None) -> dict[str, Alert]:
+    """What `keywatch replay` emits for the same records (and, into `states`, every key's final state)."""
     requests = [value for topic, _, value in records if topic == "requests"]
     lifecycle = [value for topic, _, value in records if topic == "lifecycle"]
     out: list[Alert] = []
-    replay(requests, lifecycle, make_engine(Settings()), out.append)
+    engine = make_engine(Settings())
+    if states is not None:
+
+        def keeping(hook: Callable[..., Outcome]) -> Callable[..., Outcome]:
+            def keep(*args: Any) -> Outcome:
+                outcome = hook(*args)
+                states[outcome.state.subject] = outcome.state
+                return outcome
+
+            return keep
+
+        for name in ("on_request", "on_lifecycle", "on_forward", "on_tick"):
+            setattr(engine, name, keeping(getattr(engine, name)))
+    replay(requests, lifecycle, engine, out.append)
     return {a.id: a for a in out}
+
+
+def hygiene_gauge(text: str) -> dict[str, float]:
+    """`keywatch_keys_by_hygiene_status` from a /metrics page, by status; fails on any label but `status`."""
+    found: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name == "keywatch_keys_by_hygiene_status":
+            for sample in family.samples:
+                assert set(sample.labels) == {"status"}, sample.labels
+                found[sample.labels["status"]] = sample.value
+    return found
 
 
 def test_the_input_calls_for_every_tick_driven_and_tenant_rule() -> None:
@@ -115,21 +169,40 @@ def test_the_input_calls_for_every_tick_driven_and_tenant_rule() -> None:
     expected = replayed(hygiene_input())
     types = {a.type for a in expected.values()}
     assert types >= TICK_TYPES | TENANT_TYPES, sorted(types)
+    learning = [a for a in expected.values() if a.data.evidence.get("phase") == "learning"]
+    assert [a.subject for a in learning] == ["acme/m3"], "the learning key's alert: new to the tenant"
+    unused = {a.subject: a.data.evidence["idle_since_what"] for a in expected.values() if a.type == "apiKey.unused"}
+    assert unused.get("acme/spare") == "coverage start", unused
+    assert {a.subject for a in expected.values() if a.type == "apiKey.rotationOverdue"} == {"acme/aged"}
+    assert {a.subject for a in expected.values() if a.type == "apiKey.sharedAcrossServices"} == {"acme/shared"}
 
 
 async def test_worker_gives_replays_ids_for_tick_driven_and_tenant_rules(
     worker_factory: Callable[..., WorkerProcess],
 ) -> None:
-    """Fed in order, the worker's alert ids equal replay's, for every type (tick-driven and tenant ones too)."""
+    """Fed in order, the worker's alert ids equal replay's, for every type (tick-driven and tenant ones too), and
+    its hygiene gauge counts the keys replay's final states put in each status, without key or tenant labels."""
     records = hygiene_input()
-    expected = replayed(records)
-    worker = worker_factory(metrics_port=0, extra_env=FAST)
+    states: dict[str, KeyState] = {}
+    expected = replayed(records, states)
+    statuses = hygiene.count(
+        KeyRegistryEntry(hygiene=hygiene.bits(state)) for state in states.values() if not state.is_tenant
+    )
+    assert statuses == {"overdue": 1, "unused": 9, "rotation_in_progress": 0, "stalled": 1}, statuses
+    worker = worker_factory(metrics_port=free_port(), extra_env=FAST)
     worker.start()
     await worker.wait_ready()
     await feed_in_order(worker, records)
     await wait_caught_up(worker.bootstrap, worker.app_id, worker.topics["keyed"])
     got = await alerts_of(worker, until=lambda a: expected.keys() <= {x.id for x in a})
     _check_against(expected, got)
+
+    def gauge() -> dict[str, float]:
+        status, text = worker.http("/metrics")
+        return hygiene_gauge(text) if status == 200 else {}
+
+    # the gauges are refreshed from the table every 15 s
+    await wait_until(lambda: gauge() == statuses, deadline_s=60.0, what=f"hygiene gauges {statuses}, got {gauge()}")
 
 
 async def test_a_sigkill_neither_loses_nor_renames_a_tick_driven_alert(
@@ -144,7 +217,7 @@ async def test_a_sigkill_neither_loses_nor_renames_a_tick_driven_alert(
     cut = next(i for i, (_, _, value) in enumerate(records) if orjson.loads(value)["ts"] >= _ts(cut_at))
     # the tick-driven alerts due after the first kill (the revocation's, at T0 + 2 h, comes before it)
     ticked = {a.id for a in expected.values() if a.type in TICK_TYPES and a.time > cut_at}
-    assert {expected[i].type for i in ticked} == {"apiKey.rotationStalled", "apiKey.unused"}
+    assert {expected[i].type for i in ticked} == TICK_TYPES - {"apiKey.revokedWhileInUse"}
     worker = worker_factory(metrics_port=0, extra_env=FAST)
     worker.start()
     await worker.wait_ready()

@@ -27,14 +27,20 @@ DOCS = """
 
 `apiKey.teapot` - the key got a 418; the episode resolves `close_after_seconds` later (`[detection.teapot]`).
 
+**Triage**: which client asked for coffee. **What to do**: point it at a coffee pot.
+
 ## paymentrequired
 
 `apiKey.paymentRequired` - the key got a 402, at most once per `suppress_seconds` (`[detection.teapot]`).
+
+**Triage**: is the tenant's plan paid. **What to do**: ask the tenant to pay.
 
 ## manykeysfailing
 
 `tenant.manyKeysFailing` - `min_keys` keys of one tenant got a 401 within `window_seconds`
 (`[detection.teapot_tenant]`).
+
+**Triage**: did the tenant rotate its keys at once. **What to do**: ask the tenant's admin.
 """
 
 

@@ -23,6 +23,20 @@ ROOT = Path(__file__).resolve().parents[2]
 GRAFANA = ROOT / "grafana"
 DASHBOARDS = sorted((GRAFANA / "dashboards").glob("*.json"))
 ALERT_TYPES = catalog.alert_types()  # every registered detector's types
+# The key-hygiene rules: the platform's key rules checked from its request and audit logs.
+HYGIENE_TYPES = (
+    "apiKey.rotationOverdue",
+    "apiKey.unused",
+    "apiKey.rotationStalled",
+    "apiKey.revokedWhileInUse",
+    "apiKey.environmentMismatch",
+    "apiKey.sharedAcrossServices",
+    "apiKey.usedFromBrowser",
+    "apiKey.privilegeEscalated",
+    "apiKey.keyManagementAttempt",
+    "apiKey.managedOutsidePortal",
+    "apiKey.lifecycleBurst",
+)
 # A duration no board uses: after substitution every rate()/increase() must carry exactly this range.
 RATE_INTERVAL_SENTINEL = "1111s"
 # $__range likewise, allowed only in instant queries (a stat or bar of the whole time range)
@@ -228,6 +242,29 @@ def test_security_board_covers_every_alert_type() -> None:
         assert alert_type in text, alert_type
     titles = {p["title"] for p in panels(board)}
     assert {"Alerts by type", "Alerts by severity", "Severity breakdown"} <= titles
+
+
+def test_security_board_has_a_key_hygiene_row() -> None:
+    """A "Key hygiene" row whose panels show the keys by hygiene status (by status only: the gauge has no key or
+    tenant label) and the alerts of every key-hygiene rule."""
+    from keywatch.core import hygiene
+
+    board = load_dashboard(GRAFANA / "dashboards" / "keywatch-security.json")
+    rows = [i for i, p in enumerate(board["panels"]) if p["type"] == "row"]
+    [start] = [i for i in rows if board["panels"][i]["title"] == "Key hygiene"]
+    end = min([i for i in rows if i > start], default=len(board["panels"]))
+    row = [*board["panels"][start].get("panels", []), *board["panels"][start + 1 : end]]
+    exprs = [t["expr"] for p in row for t in p.get("targets", [])]
+    gauges = [e for e in exprs if "keywatch_keys_by_hygiene_status" in e]
+    assert gauges
+    assert all("sum by (status)" in e for e in gauges), gauges
+    missing = [t for t in HYGIENE_TYPES if not any(f'"{t}' in e or f"|{t}" in e for e in exprs)]
+    assert missing == []
+    # the gauge itself: one series per status, no other label even with per-tenant labels switched on
+    metrics = Metrics(CollectorRegistry(), tenant_labels=5)
+    samples = [s for f in metrics.registry.collect() if f.name == "keywatch_keys_by_hygiene_status" for s in f.samples]
+    assert [s.labels for s in samples] == [{"status": status} for status in hygiene.STATUSES]
+    assert hygiene.STATUSES == ("overdue", "unused", "rotation_in_progress", "stalled")
 
 
 def test_queries_pass_promtool_as_recording_rules(tmp_path: Path) -> None:

@@ -81,12 +81,20 @@ def solo(spec: DetectorSpec[Any, Any], detector: Detector[Any]) -> Engine:
 
 def docs_problems(spec: DetectorSpec[Any, Any], doc: str) -> list[str]:
     """What a page of alert docs lacks for `spec`: a level-2 section per alert type at its runbook anchor that
-    names the type, and the detector's `[detection.<name>]` section when it has settings."""
-    headings = {h.strip().lower() for h in re.findall(r"^## (.+)$", doc, re.MULTILINE)}
+    names the type, with its triage and what to do, and the detector's `[detection.<name>]` section when it has
+    settings."""
+    sections = {part.split("\n", 1)[0].strip().lower(): part for part in re.split(r"^## ", doc, flags=re.MULTILINE)[1:]}
     problems = []
     for alert in spec.alerts:
-        if alert.anchor not in headings:
+        section = sections.get(alert.anchor)
+        if section is None:
             problems.append(f"{alert.type}: no '## {alert.anchor}' section")
+        else:
+            problems.extend(
+                f"{alert.type}: no {part} in its section"
+                for part in ("**Triage**", "**What to do**")
+                if part not in section
+            )
         if f"`{alert.type}`" not in doc:
             problems.append(f"{alert.type}: not named")
     if spec.config.model_fields and f"[detection.{spec.name}]" not in doc:

@@ -47,3 +47,15 @@ def test_docs_check_finds_a_missing_section() -> None:
     assert docs_problems(catalog.spec_of_type("apiKey.requestSpike"), text) == [
         "apiKey.requestSpike: no '## requestspike' section"
     ]
+
+
+def test_docs_check_finds_a_section_without_triage() -> None:
+    """A type's section must say how to triage it and what to do."""
+    text = DOC.read_text(encoding="utf-8")
+    start = text.index("## rotationstalled")
+    section = text[start : text.index("\n## ", start + 1)]
+    cut = text.replace(section, section.replace("**Triage**", "**Notes**").replace("**What to do**", "**Then**"))
+    assert docs_problems(catalog.spec_of_type("apiKey.rotationStalled"), cut) == [
+        "apiKey.rotationStalled: no **Triage** in its section",
+        "apiKey.rotationStalled: no **What to do** in its section",
+    ]

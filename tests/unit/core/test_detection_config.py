@@ -31,6 +31,31 @@ def test_defaults_are_documented_values() -> None:
     assert (config.revoked.grace_seconds, config.revoked.suppress_seconds) == (60.0, 3600)
 
 
+def test_key_hygiene_defaults_are_documented_values() -> None:
+    """The key-hygiene rules' defaults are the ones docs/alerts.md states (the platform's rules: 90-day rotation,
+    30 idle days, ...)."""
+    config = default_detection_config()
+    assert (config.rotation_age.max_age_days, config.rotation_age.repeat_days) == (90, 7)
+    assert config.unused.idle_days == 30
+    rotation = config.rotation
+    assert (rotation.new_key_grace_hours, rotation.min_requests_per_hour, rotation.rollout_window_hours) == (24, 10, 72)
+    assert (config.revocation_impact.min_requests, config.revocation_impact.window_minutes) == (5, 15)
+    assert (config.environment.window_days, config.environment.new_to_tenant_window_days) == (30, 30)
+    sharing = config.sharing
+    assert (sharing.min_requests, sharing.window_minutes, sharing.min_windows, sharing.period_hours) == (5, 30, 3, 24)
+    assert config.key_management.path_patterns == (r"^/v\d+/(api[-_]?keys|keys|credentials|tokens)(/|$)",)
+    assert (config.lifecycle_burst.min_operations, config.lifecycle_burst.window_minutes) == (5, 10)
+    assert (config.portal.portal_channels, config.portal.require_mfa) == (("portal",), True)
+    sandbox = detection_config_from_mapping({"sandbox": {"rotation_age": {"max_age_days": 30}}})
+    assert (
+        sandbox.for_env("sandbox").rotation_age.max_age_days,
+        sandbox.for_env("live").rotation_age.max_age_days,
+    ) == (
+        30,
+        90,
+    )
+
+
 def test_env_override_applies_only_to_that_env() -> None:
     """A [detection.sandbox.rate] value changes sandbox settings and leaves live alone."""
     config = detection_config_from_mapping({"rate": {"min_per_minute": 100}, "sandbox": {"rate": {"min_ratio": 10}}})

@@ -95,6 +95,24 @@ def test_live_key_on_sandbox_only_hosts_is_high(cluster_factory: Callable[..., C
     assert [o["key_id"] for o in found[0].data.evidence["other_keys"]] == ["test-1"]
 
 
+def test_a_new_key_is_checked_from_its_very_first_request(
+    cluster_factory: Callable[..., Cluster], request_factory: Make
+) -> None:
+    """Learning or not: a sandbox key never seen before whose first request comes from the production range, and
+    a new live key whose first request comes from the CI range, each alert at that first request."""
+    cluster = cluster_factory()
+    cluster.feed(history(request_factory))
+    at = T0 + 3 * DAY + HOUR
+    first = [
+        request_factory(ts=at, key_id="test-new", env="sandbox", ip="10.1.1.40"),
+        request_factory(ts=at + MINUTE, key_id="live-new", env="live", ip="10.1.9.40"),
+    ]
+    found = of(cluster.feed(first), MISMATCH)
+    assert [(a.subject, a.severity) for a in found] == [("acme/test-new", "medium"), ("acme/live-new", "high")]
+    assert [a.time for a in found] == [r.ts for r in first]
+    assert all(a.data.evidence["key_since"] == a.data.evidence["key_first_use_of_day"] for a in found)
+
+
 def test_separate_hosts_and_two_live_keys_sharing_hosts_are_quiet(
     cluster_factory: Callable[..., Cluster], request_factory: Make
 ) -> None:

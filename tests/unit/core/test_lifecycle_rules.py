@@ -422,6 +422,26 @@ def test_a_second_burst_later_is_a_second_alert(
     assert of(cluster_factory(lifecycle_burst={"enabled": False}).feed(events), BURST) == []
 
 
+def test_the_tenant_counts_with_the_live_settings_and_its_own_overrides(
+    cluster_factory: Callable[..., Cluster], lifecycle_factory: Callable[..., LifecycleEvent]
+) -> None:
+    """A tenant alert spans both environments: the tenant decides with the live environment's settings and the
+    tenant's overrides; a sandbox section's `enabled = false` leaves the sandbox keys' operations out, its other
+    settings do not apply."""
+    times = [T0 + i * MINUTE for i in range(5)]
+    events = _ops(lifecycle_factory, "mallory@example.com", times)
+    mixed = [e.model_copy(update={"env": "sandbox"}) if i % 2 else e for i, e in enumerate(events)]
+    assert len(of(cluster_factory().feed(mixed), BURST)) == 1
+    sandbox_off = detection_config_from_mapping({"sandbox": {"lifecycle_burst": {"enabled": False}}})
+    assert of(cluster_factory(config=sandbox_off).feed(mixed), BURST) == []
+    sandbox_more = detection_config_from_mapping({"sandbox": {"lifecycle_burst": {"min_operations": 10}}})
+    assert len(of(cluster_factory(config=sandbox_more).feed(mixed), BURST)) == 1
+    three = _ops(lifecycle_factory, "mallory@example.com", times[:3])
+    assert of(cluster_factory().feed(three), BURST) == []
+    tenant_fewer = detection_config_from_mapping({"tenant": {"acme": {"lifecycle_burst": {"min_operations": 3}}}})
+    assert len(of(cluster_factory(config=tenant_fewer).feed(three), BURST)) == 1
+
+
 def test_a_burst_has_the_same_id_whatever_order_the_hand_offs_reach_the_tenant(
     cluster_factory: Callable[..., Cluster], lifecycle_factory: Callable[..., LifecycleEvent]
 ) -> None:
