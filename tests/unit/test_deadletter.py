@@ -166,3 +166,17 @@ def test_a_letter_under_the_bounds_keeps_everything_whole() -> None:
     assert base64.b64decode(letter.payload_b64) == b"v" * PAYLOAD_MAX_BYTES
     assert base64.b64decode(letter.key_b64 or "") == b"k" * KEY_MAX_BYTES
     assert (letter.payload_truncated, letter.key_truncated, letter.key_size) == (False, False, KEY_MAX_BYTES)
+
+
+def test_the_size_and_hash_of_a_letter_are_of_the_redacted_value_never_of_the_secret() -> None:
+    """A rejected record with a secret: `payload_size` and `payload_sha256` describe the value as kept (redacted),
+    so the letter holds no hash a guessed secret could be checked against."""
+    value = b'{"ip":"300.1.1.1","path":"/v1/x?access_token=Zq8Wm3Xr5Tn7Yv2Kp"}'
+    processor = _processor()
+    (sent,) = processor.pack_batch([("requests", 0, 0, None, value)], lambda subject: 0).dead_letters
+    letter = DeadLetter.model_validate_json(sent.value)
+    payload = base64.b64decode(letter.payload_b64)
+    assert b"Zq8Wm3Xr5Tn7Yv2Kp" not in payload
+    assert b"redacted:" in payload
+    assert (letter.payload_size, letter.payload_sha256) == (len(payload), hashlib.sha256(payload).hexdigest())
+    assert hashlib.sha256(value).hexdigest() not in sent.value.decode()

@@ -1,7 +1,8 @@
 """Secrets behind escapes never survive ingest: JSON `\\uXXXX` (either case, surrogate pairs), `\\/`, percent-encoding
 (single, double, either case of hex, `+` for blanks) and mixed-case names, in every field (the browser headers
 `origin`, `referer`, `sec_fetch_*` too: a token in a Referer's query string), in unknown fields, in object keys and
-in the Kafka key, through the real ingest and detect; no output gives a planted secret back after any decoding a
+in the Kafka key, through the real ingest and detect; no output (the keyed, alert and DLQ topics, state, the bodies
+the Alertmanager and webhook sinks would POST, the log at DEBUG) gives a planted secret back after any decoding a
 reader might apply.
 """
 
@@ -23,13 +24,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from keywatch.config import Settings
+from keywatch.contract.alerts import Alert
 from keywatch.contract.deadletter import DeadLetter
 from keywatch.pipeline.ingest import Topics
 from keywatch.pipeline.partitioner import partition_of
 from keywatch.pipeline.processor import Processor
 from keywatch.redact import PREFIX, Redactor
 from keywatch.runtime import make_engine
+from keywatch.sinks.alertmanager import AlertmanagerSink
 from keywatch.sinks.base import MemorySink
+from keywatch.sinks.webhook import WebhookSink
 from tests.factories import as_bytes, lifecycle_dict, request_dict
 from tests.readers import recoverable
 
@@ -170,11 +174,11 @@ def json_text(rnd: random.Random, value: Any, share: float) -> str:
 
 
 REQUEST_FIELDS = [
-    "tenant", "key_id", "env", "ip", "method", "path", "status", "user_agent", "request_id",
+    "ts", "tenant", "key_id", "env", "ip", "method", "path", "status", "latency_ms", "user_agent", "request_id",
     "origin", "referer", "sec_fetch_site", "sec_fetch_mode",
 ]  # fmt: skip
 LIFECYCLE_FIELDS = [
-    "type", "tenant", "key_id", "name", "env", "role", "actor", "replaces_key_id", "ip", "channel", "mfa",
+    "type", "ts", "tenant", "key_id", "name", "env", "role", "actor", "replaces_key_id", "ip", "channel", "mfa",
 ]  # fmt: skip
 TARGETS = [("requests", f) for f in [*REQUEST_FIELDS, "extra", "object_key"]] + [
     ("lifecycle", f) for f in [*LIFECYCLE_FIELDS, "extra", "object_key"]
@@ -291,10 +295,16 @@ async def run_pipeline(records: list[tuple[str, bytes | None, bytes]]) -> tuple[
 
 
 def outputs(sink: MemorySink, store: dict[bytes, bytes], log: str) -> dict[str, list[bytes]]:
-    """Every output, dead letters' key and payload base64-decoded."""
+    """Every output, dead letters' key and payload base64-decoded; the alerts also as the bodies the Alertmanager
+    and webhook sinks would POST."""
     blobs: dict[str, list[bytes]] = {
         name: [part or b"" for pair in sink.messages[name] for part in pair] for name in ("keyed", "alerts", "dlq")
     }
+    alerts = [Alert.model_validate_json(v) for _, v in sink.messages["alerts"]]
+    alertmanager = AlertmanagerSink("http://127.0.0.1:9", generator_url="http://127.0.0.1:9/keywatch")
+    webhook = WebhookSink("http://127.0.0.1:9/hook", b"w" * 24)
+    blobs["alertmanager"] = [alertmanager._request(alerts).body] if alerts else []
+    blobs["webhook"] = [webhook._request([alert]).body for alert in alerts]
     letters = [DeadLetter.model_validate_json(v) for _, v in sink.messages["dlq"]]
     blobs["dlq payload"] = [base64.b64decode(d.payload_b64) for d in letters]
     blobs["dlq key"] = [base64.b64decode(d.key_b64) for d in letters if d.key_b64 is not None]

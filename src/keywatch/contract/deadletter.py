@@ -60,21 +60,29 @@ class DeadLetter(BaseModel):
     reason: str = Field(description="What is wrong, naming the field and the bad value.")
     rejected_at: EventTime = Field(description="Wall-clock time keywatch rejected it.")
     key_b64: str | None = Field(
-        description="The original Kafka message key, base64 (null if none); a prefix when `key_truncated`."
+        description="The original Kafka message key, secrets redacted, base64 (null if none); a prefix when "
+        "`key_truncated`."
     )
     payload_b64: str = Field(
-        description="The original message value, byte for byte, base64; a prefix when `payload_truncated`."
+        description="The original message value, byte for byte but for its secrets (redacted), base64; a prefix "
+        "when `payload_truncated`."
     )
-    payload_size: int = Field(ge=0, description="Size of the whole original value, in bytes.")
+    payload_size: int = Field(
+        ge=0, description="Size of the whole value, secrets redacted, in bytes (the original's if it had none)."
+    )
     payload_truncated: bool = Field(
         default=False,
         description=f"True when the value was larger than {PAYLOAD_MAX_BYTES} bytes: `payload_b64` holds only a "
         "prefix, cut before any token it would split (possibly empty).",
     )
     payload_sha256: str | None = Field(
-        default=None, description="SHA-256 (hex) of the whole original value, to match it against the source."
+        default=None,
+        description="SHA-256 (hex) of the whole value, secrets redacted: for a record without secrets, the source "
+        "record's, to match it against the source.",
     )
-    key_size: int | None = Field(default=None, ge=0, description="Size of the whole original key, in bytes.")
+    key_size: int | None = Field(
+        default=None, ge=0, description="Size of the whole original key, secrets redacted, in bytes."
+    )
     key_truncated: bool = Field(
         default=False,
         description=f"True when the key was larger than {KEY_MAX_BYTES} bytes: `key_b64` holds only a prefix.",
