@@ -43,9 +43,9 @@ def _samples(worker: WorkerProcess, name: str) -> list[tuple[dict[str, str], flo
 async def test_a_misspelled_input_topic_is_named_never_created_and_picked_up_once_it_exists(
     worker_factory: Callable[..., WorkerProcess],
 ) -> None:
-    """With KEYWATCH_TOPIC_REQUESTS misspelled: a log line and /readyz 503 name the topic and the setting, the
-    topic is not created (output and internal topics are); created by hand, it makes the worker ready and its
-    records flow."""
+    """With KEYWATCH_TOPIC_REQUESTS misspelled: a log line and /readyz 503 name the topic and the setting, and
+    nothing is created meanwhile (not the topic, nor keywatch's own); created by hand, it makes the worker create
+    its own topics and become ready, and its records flow."""
     worker = worker_factory(metrics_port=free_port(), create_inputs=False)
     wrong = f"{worker.app_id}.requestz"
     worker.extra_env["KEYWATCH_TOPIC_REQUESTS"] = wrong
@@ -57,14 +57,13 @@ async def test_a_misspelled_input_topic_is_named_never_created_and_picked_up_onc
     assert body["checks"]["input_topics"] is False
     assert body["missing_topics"] == [{"topic": wrong, "setting": "KEYWATCH_TOPIC_REQUESTS"}]
     t = worker.topics
-    existing = await _topics(worker.bootstrap, worker.app_id)
-    assert wrong not in existing
-    assert {t["alerts"], t["dlq"], t["keyed"], t["lifecycle"]} <= existing
+    assert await _topics(worker.bootstrap, worker.app_id) == {t["lifecycle"]}  # the test's own, nothing else
 
     await ensure_topics([worker.bootstrap], [wrong], worker.partitions)  # what the operator does
     await worker.wait_ready()
     await wait_until(lambda: worker.http("/readyz")[0] == 200, deadline_s=60, what="/readyz 200")
     assert "missing_topics" not in worker.http("/readyz")[1]
+    assert {t["alerts"], t["dlq"], t["keyed"], wrong} <= await _topics(worker.bootstrap, worker.app_id)
     await produce(worker.bootstrap, wrong, [(None, as_bytes(request_dict(ip="300.1.1.1")))])
     await produce(worker.bootstrap, t["lifecycle"], [(None, as_bytes(lifecycle_dict(key_id="k_late")))])
     assert len(await collect(worker.bootstrap, t["dlq"], until=lambda m: len(m) >= 1)) == 1
@@ -112,7 +111,7 @@ async def test_with_exit_a_missing_input_topic_stops_the_worker_with_one_line(
     worker_factory: Callable[..., WorkerProcess],
 ) -> None:
     """KEYWATCH_MISSING_INPUT_TOPICS=exit: a non-zero exit and one line naming both topics and their settings;
-    the input topics still do not exist afterwards."""
+    no topic exists afterwards (neither the inputs nor keywatch's own)."""
     worker = worker_factory(create_inputs=False, extra_env={"KEYWATCH_MISSING_INPUT_TOPICS": "exit"})
     worker.start()
     assert worker.proc is not None
@@ -123,9 +122,7 @@ async def test_with_exit_a_missing_input_topic_stops_the_worker_with_one_line(
     [line] = [ln for ln in worker.log_text().splitlines() if ln.startswith("Error:")]
     named = f"{t['requests']} (KEYWATCH_TOPIC_REQUESTS), {t['lifecycle']} (KEYWATCH_TOPIC_LIFECYCLE)"
     assert f"input topics {named} do not exist" in line
-    existing = await _topics(worker.bootstrap, worker.app_id)
-    assert t["requests"] not in existing
-    assert t["lifecycle"] not in existing
+    assert await _topics(worker.bootstrap, worker.app_id) == set(), "nothing may be created"
 
 
 async def test_a_real_stall_turns_readyz_then_healthz_503_and_shows_in_the_lag_metrics(tmp_path: Path) -> None:

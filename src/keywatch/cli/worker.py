@@ -130,6 +130,14 @@ def command(config_file: Path | None, bootstrap_servers: str | None, broker_time
             creates=[*own, *internal],
             security=security,
         )
+        # Before anything is created: a misspelled input topic (or app id) leaves no topics behind to clean up.
+        await wait_for_input_topics(
+            settings.bootstrap_list,
+            input_topics(settings),
+            exit_if_missing=settings.missing_input_topics == "exit",
+            security=security,
+            on_check=app.keywatch_health.set_missing_topics,
+        )
         await ensure_topics(
             settings.bootstrap_list,
             own,
@@ -139,13 +147,6 @@ def command(config_file: Path | None, bootstrap_servers: str | None, broker_time
         )
         needs = required_message_bytes(app.keywatch_ingest.keyed_topic, settings.topic_dlq)
         await check_message_limits(settings.bootstrap_list, needs, security=security)
-        await wait_for_input_topics(
-            settings.bootstrap_list,
-            input_topics(settings),
-            exit_if_missing=settings.missing_input_topics == "exit",
-            security=security,
-            on_check=app.keywatch_health.set_missing_topics,
-        )
 
     # One loop for the wait and for faust: the HTTP server started here keeps serving once faust runs.
     loop = asyncio.new_event_loop()
