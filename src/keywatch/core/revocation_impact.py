@@ -9,7 +9,8 @@ ran fires it then, with the tick's time and id — the worker and replay give th
 
 Evidence samples the networks, user agents and paths of the first request of each minute (at most `MAX_NETS`,
 `MAX_AGENTS`, `MAX_PATHS`, the least recently sampled dropped; those sampled in the window are reported, most
-recent first; paths without query, at most `PATH_CHARS` characters), and names
+recent first; paths without query, at most `PATH_CHARS` characters; a sample of a minute the ring no longer
+holds is dropped at the next sampled request, so the evidence describes the minutes counted), and names
 the replacement key (registry `replaced_by`) and whether it serves those networks, from what the replacement
 told the key's rotation state (`keywatch.core.rotation`), or "unknown".
 
@@ -109,6 +110,11 @@ class RevocationImpact(Detector[RevocationState]):
 
     @staticmethod
     def _note(st: RevocationState, record: RequestRecord, minute: int) -> None:
+        oldest = minute - len(st.counts) + 1  # samples only of minutes the ring holds: the evidence of what is counted
+        for table in (st.nets, st.agents, st.paths):
+            if table and min(table.values()) < oldest:
+                for value in [v for v, m in table.items() if m < oldest]:
+                    del table[value]
         _sample(st.nets, range_of(record.ip), minute, MAX_NETS)
         if record.user_agent:
             _sample(st.agents, record.user_agent[:AGENT_CHARS], minute, MAX_AGENTS)

@@ -114,3 +114,14 @@ def test_state_is_small_and_survives_the_codec() -> None:
     assert len(slot.counts) == 15 + revocation_impact.RING_SLACK
     assert decode_state(encode_state(state)).detectors[revocation_impact.NAME] == slot
     assert len(msgspec.msgpack.encode(slot)) < 160
+
+
+def test_samples_of_minutes_the_ring_no_longer_holds_are_dropped() -> None:
+    """A key that moved: an hour on one network, agent and path, then on others. Its state keeps only the samples
+    of minutes the ring still counts, and a revocation names only the networks of the window."""
+    early = [req(T0 + m * MINUTE, ip=f"203.0.113.{m}", agent=f"old/{m}") for m in range(3)]
+    lines = key_lines([*early, *every(T0 + HOUR, REVOKED, MINUTE, ip="192.0.2.10", agent="billing/1.0")])
+    slot = final_states(lines)[f"acme/{OLD}"].detectors[revocation_impact.NAME]
+    assert (set(slot.nets), set(slot.agents)) == ({"192.0.2.0/24"}, {"billing/1.0"})
+    [alert] = of(replayed(lines), IN_USE)
+    assert (alert.data.evidence["networks"], alert.data.evidence["user_agents"]) == (["192.0.2.0/24"], ["billing/1.0"])
