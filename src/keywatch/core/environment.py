@@ -148,18 +148,12 @@ def _kind(network: str) -> str:
     return "v6" if ":" in network else "v4"
 
 
-def _evict(table: dict[str, Any], cap: int, recency: Any) -> None:
-    """Drop the least recent entries (by `recency`, then name) beyond `cap`."""
-    while len(table) > cap:
-        del table[min(table, key=lambda k: (recency(table[k]), k))]
-
-
-def _evict_bulk(table: dict[str, Any], cap: int, recency: Any) -> None:
-    """Beyond `cap`, drop the least recent entries (by `recency`, then name) down to `cap` less a sixteenth: a full
-    registry then pays one scan per `cap // 16` new entries, not one per entry."""
+def _evict(table: dict[str, Any], cap: int, recency: Any, *, bulk: bool = False) -> None:
+    """Beyond `cap`, drop the least recent entries (by `recency`, then name) down to `cap`, or with `bulk` down to
+    `cap` less a sixteenth: a full registry then pays one scan per `cap // 16` new entries, not one per entry."""
     if len(table) <= cap:
         return
-    keep = cap - max(1, cap // 16)
+    keep = cap - max(1, cap // 16) if bulk else cap
     for name in heapq.nsmallest(len(table) - keep, table, key=lambda k: (recency(table[k]), k)):
         del table[name]
 
@@ -354,7 +348,7 @@ class Environment(Detector[EnvironmentState]):
             elif day == seen.day:
                 seen.at_ms = min(seen.at_ms, t)
         if len(st.ranges) > cfg.max_ranges:
-            _evict_bulk(st.ranges, cfg.max_ranges, _range_recency)
+            _evict(st.ranges, cfg.max_ranges, _range_recency, bulk=True)
         return entry
 
     def _record_network(self, st: EnvironmentState, key_id: str, network: str, t: int) -> None:
@@ -368,7 +362,7 @@ class Environment(Detector[EnvironmentState]):
         else:
             seen[0], seen[1] = min(seen[0], t), max(seen[1], t)
         if len(st.networks) > self.config.max_networks:
-            _evict_bulk(st.networks, self.config.max_networks, _network_recency)
+            _evict(st.networks, self.config.max_networks, _network_recency, bulk=True)
 
     def _judge(
         self, tenant: str, entry: RangeUse, rk: str, key_id: str, env: str, older: tuple[int, int] | None = None

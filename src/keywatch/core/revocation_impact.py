@@ -112,9 +112,8 @@ class RevocationImpact(Detector[RevocationState]):
     def _note(st: RevocationState, record: RequestRecord, minute: int) -> None:
         oldest = minute - len(st.counts) + 1  # samples only of minutes the ring holds: the evidence of what is counted
         for table in (st.nets, st.agents, st.paths):
-            if table and min(table.values()) < oldest:
-                for value in [v for v, m in table.items() if m < oldest]:
-                    del table[value]
+            for value in [v for v, m in table.items() if m < oldest]:
+                del table[value]
         _sample(st.nets, range_of(record.ip), minute, MAX_NETS)
         if record.user_agent:
             _sample(st.agents, record.user_agent[:AGENT_CHARS], minute, MAX_AGENTS)
