@@ -31,11 +31,14 @@ class ScriptedTopic:
         self.name = name
         self.script = script
         self.delivered: list[tuple[bytes | None, bytes]] = []
+        self.partitions: list[int | None] = []  # of each delivered message
 
     def get_topic_name(self) -> str:
         return self.name
 
-    async def send(self, *, key: bytes | None, value: bytes, headers: Any = None) -> asyncio.Future[Any]:
+    async def send(
+        self, *, key: bytes | None, value: bytes, headers: Any = None, partition: int | None = None
+    ) -> asyncio.Future[Any]:
         step = next(self.script, None)
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         if step is not None and step[0] == "raise":
@@ -44,6 +47,7 @@ class ScriptedTopic:
             future.set_exception(step[1])
         else:
             self.delivered.append((key, value))
+            self.partitions.append(partition)
             future.set_result(None)
         return future
 
@@ -70,6 +74,18 @@ async def test_an_alert_whose_acknowledgement_times_out_is_sent_again() -> None:
     await sink.settle()
     assert topics["alerts"].delivered == [(b"acme/k1", b"{}")]
     assert _failures(metrics) == {("alerts", "timeout", "retried"): 1}
+
+
+async def test_a_keyed_message_sent_again_goes_to_the_same_partition() -> None:
+    """A packed hand-off message (no key, an explicit partition) whose acknowledgement failed is sent again to the
+    partition it was meant for: the one its subjects' states live in."""
+    metrics = Metrics()
+    sink, topics = _sink(metrics, keyed=[("fail", errors.KafkaTimeoutError())])
+    await sink.send("keyed", None, b"P[]", partition=3)
+    await sink.send("keyed", b"acme/", b"F{}")
+    await sink.settle()
+    assert topics["keyed"].delivered == [(b"acme/", b"F{}"), (None, b"P[]")]
+    assert topics["keyed"].partitions == [None, 3]
 
 
 async def test_a_message_too_large_for_the_producer_is_dropped_at_once() -> None:

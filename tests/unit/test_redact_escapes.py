@@ -289,7 +289,7 @@ async def run_pipeline(records: list[tuple[str, bytes | None, bytes]]) -> tuple[
     while done < len(sink.messages["keyed"]):
         key, value = sink.messages["keyed"][done]
         done += 1
-        if key is not None:  # a forward (single message); the packed ones were detected above
+        if key is not None:  # hand-offs (single or packed per subject); ingest's packed ones were detected above
             await processor.detect_message(key, value, store, partition_of(key, PARTITIONS))
     return sink, store
 
@@ -378,8 +378,14 @@ def test_records_with_nothing_secret_are_unchanged_by_the_escaping_aware_path() 
 
 
 def sink_entries(sink: MemorySink) -> list[Any]:
-    """The compact entries of every packed keyed message."""
-    return [entry for _, value in sink.messages["keyed"] if value[:1] == b"P" for entry in orjson.loads(value[1:])]
+    """The compact entries of every packed keyed message ingest sent (no key; detect's packed hand-offs, keyed by
+    their subject here, are not records)."""
+    return [
+        entry
+        for key, value in sink.messages["keyed"]
+        if key is None and value[:1] == b"P"
+        for entry in orjson.loads(value[1:])
+    ]
 
 
 def test_tokens_in_browser_headers_are_redacted_plainly_and_escaped() -> None:

@@ -26,12 +26,15 @@ from keywatch.pipeline.keycap import KeyCap, registry_recency
 from keywatch.pipeline.state_store import load, save
 from keywatch.pipeline.ticks import TickIndex
 from keywatch.pipeline.wire import (
+    PACKED_MAX_BYTES,
     TAG_FORWARD,
     TAG_LIFECYCLE,
     TAG_PACKED,
     TAG_REQUEST,
+    compact_forward,
     expand,
     forward_message,
+    pack,
     read_forward,
     unpack,
 )
@@ -63,6 +66,11 @@ class DetectStep:
         self.metrics = metrics or Metrics()
         self.key_cap = key_cap
         self.ticks = TickIndex()
+        # The keyed-topic partition of a subject, None while unknown: with it, the hand-offs of a keyed message
+        # go out packed, one message per partition; without, one message per subject.
+        self.partition_of: Callable[[bytes], int | None] | None = None
+        self._forwards: list[Forward] = []  # hand-offs of the batch in progress, not yet sent
+        self._pack_forwards = False
 
     async def detect(
         self, key: bytes, value: bytes, store: MutableMapping[bytes, bytes], partition: int | None = None
@@ -109,7 +117,11 @@ class DetectStep:
             await self.detect(key, value, store, partition)
             return 1
         entries = unpack(value)
-        newest = max((entry[1] for entry in entries if isinstance(entry, list) and len(entry) > 1), default=None)
+        # (an entry that is not a list with an integer time is dead-lettered below: it moves no watermark)
+        newest = max(
+            (entry[1] for entry in entries if isinstance(entry, list) and len(entry) > 1 and type(entry[1]) is int),
+            default=None,
+        )
 
         def read(entry: Any) -> tuple[bytes, Input]:
             record = expand(entry)
@@ -119,7 +131,7 @@ class DetectStep:
             log.error("detect failed on a record of %s[%d]@%d", topic, partition, offset, exc_info=exc)
             await self.dead_letter(topic, partition, offset, subject or key, orjson.dumps(entry), internal(exc))
 
-        await self.detect_batch(entries, read, store, partition, newest, failed)
+        await self.detect_batch(entries, read, store, partition, newest, failed, pack_forwards=True)
         return len(entries)
 
     async def detect_batch(
@@ -130,17 +142,22 @@ class DetectStep:
         partition: int | None,
         newest_ms: int | None,
         failed: Callable[[_Entry, bytes, Exception], Awaitable[None]] | None = None,
+        *,
+        pack_forwards: bool = False,
     ) -> list[Outcome]:
         """Process records in order against their keys' states in `store`; return their outcomes.
 
         `read` gives an entry's key and record (an entry that fails there fails like any other); `newest_ms` is
         the newest event time of the entries, to move the partition's watermark to. With `failed`, a record
         that fails is handed to it and costs that record only (its key's state is restored to what it was
-        before it); without, the failure raises and no state is written.
+        before it); without, the failure raises and no state is written. The hand-offs go out after the batch,
+        or before an alert: one message each, or with `pack_forwards` packed (`_send_forwards`).
         """
         if self.key_cap is not None and self.key_cap.stale:
             self.key_cap.rebuild(store.items())
             self.ticks.rebuild(store.items(), self.key_cap.partition_of)
+        self._forwards = []  # a batch that raised wrote no state: its hand-offs are not sent either
+        self._pack_forwards = pack_forwards
         states: dict[bytes, KeyState] = {}  # decoded in this call, written back at its end
         done: dict[bytes, list[Input]] = {}
         outcomes: list[Outcome] = []
@@ -170,6 +187,7 @@ class DetectStep:
             save(store, subject, state)
         if partition is not None:
             await self.run_ticks(store, partition, states.items(), newest_ms)
+        await self._send_forwards()
         return outcomes
 
     async def run_ticks(
@@ -203,6 +221,7 @@ class DetectStep:
             save(store, key, outcome.state)
             ticks.note(partition, key, outcome.state.next_tick())
             await self._emit(outcome)
+        await self._send_forwards()
 
     def _apply(self, state: KeyState | None, item: Input) -> Outcome:
         if isinstance(item, RequestRecord):
@@ -240,12 +259,14 @@ class DetectStep:
         return evicted
 
     async def _emit(self, outcome: Outcome) -> None:
-        # Forwards first: once an alert is visible, the hand-off it implies is already on its way.
+        # Hand-offs are held until the batch ends (`_send_forwards`: packed) or an alert is due: they go first,
+        # so once an alert is visible, the hand-offs it implies are already on their way.
         # A message the sink can never deliver has been logged and counted there (keywatch_send_failures_total);
         # it costs that message only, not the record's other outputs.
-        for fwd in outcome.forwards:
-            with contextlib.suppress(Undeliverable):
-                await self.sink.send("keyed", fwd.subject.encode(), forward_message(fwd))
+        self._forwards.extend(outcome.forwards)
+        if not outcome.alerts:
+            return
+        await self._send_forwards()
         for alert in outcome.alerts:
             try:
                 await self.sink.alerts.write([alert])
@@ -254,3 +275,45 @@ class DetectStep:
             self.metrics.observe_alert(
                 alert.type, alert.data.severity, alert.data.status, alert.time, tenant=alert.data.tenant
             )
+
+    async def _send_forwards(self) -> None:
+        """Send the hand-offs held, in order per subject: one message each, or (`pack_forwards`) packed, one
+        message per keyed-topic partition (no more than `PACKED_MAX_BYTES` of entries each) when the partition
+        is known, else one message per subject; a lone hand-off as its one-record message."""
+        pending, self._forwards = self._forwards, []
+        if not self._pack_forwards:
+            for fwd in pending:
+                with contextlib.suppress(Undeliverable):
+                    await self.sink.send("keyed", fwd.subject.encode(), forward_message(fwd))
+            return
+        groups: dict[tuple[bytes | None, int | None], list[Forward]] = {}
+        for fwd in pending:
+            subject = fwd.subject.encode()
+            partition = self.partition_of(subject) if self.partition_of is not None else None
+            groups.setdefault((None, partition) if partition is not None else (subject, None), []).append(fwd)
+        for (key, partition), fwds in groups.items():
+            if len(fwds) == 1:
+                with contextlib.suppress(Undeliverable):
+                    await self.sink.send(
+                        "keyed", fwds[0].subject.encode(), forward_message(fwds[0]), partition=partition
+                    )
+                continue
+            for value in _packed(fwds):
+                with contextlib.suppress(Undeliverable):
+                    await self.sink.send("keyed", key, value, partition=partition)
+
+
+def _packed(fwds: list[Forward]) -> list[bytes]:
+    """Packed messages of hand-offs, in order, each under `PACKED_MAX_BYTES` of entries (a lone larger one alone)."""
+    out: list[bytes] = []
+    entries: list[bytes] = []
+    size = 0
+    for fwd in fwds:
+        entry = orjson.dumps(compact_forward(fwd))
+        if entries and size + len(entry) > PACKED_MAX_BYTES:
+            out.append(pack(entries))
+            entries, size = [], 0
+        entries.append(entry)
+        size += len(entry) + 1
+    out.append(pack(entries))
+    return out

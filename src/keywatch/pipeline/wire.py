@@ -4,7 +4,8 @@ A keyed message is one tag byte, then the payload:
 - `R` / `L`: one request or lifecycle event, as the model's JSON (the one-record form);
 - `F`: a hand-off from another key's detection (`Forward`), as JSON;
 - `P`: many records of one keyed-topic partition packed together, a JSON array of compact entries (`compact`),
-  each ["R", ts_ms, fields...] or ["L", ts_ms, fields...].
+  each ["R", ts_ms, fields...] or ["L", ts_ms, fields...], or hand-offs (`compact_forward`), each
+  ["F", ts_ms, tenant, key_id, kind, payload] (detect packs the hand-offs of a keyed message per partition).
 """
 
 from __future__ import annotations
@@ -75,9 +76,20 @@ def compact(record: RequestRecord | LifecycleEvent) -> list[Any]:
     return ["L", when, *(getattr(record, f) for f in _LIFECYCLE_FIELDS)]
 
 
-def expand(entry: list[Any]) -> RequestRecord | LifecycleEvent:
-    """Inverse of `compact`, without validation: the entry was made from a validated record by ingest (a
-    request entry without the trailing browser headers, as written before they existed, has them absent)."""
+def compact_forward(fwd: Forward) -> list[Any]:
+    """A hand-off as a packed entry: tag, event time in epoch ms, then its fields."""
+    return ["F", fwd.ts_ms, fwd.tenant, fwd.key_id, fwd.kind, fwd.payload]
+
+
+def expand(entry: list[Any]) -> RequestRecord | LifecycleEvent | Forward:
+    """Inverse of `compact` and `compact_forward`, without validation: the entry was made by keywatch from a
+    validated record (a request entry without the trailing browser headers, as written before they existed, has
+    them absent)."""
+    if entry[0] == "F":
+        if len(entry) != 6:
+            raise ValueError(f"packed hand-off entry with {len(entry) - 1} fields, expected 5")
+        _, when, tenant, key_id, kind, payload = entry
+        return _forward(tenant, key_id, kind, payload, when)
     ts = _EPOCH + timedelta(milliseconds=entry[1])
     if entry[0] == "R":
         values = [ts, *entry[2:]]
@@ -142,7 +154,22 @@ def forward_message(fwd: Forward) -> bytes:
 
 def read_forward(payload: bytes) -> Forward:
     """Inverse of `forward_message`, given the payload after the tag."""
-    return Forward(**orjson.loads(payload))
+    body = orjson.loads(payload)
+    if not isinstance(body, dict) or set(body) != _FORWARD_FIELDS:
+        raise ValueError("hand-off message without exactly the fields tenant, key_id, kind, payload, ts_ms")
+    return _forward(body["tenant"], body["key_id"], body["kind"], body["payload"], body["ts_ms"])
+
+
+_FORWARD_FIELDS = {"tenant", "key_id", "kind", "payload", "ts_ms"}
+
+
+def _forward(tenant: Any, key_id: Any, kind: Any, payload: Any, ts_ms: Any) -> Forward:
+    """A hand-off read back, its fields' types checked (a detector trusts them, and its state keeps them)."""
+    if not (isinstance(tenant, str) and isinstance(key_id, str) and isinstance(kind, str)):
+        raise ValueError("hand-off with a tenant, key id or kind that is not a string")
+    if type(ts_ms) is not int or not isinstance(payload, dict):
+        raise ValueError("hand-off with a time that is not an integer or a payload that is not an object")
+    return Forward(tenant, key_id, kind, payload, ts_ms)
 
 
 def record_tags(value: bytes) -> list[bytes]:

@@ -147,16 +147,20 @@ class Sink(Protocol):
         """Where dead letters go."""
         ...
 
-    async def send(self, channel: Literal["keyed"], key: bytes | None, value: bytes) -> None:
-        """Send (or buffer) one keyed-channel message; ordering per key is preserved. Raises `Undeliverable` for
-        a message that can never be delivered."""
+    async def send(
+        self, channel: Literal["keyed"], key: bytes | None, value: bytes, *, partition: int | None = None
+    ) -> None:
+        """Send (or buffer) one keyed-channel message, to `partition` if given (else the key's); ordering per key
+        is preserved. Raises `Undeliverable` for a message that can never be delivered."""
         ...
 
 
 class KeyedSender(Protocol):
     """The byte-level keyed channel alone."""
 
-    async def send(self, channel: Literal["keyed"], key: bytes | None, value: bytes) -> None:
+    async def send(
+        self, channel: Literal["keyed"], key: bytes | None, value: bytes, *, partition: int | None = None
+    ) -> None:
         """As `Sink.send`."""
         ...
 
@@ -170,9 +174,11 @@ class Outputs:
     alerts: OutputSink[Alert]
     letters: OutputSink[Letter]
 
-    async def send(self, channel: Literal["keyed"], key: bytes | None, value: bytes) -> None:
+    async def send(
+        self, channel: Literal["keyed"], key: bytes | None, value: bytes, *, partition: int | None = None
+    ) -> None:
         """Send through the keyed sender."""
-        await self.keyed.send(channel, key, value)
+        await self.keyed.send(channel, key, value, partition=partition)
 
 
 class MemoryAlertSink(OutputSink[Alert]):
@@ -213,6 +219,6 @@ class MemorySink:
         self.alerts = MemoryAlertSink(self.messages["alerts"])
         self.letters = MemoryLetterSink(self.messages["dlq"])
 
-    async def send(self, channel: Channel, key: bytes | None, value: bytes) -> None:
-        """Append to the channel's list."""
+    async def send(self, channel: Channel, key: bytes | None, value: bytes, *, partition: int | None = None) -> None:
+        """Append to the channel's list (the partition is not kept: a memory sink has none)."""
         self.messages[channel].append((key, value))

@@ -78,18 +78,27 @@ class FaustSink:
         self._topics = {"keyed": keyed, "alerts": alerts, "dlq": dlq}
         self._metrics = metrics
         self._backoff = backoff or Backoff()
-        self._pending: list[tuple[Channel, bytes | None, bytes, Headers | None, asyncio.Future[Any]]] = []
+        self._pending: list[tuple[Channel, bytes | None, bytes, Headers | None, int | None, asyncio.Future[Any]]] = []
 
-    async def send(self, channel: Channel, key: bytes | None, value: bytes, headers: Headers | None = None) -> None:
-        """Buffer one message on the channel's topic (a dead letter: send it and wait for the acknowledgement)."""
+    async def send(
+        self,
+        channel: Channel,
+        key: bytes | None,
+        value: bytes,
+        headers: Headers | None = None,
+        *,
+        partition: int | None = None,
+    ) -> None:
+        """Buffer one message on the channel's topic, to `partition` if given (else the key's); a dead letter:
+        send it and wait for the acknowledgement."""
         while True:
             try:
-                future = await self._topics[channel].send(key=key, value=value, headers=headers)
+                future = await self._topics[channel].send(key=key, value=value, headers=headers, partition=partition)
             except Exception as exc:
                 await self._failed(channel, value, exc)  # raises Undeliverable when it can never be sent
                 continue
             if channel != "dlq":
-                self._pending.append((channel, key, value, headers, future))
+                self._pending.append((channel, key, value, headers, partition, future))
                 return
             try:
                 await future
@@ -104,13 +113,13 @@ class FaustSink:
         (retriable) or drop them (never deliverable)."""
         while self._pending:
             pending, self._pending = self._pending, []
-            for channel, key, value, headers, future in pending:
+            for channel, key, value, headers, partition, future in pending:
                 try:
                     await future
                 except Exception as exc:
                     with contextlib.suppress(Undeliverable):  # dropped: logged and counted in _failed
                         await self._failed(channel, value, exc)
-                        await self.send(channel, key, value, headers)
+                        await self.send(channel, key, value, headers, partition=partition)
         self._backoff.reset()
 
     async def _failed(self, channel: Channel, value: bytes, exc: BaseException) -> None:
@@ -387,6 +396,7 @@ def create_app(settings: Settings, engine: Engine, metrics: Metrics | None = Non
     detect_seconds = metrics.processing.labels("detect")
     detect_records = metrics.processed_records.labels("detect")
     ingest = IngestStage(settings, processor, metrics, keyed.get_topic_name())
+    processor.detect_step.partition_of = ingest.keyed_partition  # hand-offs packed per partition, as ingest packs
     health = Health()
 
     @app.on_partitions_assigned.connect  # type: ignore[arg-type]

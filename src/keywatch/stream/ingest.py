@@ -149,6 +149,10 @@ class IngestStage:
         """The keyed-topic partition of a subject: Kafka's default partitioner (murmur2, positive, modulo)."""
         return partition_of(subject, self._partitions)
 
+    def keyed_partition(self, subject: bytes) -> int | None:
+        """`partition_of`, or None before ingest has read the keyed topic's partition count."""
+        return partition_of(subject, self._partitions) if self._partitions else None
+
     async def run(self) -> None:
         """Start the clients, then consume until `stop()`; the clients are stopped on the way out."""
         self._running = True
