@@ -21,7 +21,7 @@ from kwbench import profiling
 from kwbench.data import first_lines, generate, simulate
 from kwbench.kafka import ROOT, Broker, ceiling, changelog, create_topic, fill
 from kwbench.latency import measure
-from kwbench.report import render_table, rows
+from kwbench.report import reasons, render_table, rows
 from kwbench.worker import PYTHON, Worker, wait_processed
 
 BENCH = ROOT / "bench"
@@ -268,15 +268,19 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.profile:
         text = ""
+        res["profiles"] = {}
         for name in ("worker", "replay"):
             raw = results_dir / f"profile-{name}.raw"
             if raw.exists():
-                text += profiling.render(name, profiling.summarise(raw))
+                summary = profiling.summarise(raw)
+                res["profiles"][name] = summary
+                text += profiling.render(name, summary)
         (results_dir / "profile-summary.txt").write_text(text)
         log(f"profile summary in {results_dir / 'profile-summary.txt'}")
 
     res["load_after"] = load()
     res["table"] = rows(res)
+    res["reasons"] = reasons(res)
     table = render_table(res)
     res["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     args.out.write_bytes(orjson.dumps(res, option=orjson.OPT_INDENT_2) + b"\n")

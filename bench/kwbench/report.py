@@ -109,6 +109,68 @@ def rows(res: dict[str, Any]) -> list[dict[str, str]]:
     return out
 
 
+def _top(res: dict[str, Any], name: str, n: int = 6) -> str:
+    """The profile's largest inclusive shares of keywatch's own code (`--profile`), or a pointer to it."""
+    summary = _get(res, "profiles", name)
+    if not summary:
+        return f"profile: run with --profile for bench/results/profile-{name}.raw"
+    # (frames under 90 %: not the task and loop frames every sample passes through)
+    ours = [(frame, pct) for frame, pct in summary["inclusive"] if "keywatch" in frame and pct < 90][:n]
+    return "profile (inclusive): " + ", ".join(f"{frame} {pct:.0f} %" for frame, pct in ours)
+
+
+def reasons(res: dict[str, Any]) -> list[str]:
+    """For every target this run missed: the measurement that explains it, and the measured profile."""
+    missed = {row["measurement"].strip() for row in res["table"] if row["status"] == "MISSED"}
+    out: list[str] = []
+    kw = res.get("keywatch") or {}
+    cpu = kw.get("cpu_us_per_record")
+    ceiling = _get(res, "ceiling", "records_per_s")
+    if "keywatch / ceiling" in missed and cpu and ceiling:
+        need = 1e6 / (CEILING_RATIO * ceiling)
+        out.append(
+            f"keywatch / ceiling: the worker spends {cpu:,.0f} µs of CPU per record on one core; "
+            f"{CEILING_RATIO:.2f} of the ceiling ({ceiling:,.0f} rec/s) needs <= {need:,.0f} µs; {_top(res, 'worker')}"
+        )
+    peer = _get(res, "peer", "records_per_s")
+    if "keywatch / peer" in missed and cpu and peer:
+        need = 1e6 / (PEER_RATIO * peer)
+        out.append(
+            f"keywatch / peer: {cpu:,.0f} µs of CPU per record; {PEER_RATIO}x the peer ({peer:,.0f} rec/s) needs "
+            f"<= {need:,.0f} µs (the peer validates, redacts and alerts on nothing)"
+        )
+    lat = res.get("latency")
+    if lat and any(m.startswith("alert latency p99") and "one worker" in m for m in missed):
+        rate = kw.get("records_per_s")
+        if rate and rate < lat["rate_target"]:
+            why = (
+                f"the worker processes {rate:,.0f} rec/s flat out (keywatch phase), less than the "
+                f"{lat['rate_target']:,} rec/s offered: the backlog grows and the probes wait behind it"
+            )
+        else:
+            why = "the worker keeps up on average: the time is in the pipeline's hops and batching"
+        out.append(f"alert latency p99: {why}")
+    mem = res.get("memory")
+    if mem and any(m.startswith("resident memory") for m in missed):
+        out.append(
+            f"resident memory: {mem['bytes_per_key']:,.0f} B per key, of which {mem['state_bytes_per_key']:,.0f} B "
+            "is serialised state; the rest is the table's entries, the key cap's index and the bounded caches"
+        )
+    for label, name, key, target in (
+        ("replay, the bench's sparse file", "sparse replay", "replay", REPLAY_SPARSE),
+        ("replay, `keywatch simulate` default scenario", "dense replay", "replay_dense", REPLAY_DENSE),
+    ):
+        rep = res.get(key)
+        if rep and any(m.startswith(label) for m in missed):
+            us = 1e6 / rep["records_per_s"]
+            out.append(
+                f"{name}: {us:,.1f} µs per record in one Python process, every detector run per record; "
+                f"{target:,} rec/s needs <= {1e6 / target:,.0f} µs"
+                + (f"; {_top(res, 'replay')}" if key == "replay" else "")  # (--profile profiles the sparse replay)
+            )
+    return out
+
+
 def render_table(res: dict[str, Any]) -> str:
     """Rows as a Markdown table, with the run's size and load."""
     table = res["table"]
@@ -124,4 +186,6 @@ def render_table(res: dict[str, Any]) -> str:
         f"{size['partitions']} partitions; {res['machine']['cpus']} CPUs; "
         f"load {lb['load1']:.2f} before, {la['load1']:.2f} after\n\n"
     )
-    return header + "\n".join([line, sep, *body]) + "\n"
+    why = res.get("reasons") or []
+    footer = "\nWhy each missed target was missed (measured in this run):\n" + "".join(f"- {r}\n" for r in why)
+    return header + "\n".join([line, sep, *body]) + "\n" + (footer if why else "")
