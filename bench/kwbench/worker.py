@@ -44,10 +44,12 @@ class Scrape:
 
     @property
     def detected(self) -> int:
-        """Keyed records the detect step has processed (packed messages carry many: count records when the
-        worker exports keywatch_processed_records, else keyed messages as before the batching change)."""
+        """Input records the detect step has processed: its keyed records less the hand-offs among them
+        (keywatch_handoffs_processed_total; a worker without it counts hand-offs as records, as the bench did
+        before it, which ends the phase early), or keyed messages for a worker older than the batching change."""
         if any(k.startswith("keywatch_processed_records_total") for k in self.samples):
-            return int(self.sum("keywatch_processed_records_total", step="detect"))
+            handoffs = self.sum("keywatch_handoffs_processed_total")
+            return int(self.sum("keywatch_processed_records_total", step="detect") - handoffs)
         return int(self.sum("keywatch_processing_seconds_count", step="detect"))
 
     @property

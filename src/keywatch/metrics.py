@@ -109,6 +109,12 @@ class Metrics:
             ["step"],
             registry=r,
         )
+        self.handoffs = Counter(
+            "keywatch_handoffs_processed",
+            "Hand-offs detect processed (messages from one key's detection to another key's or the tenant's state); "
+            'keywatch_processed_records_total{step="detect"} minus this: the input records detect processed.',
+            registry=r,
+        )
         self.last_event = Gauge(
             "keywatch_last_event_timestamp_seconds",
             "Event time of the newest record processed, by topic (how far behind = time() - this).",

@@ -271,3 +271,24 @@ def test_hostile_hand_off_entries_cost_only_themselves(hostile: list[list[Any]],
     for raw in letters:
         assert raw is not None
         assert orjson.loads(raw)[0] == "F"
+
+
+async def test_hand_offs_are_counted_apart_from_input_records() -> None:
+    """keywatch_handoffs_processed_total counts the hand-offs detect applied, and nothing else: the keyed
+    records detect processed less it are the input records."""
+    value = _packed_records(6)
+    sink = PartitionSink()
+    step = _step(sink, 0)
+    store = dict[bytes, bytes]()
+    cap = KeyCap(1, 4)
+    step.partition_of = cap.partition_of
+    records = await step.detect_message(None, value, store, 0)
+    handoffs = 0
+    while sink.messages["keyed"]:
+        key, message = sink.messages["keyed"].pop(0)
+        partition = sink.partitions.pop(0)
+        assert partition is not None
+        handoffs += await step.detect_message(key, message, store, partition)
+    assert handoffs > 6
+    assert step.metrics.registry.get_sample_value("keywatch_handoffs_processed_total") == handoffs
+    assert records == len(_records(6))

@@ -169,6 +169,8 @@ class DetectStep:
                 if state is None:
                     state = load(store, subject)
                 outcome = self._apply(state, item)
+                if isinstance(item, Forward):
+                    self.metrics.handoffs.inc()
                 states[subject] = outcome.state
                 done.setdefault(subject, []).append(item)
                 for evicted in self._touch(subject, outcome.state, partition):
