@@ -46,7 +46,7 @@ from keywatch.stream.lag import GroupOffsets, Offsets, measure
 
 log = logging.getLogger(__name__)
 
-BATCH_RECORDS = 2000  # most input records per batch (getmany max_records)
+BATCH_RECORDS = 8000  # most input records per batch (getmany max_records): ~1,000 per packed message at 4 partitions
 POLL_MS = 100  # how long getmany waits for records when the input is idle
 
 
