@@ -1,14 +1,25 @@
-"""release_free_memory gives freed heap pages back (glibc, as on the worker's images and this machine)."""
+"""release_free_memory gives freed heap pages back (glibc, as on the worker's images and this machine); states stay
+out of the cyclic collector's way (tune_gc, gc=False structs)."""
 
 from __future__ import annotations
 
+import gc
 import tracemalloc
 from pathlib import Path
 
-from keywatch.core.codec import encode_state
+import msgspec
+
+from keywatch.config import Settings
+from keywatch.contract.events import RequestRecord
+from keywatch.core import catalog
+from keywatch.core.codec import decode_state, encode_state
 from keywatch.core.ip_baseline import IpState, RangeSeen
 from keywatch.core.state import KeyState
-from keywatch.memory import release_free_memory
+from keywatch.memory import GC_THRESHOLDS, release_free_memory, tune_gc
+from keywatch.pipeline.ingest import Accepted, IngestStep, Topics
+from keywatch.runtime import make_engine
+from keywatch.sinks.base import MemorySink
+from tests.integration.kafka_helpers import build
 
 
 def _rss() -> int:
@@ -48,3 +59,67 @@ def test_encoded_states_hold_only_their_own_bytes() -> None:
     finally:
         tracemalloc.stop()
     assert per_state < size + 128, f"{per_state:.0f} bytes held per {size}-byte state"
+
+
+def _structs(value: object) -> list[msgspec.Struct]:
+    """Every struct in a decoded state's tree."""
+    found: list[msgspec.Struct] = []
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, msgspec.Struct):
+            found.append(item)
+            stack.extend(getattr(item, f) for f in item.__struct_fields__)
+        elif isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple):
+            stack.extend(item)
+    return found
+
+
+def test_decoded_states_are_not_tracked_by_the_collector() -> None:
+    """Every state struct is declared gc=False: a decoded key's or tenant's state adds no struct (and no dict of
+    them) for the cyclic collector to walk. Checked on the states of a few keys' lives and their tenant's."""
+    ingest = IngestStep(MemorySink(), Topics("requests", "lifecycle"))
+    states: dict[str, KeyState] = {}
+    engine = make_engine(Settings())
+    for phase in build(8):
+        for topic, items in (("lifecycle", phase.lifecycle), ("requests", phase.requests)):
+            for key, value in items:
+                verdict = ingest.route(topic, key, value)
+                assert isinstance(verdict, Accepted)
+                record = verdict.record
+                subject = record.subject
+                if isinstance(record, RequestRecord):
+                    outcome = engine.on_request(states.get(subject), record)
+                else:
+                    outcome = engine.on_lifecycle(states.get(subject), record)
+                states[subject] = outcome.state
+                for fwd in outcome.forwards:
+                    states[fwd.subject] = engine.on_forward(states.get(fwd.subject), fwd).state
+    assert any(s.is_tenant for s in states.values())
+    structs = 0
+    for state in states.values():
+        decoded = decode_state(encode_state(state))
+        for struct in _structs([decoded.registry, decoded.detectors]):
+            structs += 1
+            assert not gc.is_tracked(struct), type(struct).__name__
+    assert structs > 100
+    for spec in catalog.specs():
+        if spec.state is not None:
+            assert spec.state.__struct_config__.gc is False, spec.name
+
+
+def test_tune_gc_freezes_start_up_once_and_raises_the_thresholds() -> None:
+    before = gc.get_threshold()
+    try:
+        tune_gc()
+        frozen = gc.get_freeze_count()
+        assert frozen > 1000
+        assert gc.get_threshold() == GC_THRESHOLDS
+        assert GC_THRESHOLDS[0] > before[0]
+        tune_gc()
+        assert gc.get_freeze_count() == frozen
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)

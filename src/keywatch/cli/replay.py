@@ -15,6 +15,7 @@ from keywatch.config import ConfigError, load_settings
 from keywatch.contract.alerts import Alert
 from keywatch.eventsort import DEFAULT_SORT_BUFFER
 from keywatch.inputs import STDIN, InputError, check_sources, describe, read_lines
+from keywatch.memory import tune_gc
 from keywatch.replay import Input, ReplaySummary, replay_inputs, replay_parallel
 from keywatch.runtime import make_engine
 
@@ -103,6 +104,7 @@ def command(
         engine = make_engine(settings, config_file, asn_db=geoip_asn, country_db=geoip_country)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
+    tune_gc()  # (replay holds every key's state decoded: the collector's defaults would walk them all, often)
 
     if jobs > 1:
         if not quiet:

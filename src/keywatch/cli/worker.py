@@ -72,6 +72,9 @@ def command(config_file: Path | None, bootstrap_servers: str | None, broker_time
         app = _build(settings, config_file)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
+    from keywatch.memory import tune_gc
+
+    tune_gc()
     # aiokafka's DEBUG lines dump whole fetch responses: raw input records, before redaction. Never below INFO.
     for name in ("aiokafka.conn", "aiokafka.consumer.fetcher", "aiokafka.producer"):
         logging.getLogger(name).setLevel(max(logging.INFO, logging.getLogger().getEffectiveLevel()))

@@ -43,7 +43,7 @@ NON_BROWSER_TOKENS = (
 )  # fmt: skip
 
 
-class BrowserState(msgspec.Struct, array_like=True):
+class BrowserState(msgspec.Struct, array_like=True, gc=False):
     """Browser requests of one key: the days alerted, counts and small samples."""
 
     day: int  # UTC day number (epoch days) of the latest alert

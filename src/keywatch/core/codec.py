@@ -34,7 +34,7 @@ from keywatch.core.state import KeyRegistryEntry, KeyState
 FORMAT = 2
 
 
-class _Wire(msgspec.Struct, array_like=True):
+class _Wire(msgspec.Struct, array_like=True, gc=False):
     format: int
     tenant: str
     key_id: str

@@ -65,7 +65,7 @@ LEARNING = "learning"  # id part and discriminator prefix of the new-to-tenant u
 ENVS = ("live", "sandbox")
 
 
-class KeySeen(msgspec.Struct, array_like=True):
+class KeySeen(msgspec.Struct, array_like=True, gc=False):
     """One key at one range of the tenant: its first report, its latest report day and its first use that day."""
 
     since_ms: int
@@ -74,7 +74,7 @@ class KeySeen(msgspec.Struct, array_like=True):
     flagged_day: int = -1  # the last day a mismatch was answered for it
 
 
-class Presence(msgspec.Struct, array_like=True):
+class Presence(msgspec.Struct, array_like=True, gc=False):
     """One environment at one range: since when it has used the range (without a gap of the window) and when
     it last did, and the keys seen there."""
 
@@ -83,7 +83,7 @@ class Presence(msgspec.Struct, array_like=True):
     keys: dict[str, KeySeen] = {}
 
 
-class RangeUse(msgspec.Struct, array_like=True):
+class RangeUse(msgspec.Struct, array_like=True, gc=False):
     """A range of the tenant: its network and each environment's presence."""
 
     network: str
@@ -95,13 +95,13 @@ class RangeUse(msgspec.Struct, array_like=True):
         return self.live if env == "live" else self.sandbox
 
 
-class NetworkUse(msgspec.Struct, array_like=True):
+class NetworkUse(msgspec.Struct, array_like=True, gc=False):
     """A network of the tenant: the keys seen there, key -> [since_ms, at_ms]."""
 
     keys: dict[str, list[int]] = {}
 
 
-class EnvironmentState(msgspec.Struct, array_like=True):
+class EnvironmentState(msgspec.Struct, array_like=True, gc=False):
     """A key's reports (`reported`), or a tenant's registry (the other fields)."""
 
     reported: dict[str, int] = {}  # range -> the last UTC day (epoch days) reported to the tenant

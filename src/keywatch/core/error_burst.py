@@ -52,14 +52,14 @@ KINDS: dict[int, tuple[str, str, Severity]] = {
 KIND_OF_CODE = {code: kind for kind, (code, _, _) in KINDS.items()}
 
 
-class Seen(msgspec.Struct, array_like=True):
+class Seen(msgspec.Struct, array_like=True, gc=False):
     """A 4xx path or client IP: how often, and the last minute it was seen."""
 
     count: int
     last_minute: int
 
 
-class ErrorEpisode(msgspec.Struct, array_like=True):
+class ErrorEpisode(msgspec.Struct, array_like=True, gc=False):
     """An open cluster of one kind."""
 
     start_minute: int
@@ -69,7 +69,7 @@ class ErrorEpisode(msgspec.Struct, array_like=True):
     severity: Severity
 
 
-class ErrorBurstState(msgspec.Struct, array_like=True):
+class ErrorBurstState(msgspec.Struct, array_like=True, gc=False):
     """A key's recent 4xx answers and its usual share of each kind."""
 
     minute: int  # newest minute

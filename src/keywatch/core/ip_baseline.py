@@ -41,7 +41,7 @@ MAX_RECENT_NETWORKS = 32  # networks new within the fan-out window, per key (old
 MANY_NETWORKS = "many-networks"  # discriminator of the fan-out alert
 
 
-class RangeSeen(msgspec.Struct, array_like=True):
+class RangeSeen(msgspec.Struct, array_like=True, gc=False):
     """A network range the key was used from."""
 
     first_s: int
@@ -51,7 +51,7 @@ class RangeSeen(msgspec.Struct, array_like=True):
     country: str | None
 
 
-class AsnSeen(msgspec.Struct, array_like=True):
+class AsnSeen(msgspec.Struct, array_like=True, gc=False):
     """An autonomous system the key was used from."""
 
     last_s: int
@@ -59,14 +59,14 @@ class AsnSeen(msgspec.Struct, array_like=True):
     org: str | None
 
 
-class CountrySeen(msgspec.Struct, array_like=True):
+class CountrySeen(msgspec.Struct, array_like=True, gc=False):
     """A country the key was used from."""
 
     last_s: int
     count: int
 
 
-class NetworkEpisode(msgspec.Struct, array_like=True):
+class NetworkEpisode(msgspec.Struct, array_like=True, gc=False):
     """An open usedFromNewIp episode of one network: the new ranges counted into it."""
 
     first_s: int
@@ -75,7 +75,7 @@ class NetworkEpisode(msgspec.Struct, array_like=True):
     sample: list[str]  # the first `SAMPLE` new ranges
 
 
-class IpState(msgspec.Struct, array_like=True):
+class IpState(msgspec.Struct, array_like=True, gc=False):
     """A key's networks."""
 
     ranges: dict[str, RangeSeen]

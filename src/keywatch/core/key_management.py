@@ -33,7 +33,7 @@ PATH_CHARS = 96
 _SLASHES = re.compile(r"/{2,}")
 
 
-class KeyManagementState(msgspec.Struct, array_like=True):
+class KeyManagementState(msgspec.Struct, array_like=True, gc=False):
     """Key-management requests of one key: the hours alerted and counts."""
 
     hour: int  # epoch hour of the latest alert

@@ -47,7 +47,7 @@ _KINDS = {"apiKey.created": "c", "apiKey.scopeChanged": "s", "apiKey.revoked": "
 _NAMES = {code: name for name, code in _KINDS.items()}
 
 
-class Operation(msgspec.Struct, array_like=True):
+class Operation(msgspec.Struct, array_like=True, gc=False):
     """One lifecycle operation: when, which (c / s / r), on which key."""
 
     ms: int
@@ -55,14 +55,14 @@ class Operation(msgspec.Struct, array_like=True):
     key_id: str
 
 
-class Burst(msgspec.Struct, array_like=True):
+class Burst(msgspec.Struct, array_like=True, gc=False):
     """A burst already alerted: from its first operation to the last one that extended it."""
 
     first_ms: int
     last_ms: int
 
 
-class ActorOps(msgspec.Struct, array_like=True):
+class ActorOps(msgspec.Struct, array_like=True, gc=False):
     """One actor's recent operations in the tenant (event-time order) and bursts."""
 
     newest_ms: int
@@ -70,7 +70,7 @@ class ActorOps(msgspec.Struct, array_like=True):
     bursts: list[Burst] = []
 
 
-class BurstState(msgspec.Struct, array_like=True):
+class BurstState(msgspec.Struct, array_like=True, gc=False):
     """The tenant's actors (kept in the tenant's state only)."""
 
     actors: dict[str, ActorOps] = {}

@@ -39,7 +39,7 @@ MAX_ROLES = 8  # roles (with their times) kept per key
 MAX_ACTOR = 200  # characters of an actor kept
 
 
-class RoleAt(msgspec.Struct, array_like=True):
+class RoleAt(msgspec.Struct, array_like=True, gc=False):
     """A role the key got at an event time, and from whom."""
 
     ms: int
@@ -48,7 +48,7 @@ class RoleAt(msgspec.Struct, array_like=True):
     changed: bool  # a scopeChanged (False: the creation)
 
 
-class PrivilegeState(msgspec.Struct, array_like=True):
+class PrivilegeState(msgspec.Struct, array_like=True, gc=False):
     """The key's last roles, in event-time order."""
 
     roles: list[RoleAt] = []

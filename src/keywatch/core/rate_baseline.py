@@ -46,7 +46,7 @@ MINUTE_MS = 60_000
 SIGMA_PER_MAD = 1.25  # mean absolute deviation -> standard deviation, for roughly normal counts
 
 
-class RateEpisode(msgspec.Struct, array_like=True):
+class RateEpisode(msgspec.Struct, array_like=True, gc=False):
     """An open spike."""
 
     start_minute: int
@@ -59,7 +59,7 @@ class RateEpisode(msgspec.Struct, array_like=True):
 
 # Fields typed `int | float` hold an int while the baseline is a single count (the first minute, an hour's
 # first minute), as the arithmetic leaves it: the wire keeps which, so evidence reads the same after a reload.
-class RateState(msgspec.Struct, array_like=True):
+class RateState(msgspec.Struct, array_like=True, gc=False):
     """A key's per-minute counts and baseline."""
 
     minute: int  # newest minute (epoch minutes)

@@ -40,7 +40,7 @@ AGENT_CHARS = 64
 PATH_CHARS = 96
 
 
-class RevocationState(msgspec.Struct, array_like=True):
+class RevocationState(msgspec.Struct, array_like=True, gc=False):
     """A key's requests per minute over the last minutes, a sample of who sent them, and its revocation."""
 
     minute: int  # newest minute counted

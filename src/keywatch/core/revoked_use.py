@@ -19,7 +19,7 @@ NAME = "revoked"
 ALERT_TYPE = "apiKey.usedAfterRevoke"
 
 
-class RevokedUseState(msgspec.Struct, array_like=True):
+class RevokedUseState(msgspec.Struct, array_like=True, gc=False):
     """Uses of a revoked key past the grace period."""
 
     uses: int  # all uses past the grace period

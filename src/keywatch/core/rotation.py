@@ -59,7 +59,7 @@ SUMMARY_EXTRA_MS = 24 * HOUR_MS  # the new key reports this long past the rollou
 RotationStatus = Literal["in_progress", "stalled"]
 
 
-class RotationState(msgspec.Struct, array_like=True):
+class RotationState(msgspec.Struct, array_like=True, gc=False):
     """One key's side of a rotation: `is_new` for the replacement, else the replaced (old) key."""
 
     peer: str  # the other key of the rotation

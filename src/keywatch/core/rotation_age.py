@@ -33,7 +33,7 @@ DAY_MS = 86_400_000
 ROTATION_GRACE_MS = DAY_MS  # a replacement counts as a started rotation from a day after its creation
 
 
-class RotationAgeState(msgspec.Struct, array_like=True):
+class RotationAgeState(msgspec.Struct, array_like=True, gc=False):
     """The last reminder slot alerted, and when the key's replacement was created."""
 
     fired: int = -1  # index of the last slot that alerted (-1: none yet)

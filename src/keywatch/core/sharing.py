@@ -112,7 +112,7 @@ def fold_path(path: str) -> str:
     return (path[:second] if second > 0 else path)[:MAX_PATH]
 
 
-class Workload(msgspec.Struct, array_like=True, omit_defaults=True):
+class Workload(msgspec.Struct, array_like=True, omit_defaults=True, gc=False):
     """A workload's requests in one window."""
 
     product: str
@@ -124,7 +124,7 @@ class Workload(msgspec.Struct, array_like=True, omit_defaults=True):
     ids: list[str] = []  # sample request ids (ditto)
 
 
-class Window(msgspec.Struct, array_like=True, omit_defaults=True):
+class Window(msgspec.Struct, array_like=True, omit_defaults=True, gc=False):
     """One window of event time (index = start // window length) not decided yet."""
 
     index: int
@@ -133,7 +133,7 @@ class Window(msgspec.Struct, array_like=True, omit_defaults=True):
     dropped: int = 0  # requests of workloads beyond `MAX_WORKLOADS`
 
 
-class SeenWorkload(msgspec.Struct, array_like=True):
+class SeenWorkload(msgspec.Struct, array_like=True, gc=False):
     """A workload across the qualifying windows the evidence covers."""
 
     product: str
@@ -146,7 +146,7 @@ class SeenWorkload(msgspec.Struct, array_like=True):
     ids: list[str]
 
 
-class SharingState(msgspec.Struct, array_like=True, omit_defaults=True):
+class SharingState(msgspec.Struct, array_like=True, omit_defaults=True, gc=False):
     """A key's open windows and the qualifying windows of the period."""
 
     open: list[Window]

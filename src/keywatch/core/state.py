@@ -14,7 +14,7 @@ KeyStatus = Literal["active", "revoked", "unknown"]
 TENANT_KEY_ID = ""
 
 
-class KeyRegistryEntry(msgspec.Struct, array_like=True):
+class KeyRegistryEntry(msgspec.Struct, array_like=True, gc=False):
     """The key as the portal described it, plus when keywatch last saw it used."""
 
     status: KeyStatus = "unknown"  # unknown: used, but its creation was never seen

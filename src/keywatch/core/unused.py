@@ -43,7 +43,7 @@ GONE = "unused.gone"
 COVERAGE = "unused.coverage"
 
 
-class UnusedState(msgspec.Struct, array_like=True):
+class UnusedState(msgspec.Struct, array_like=True, gc=False):
     """A key's side (the tenant's coverage start as told, the last alert) or a tenant's (its coverage start and
     the never-used keys created before it); one type for both, the unused fields stay empty."""
 
