@@ -158,6 +158,8 @@ def main(argv: list[str] | None = None) -> int:
             if spy is not None:
                 profiling.detach(spy)
             gauges = _wait_gauges(w, args.keys)
+            rss_done = w.rss_bytes()
+            rss_settled = _settled_rss(w)
             res["keywatch"] = {
                 "records_per_s": args.records / (prog.done - prog.first),
                 "records_per_s_from_spawn": args.records / (prog.done - spawned),
@@ -168,7 +170,8 @@ def main(argv: list[str] | None = None) -> int:
                 "ingested": prog.last.ingested,
                 "alerts": int(prog.last.sum("keywatch_alerts_total")),
                 "dead_letters": int(prog.last.sum("keywatch_dead_letters_total")),
-                "rss_bytes": w.rss_bytes(),
+                "rss_bytes": rss_done,
+                "rss_settled_bytes": rss_settled,
                 **gauges,
                 "profiled": args.profile,
             }
@@ -242,7 +245,9 @@ def main(argv: list[str] | None = None) -> int:
         if "keywatch" in res and "idle_rss_bytes" in res and res["keywatch"].get("keys_tracked"):
             kw = res["keywatch"]
             res["memory"] = {
-                "bytes_per_key": (kw["rss_bytes"] - res["idle_rss_bytes"]) / kw["keys_tracked"],
+                "bytes_per_key": (kw.get("rss_settled_bytes", kw["rss_bytes"]) - res["idle_rss_bytes"])
+                / kw["keys_tracked"],
+                "bytes_per_key_at_completion": (kw["rss_bytes"] - res["idle_rss_bytes"]) / kw["keys_tracked"],
                 "state_bytes_per_key": kw["state_bytes"] / kw["keys_tracked"],
                 "keys": kw["keys_tracked"],
             }
@@ -287,6 +292,18 @@ def main(argv: list[str] | None = None) -> int:
     sys.stdout.write(table)
     log(f"results in {args.out}")
     return 0
+
+
+def _settled_rss(w: Worker, seconds: float = 65.0) -> int:
+    """The worker's resident set once idle after its run: the least VmRSS over `seconds` (sampled each second),
+    which spans the worker's once-a-minute `malloc_trim` (what glibc keeps of freed blocks until then is not
+    state: right after processing, the resident set depends on how long before the trim the run ended)."""
+    end = time.monotonic() + seconds
+    least = w.rss_bytes()
+    while time.monotonic() < end:
+        time.sleep(1.0)
+        least = min(least, w.rss_bytes())
+    return least
 
 
 def _wait_gauges(w: Worker, keys: int, deadline_s: float = 40.0) -> dict[str, Any]:

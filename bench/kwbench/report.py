@@ -76,7 +76,12 @@ def rows(res: dict[str, Any]) -> list[dict[str, str]]:
     if mem:
         add(
             f"resident memory per tracked key ({mem['keys']:,} keys)",
-            f"{mem['bytes_per_key']:,.0f} B (state {mem['state_bytes_per_key']:,.0f} B serialised)",
+            f"{mem['bytes_per_key']:,.0f} B (state {mem['state_bytes_per_key']:,.0f} B serialised"
+            + (
+                f"; {mem['bytes_per_key_at_completion']:,.0f} B at completion, before the worker's trim)"
+                if "bytes_per_key_at_completion" in mem
+                else ")"
+            ),
             f"<= {BYTES_PER_KEY // KB} KB at {MEMORY_KEYS // 1000}k keys",
             mem["bytes_per_key"] <= BYTES_PER_KEY if mem["keys"] >= MEMORY_KEYS else None,
         )
