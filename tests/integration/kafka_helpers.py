@@ -491,9 +491,10 @@ def _home_ip(i: int, j: int) -> str:
     return f"10.{i % 250}.{1 + j % 2}.{1 + j % 200}"
 
 
-def build(keys: int, *, tenant: str = "acme", revoke_every: int = 4) -> list[Phase]:
-    """The phases: created, history, revoked, during (the fault happens here), after."""
-    t0 = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(days=4)
+def build(keys: int, *, tenant: str = "acme", revoke_every: int = 4, start: datetime | None = None) -> list[Phase]:
+    """The phases: created, history, revoked, during (the fault happens here), after; from `start` (by default
+    four days before the current hour)."""
+    t0 = start or datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(days=4)
 
     def ts(delta: timedelta) -> str:
         return (t0 + delta).isoformat().replace("+00:00", "Z")

