@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaProducer, errors
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition, errors
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -383,7 +383,7 @@ class _Store(dict[bytes, bytes]):
     persisted: dict[Any, int]
 
     def set_persisted_offset(self, tp: Any, offset: int) -> None:
-        self.persisted = {tp: offset}
+        self.persisted = {**getattr(self, "persisted", {}), tp: offset}
 
 
 class _Table:
@@ -421,3 +421,54 @@ async def test_a_state_the_changelog_refuses_is_dropped_and_the_others_are_writt
     assert list(table.data.persisted.values()) == [1]
     assert _send_failures(metrics) == {("changelog", "too_large", "dropped"): 1}
     assert table.data[b"acme/big"] == b"x" * 4096  # still in the local store
+
+
+async def test_a_batch_of_messages_writes_each_partition_once_with_the_last_state_of_each_key(
+    kafka_bootstrap: str,
+) -> None:
+    """The detect agent's batch: writes selected to two partitions, a key written twice, a deletion; `flush_all`
+    sends each partition's writes to its own changelog partition, only the last write of a key, and records the
+    persisted offset of each partition."""
+    changelog = f"changelog-{uuid.uuid4().hex[:8]}"
+    await create_topics(kafka_bootstrap, {changelog: {}}, partitions=2)
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
+    await producer.start()
+    table = _Table(changelog)
+    view = TableView(table, lambda: producer, Metrics())
+    try:
+        view.select(0)
+        view[b"acme/a"] = b"first"
+        view[b"acme/gone"] = b"x"
+        view.select(1)
+        view[b"beta/b"] = b"b"
+        view.select(0)
+        view[b"acme/a"] = b"second"
+        assert view.pop(b"acme/gone") == b"x"
+        assert view.pending == 3
+        assert await asyncio.wait_for(view.flush_all(), 60) == 3
+        assert view.pending == 0
+        assert await view.flush_all() == 0  # nothing left to send
+    finally:
+        await producer.stop()
+    assert await _read_partition(kafka_bootstrap, changelog, 0) == [(b"acme/a", b"second"), (b"acme/gone", None)]
+    assert await _read_partition(kafka_bootstrap, changelog, 1) == [(b"beta/b", b"b")]
+    assert sorted((tp.partition, offset) for tp, offset in table.data.persisted.items()) == [(0, 1), (1, 0)]
+    assert table.data == {b"acme/a": b"second", b"beta/b": b"b"}
+
+
+async def _read_partition(bootstrap: str, topic: str, partition: int) -> list[tuple[bytes | None, bytes | None]]:
+    """Every record of one partition of `topic` up to its end offset now."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        tp = TopicPartition(topic, partition)
+        consumer.assign([tp])
+        await consumer.seek_to_beginning(tp)
+        end = (await consumer.end_offsets([tp]))[tp]
+        got: list[tuple[bytes | None, bytes | None]] = []
+        while await consumer.position(tp) < end:
+            batch = await consumer.getmany(tp, timeout_ms=1000)
+            got.extend((m.key, m.value) for m in batch.get(tp, []))
+        return got
+    finally:
+        await consumer.stop()

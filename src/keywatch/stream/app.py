@@ -63,6 +63,9 @@ from keywatch.stream.lag import MEASURE_TIMEOUT_S, GroupOffsets, Offsets, measur
 
 log = logging.getLogger(__name__)
 
+DETECT_BATCH_MESSAGES = 16  # most keyed messages the detect agent processes between two acknowledgement waits
+DETECT_BATCH_WAIT_S = 0.005  # how long it waits for more once one has arrived (faust's `take_events` `within`)
+
 
 class FaustSink:
     """Sends through faust's producer; `settle()` waits until what was sent is acknowledged.
@@ -149,8 +152,10 @@ class TableView:
     Writes and deletions go to the table's store at once and are remembered; `flush(partition)` sends them to
     that partition of the table's changelog topic as aiokafka batches (on faust's own producer), waits for the
     broker's acknowledgement and records the last offset as the store's persisted offset (what faust does per
-    write). The detect agent flushes after every keyed message, before the message counts as processed, so an
-    offset faust commits never runs ahead of the state it produced (at-least-once, as before).
+    write). The detect agent flushes after every batch of keyed messages (`select` tells the partition each
+    message's writes belong to), before the batch counts as processed, so an offset faust commits never runs
+    ahead of the state it produced (at-least-once, as before), and a key written by several messages of a batch
+    is written to the changelog once.
 
     faust's own path (`table[key] = value`: one `send_soon` per write into its ProducerBuffer, drained one
     message per event-loop turn, at most 100 per "ebb") fell behind the detect agent: 200,000 unsent writes held
@@ -164,7 +169,13 @@ class TableView:
         self._producer = producer
         self._codec = codec
         self._metrics = metrics or Metrics()
-        self._pending: dict[bytes, bytes | None] = {}
+        self._partition = 0  # the changelog partition the next writes belong to (`select`)
+        self._pending: dict[int, dict[bytes, bytes | None]] = {}
+
+    def select(self, partition: int) -> None:
+        """The writes from here on belong to changelog `partition` (the keyed message's: its keys, their
+        forwards and evictions all hash there)."""
+        self._partition = partition
 
     def get(self, key: bytes, default: bytes | None = None) -> bytes | None:
         """Current state bytes of a key (read from the table's store: faust's own `get` adds only a sensor call and
@@ -176,7 +187,7 @@ class TableView:
 
     def __setitem__(self, key: bytes, value: bytes) -> None:
         table_store(self._table)[key] = value
-        self._pending[key] = value
+        self._pending.setdefault(self._partition, {})[key] = value
 
     def pop(self, key: bytes, default: bytes | None = None) -> bytes | None:
         """Delete a key's state (a tombstone on the changelog); its old value, or `default`."""
@@ -184,7 +195,7 @@ class TableView:
         if value is None:
             return default
         del table_store(self._table)[key]
-        self._pending[key] = None
+        self._pending.setdefault(self._partition, {})[key] = None
         return value
 
     def items(self) -> list[tuple[bytes, bytes]]:
@@ -193,32 +204,38 @@ class TableView:
 
     @property
     def pending(self) -> int:
-        """Writes not flushed yet."""
-        return len(self._pending)
+        """Writes not flushed yet (a key written twice since the last flush counts once)."""
+        return sum(len(writes) for writes in self._pending.values())
+
+    async def flush_all(self) -> int:
+        """`flush` every partition with pending writes, all at once; the number of writes sent."""
+        counts = await asyncio.gather(*(self.flush(partition) for partition in sorted(self._pending)))
+        return sum(counts)
 
     async def flush(self, partition: int) -> int:
-        """Send the pending writes to changelog `partition` and wait for the acknowledgement; the number sent.
+        """Send the pending writes of changelog `partition` and wait for the acknowledgement; the number sent.
 
-        Every key written since the last flush belongs to `partition` (the keyed message's: its keys, their
-        forwards and evictions all hash there). A retriable failure is retried after an exponential, capped
-        backoff until it succeeds or the worker stops: the agent waits, which is the backpressure a broker outage
-        should cause. A failure that can never succeed (`stream/delivery.py`) is not retried: the writes are
-        sent one by one and only those Kafka refuses are dropped (logged, counted; the state stays in the local
-        store, but a worker that recovers this partition from the changelog will not have it).
+        Only the last write of a key since the last flush is sent. A retriable failure is retried after an
+        exponential, capped backoff until it succeeds or the worker stops: the agent waits, which is the
+        backpressure a broker outage should cause. A failure that can never succeed (`stream/delivery.py`) is
+        not retried: the writes are sent one by one and only those Kafka refuses are dropped (logged, counted;
+        the state stays in the local store, but a worker that recovers this partition from the changelog will
+        not have it).
         """
-        if not self._pending:
+        writes = self._pending.pop(partition, None)  # a write made meanwhile goes to the next flush
+        if not writes:
             return 0
         producer = self._producer()
         topic = changelog_topic_name(self._table)
         backoff = Backoff()
         while True:
             try:
-                last: int | None = await _send_batches(producer, topic, partition, self._pending, self._codec)
+                last: int | None = await _send_batches(producer, topic, partition, writes, self._codec)
                 break
             except Exception as exc:
                 verdict = classify(exc)
                 if not verdict.retry:
-                    last = await self._send_one_by_one(producer, topic, partition)
+                    last = await self._send_one_by_one(producer, topic, partition, writes)
                     break
                 self._metrics.send_failures.labels("changelog", verdict.reason, "retried").inc()
                 delay = backoff.next()
@@ -226,7 +243,7 @@ class TableView:
                     "changelog %s[%d]: %d writes not acknowledged (%s: %s); retrying in %.1fs",
                     topic,
                     partition,
-                    len(self._pending),
+                    len(writes),
                     _name(exc),
                     exc,
                     delay,
@@ -234,15 +251,15 @@ class TableView:
                 await asyncio.sleep(delay)
         if last is not None:
             set_persisted_offset(self._table, topic, partition, last)
-        sent = len(self._pending)
-        self._pending = {}
-        return sent
+        return len(writes)
 
-    async def _send_one_by_one(self, producer: Any, topic: str, partition: int) -> int | None:
-        """Send each pending write on its own, dropping those Kafka can never take; the last offset written."""
+    async def _send_one_by_one(
+        self, producer: Any, topic: str, partition: int, writes: dict[bytes, bytes | None]
+    ) -> int | None:
+        """Send each write on its own, dropping those Kafka can never take; the last offset written."""
         last: int | None = None
         backoff = Backoff()
-        for key, value in self._pending.items():
+        for key, value in writes.items():
             while True:
                 try:
                     last = await _send_batches(producer, topic, partition, {key: value}, self._codec)
@@ -574,20 +591,28 @@ def create_app(settings: Settings, engine: Engine, metrics: Metrics | None = Non
 
     @app.agent(keyed, concurrency=1)
     async def detect(stream: Any) -> None:
-        async for event in stream.events():
-            msg = event.message
+        # The keyed messages waiting, up to DETECT_BATCH_MESSAGES (faust acks them once the batch is done): one wait
+        # for the broker's acknowledgements per batch, not per message, so small messages (low rates, hand-offs)
+        # do not queue behind round trips.
+        async for events in stream.take_events(DETECT_BATCH_MESSAGES, within=DETECT_BATCH_WAIT_S):
             started = time.perf_counter()
-            try:
-                n = await processor.detect_message(msg.key, msg.value, store, msg.partition, msg.offset, msg.topic)
-            except Exception as exc:
-                n = 1
-                log.exception("detect failed on %s[%d]@%d", msg.topic, msg.partition, msg.offset)
-                await processor.dead_letter(msg.topic, msg.partition, msg.offset, msg.key, msg.value, internal(exc))
-            # The message's alerts, forwards and state are acknowledged before it counts as processed.
+            records = 0
+            for event in events:
+                msg = event.message
+                view.select(msg.partition)
+                try:
+                    records += await processor.detect_message(
+                        msg.key, msg.value, store, msg.partition, msg.offset, msg.topic
+                    )
+                except Exception as exc:
+                    records += 1
+                    log.exception("detect failed on %s[%d]@%d", msg.topic, msg.partition, msg.offset)
+                    await processor.dead_letter(msg.topic, msg.partition, msg.offset, msg.key, msg.value, internal(exc))
+            # The batch's alerts and forwards, then its state, are acknowledged before it counts as processed.
             await kafka_sink.settle()
-            await view.flush(msg.partition)
+            await view.flush_all()
             detect_seconds.observe(time.perf_counter() - started)
-            detect_records.inc(n)
+            detect_records.inc(records)
 
     app.keywatch_processor = processor  # type: ignore[attr-defined]
     app.keywatch_sinks = sinks  # type: ignore[attr-defined]

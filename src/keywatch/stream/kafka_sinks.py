@@ -75,8 +75,8 @@ class TopicAlertSink(OutputSink[Alert]):
         await self._transport.settle()
 
     async def stop(self) -> None:
-        """Nothing to do: the detect agent flushes after every keyed message, and faust flushes (then stops) its
-        producer at shutdown; waiting here could wait forever on an unreachable broker."""
+        """Nothing to do: the detect agent flushes after every batch of keyed messages, and faust flushes (then
+        stops) its producer at shutdown; waiting here could wait forever on an unreachable broker."""
 
 
 class TopicLetterSink(OutputSink[Letter]):
