@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from keywatch.contract.alerts import Alert
 from tests.factories import as_bytes, lifecycle_dict
-from tests.integration.kafka_helpers import WorkerProcess, collect, produce
+from tests.integration.kafka_helpers import WorkerProcess, collect, produce, read_all
 
 
 async def test_rocksdb_store_keeps_state_across_restart(worker_factory: Callable[..., WorkerProcess]) -> None:
@@ -28,3 +28,4 @@ async def test_rocksdb_store_keeps_state_across_restart(worker_factory: Callable
     alerts = [Alert.model_validate_json(v) for _, v in got]
     revoke = next(a for a in alerts if a.type == "apiKey.revoked")
     assert revoke.data.evidence["key_age_seconds"] == 7200.0
+    assert await read_all(worker.bootstrap, worker.topics["dlq"]) == []  # every state read and write succeeded

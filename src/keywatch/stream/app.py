@@ -52,6 +52,7 @@ from keywatch.stream.kafka_internals import (
     changelog_topic_name,
     codec_available,
     consumer_connected,
+    current_event_is,
     faust_assignment,
     faust_producer,
     hold_stream_flow,
@@ -601,9 +602,10 @@ def create_app(settings: Settings, engine: Engine, metrics: Metrics | None = Non
                 msg = event.message
                 view.select(msg.partition)
                 try:
-                    records += await processor.detect_message(
-                        msg.key, msg.value, store, msg.partition, msg.offset, msg.topic
-                    )
+                    with current_event_is(event):  # the rocksdb:// store reads and writes the event's partition
+                        records += await processor.detect_message(
+                            msg.key, msg.value, store, msg.partition, msg.offset, msg.topic
+                        )
                 except Exception as exc:
                     records += 1
                     log.exception("detect failed on %s[%d]@%d", msg.topic, msg.partition, msg.offset)

@@ -11,8 +11,10 @@ other module of keywatch reaches into a private attribute of anything but itself
 
 from __future__ import annotations
 
+import contextlib
+import weakref
 from collections import defaultdict
-from collections.abc import MutableMapping
+from collections.abc import Iterator, MutableMapping
 from dataclasses import dataclass
 from typing import Any, Literal, cast
 
@@ -135,6 +137,12 @@ INTERNALS: tuple[Internal, ...] = (
         "data",
         "table_store",
         "the store behind a table, read and written without faust's per-write changelog send",
+    ),
+    Internal(
+        "faust.streams",
+        "_current_event",
+        "current_event_is",
+        "the event a store's reads and writes belong to (rocksdb:// picks the partition's database by it)",
     ),
     Internal(
         "faust.stores.base.Store",
@@ -313,6 +321,25 @@ def table_store(table: Any) -> MutableMapping[bytes, Any]:
     changelog in batches itself. If it goes, every read and write of state fails.
     """
     return cast("MutableMapping[bytes, Any]", table.data)
+
+
+@contextlib.contextmanager
+def current_event_is(event: Any) -> Iterator[None]:
+    """Within this block, faust's current event is `event`.
+
+    faust's rocksdb:// store keeps one database per partition and picks it by the current event's partition on
+    every read and write (`faust.streams.current_event()`, from the context variable `_current_event`); faust
+    sets that per event in the task iterating the stream. The detect agent takes its keyed messages in batches (`Stream.take_events`), whose events are pulled
+    by a task of faust's, so the agent sets it itself around each message. If it goes, every state read and
+    write under rocksdb:// fails (no current event) and every keyed message becomes a dead letter.
+    """
+    from faust.streams import _current_event
+
+    token = _current_event.set(weakref.ref(event))
+    try:
+        yield
+    finally:
+        _current_event.reset(token)
 
 
 def set_persisted_offset(table: Any, topic: str, partition: int, offset: int) -> None:
