@@ -329,9 +329,10 @@ def current_event_is(event: Any) -> Iterator[None]:
 
     faust's rocksdb:// store keeps one database per partition and picks it by the current event's partition on
     every read and write (`faust.streams.current_event()`, from the context variable `_current_event`); faust
-    sets that per event in the task iterating the stream. The detect agent takes its keyed messages in batches (`Stream.take_events`), whose events are pulled
-    by a task of faust's, so the agent sets it itself around each message. If it goes, every state read and
-    write under rocksdb:// fails (no current event) and every keyed message becomes a dead letter.
+    sets that per event in the task iterating the stream. The detect agent takes its keyed messages in batches
+    (`Stream.take_events`), whose events are pulled by a task of faust's, so the agent sets it itself around
+    each message. If it goes, every state read and write under rocksdb:// fails (no current event) and every
+    keyed message becomes a dead letter.
     """
     from faust.streams import _current_event
 
