@@ -1,4 +1,4 @@
-"""KEYWATCH_CHANGELOG_COMPRESSION: lz4 by default, a clear error when the codec's library is missing, a clear
+"""KEYWATCH_CHANGELOG_COMPRESSION: zstd by default, a clear error when the codec's library is missing, a clear
 error for a codec Kafka does not know (the broker side is tests/integration/test_changelog_batches.py)."""
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from keywatch.stream.app import create_app
 from keywatch.stream.kafka_internals import CODECS, changelog_batch, codec_available
 
 
-def test_default_is_lz4_and_every_codec_is_installed() -> None:
-    """lz4 unless told otherwise; cramjam (a dependency) brings snappy, lz4 and zstd."""
-    assert load_settings().changelog_compression == "lz4"
+def test_default_is_zstd_and_every_codec_is_installed() -> None:
+    """zstd unless told otherwise; cramjam (a dependency) brings snappy, lz4 and zstd."""
+    assert load_settings().changelog_compression == "zstd"
     assert all(codec_available(c) for c in CODECS)
 
 
@@ -26,10 +26,10 @@ def test_an_unknown_codec_is_refused_naming_the_setting(monkeypatch: pytest.Monk
 
 
 def test_a_codec_whose_library_is_missing_stops_the_app_at_build(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Without cramjam, lz4 is an error before anything connects (not a failure at the first state write)."""
-    monkeypatch.setattr(codecs, "has_lz4", lambda: False)
+    """Without cramjam, zstd is an error before anything connects (not a failure at the first state write)."""
+    monkeypatch.setattr(codecs, "has_zstd", lambda: False)
     settings = Settings(app_id="codec-unit", metrics_port=0)
-    with pytest.raises(ConfigError, match=r"KEYWATCH_CHANGELOG_COMPRESSION is lz4.*cramjam"):
+    with pytest.raises(ConfigError, match=r"KEYWATCH_CHANGELOG_COMPRESSION is zstd.*cramjam"):
         create_app(settings, make_engine(settings))
     create_app(settings.model_copy(update={"changelog_compression": "gzip"}), make_engine(settings))
 
