@@ -66,6 +66,7 @@ log = logging.getLogger(__name__)
 
 DETECT_BATCH_MESSAGES = 16  # most keyed messages the detect agent processes between two acknowledgement waits
 DETECT_BATCH_WAIT_S = 0.005  # how long it waits for more once one has arrived (faust's `take_events` `within`)
+DETECT_FLUSH_RECORDS = 2000  # within a batch, records after which it waits for acknowledgements before going on
 
 
 class FaustSink:
@@ -597,10 +598,15 @@ def create_app(settings: Settings, engine: Engine, metrics: Metrics | None = Non
         # do not queue behind round trips.
         async for events in stream.take_events(DETECT_BATCH_MESSAGES, within=DETECT_BATCH_WAIT_S):
             started = time.perf_counter()
-            records = 0
+            records = unflushed = 0
             for event in events:
+                if unflushed >= DETECT_FLUSH_RECORDS:  # big messages (a backlog): acknowledged as they go
+                    await kafka_sink.settle()
+                    await view.flush_all()
+                    unflushed = 0
                 msg = event.message
                 view.select(msg.partition)
+                before = records
                 try:
                     with current_event_is(event):  # the rocksdb:// store reads and writes the event's partition
                         records += await processor.detect_message(
@@ -610,6 +616,7 @@ def create_app(settings: Settings, engine: Engine, metrics: Metrics | None = Non
                     records += 1
                     log.exception("detect failed on %s[%d]@%d", msg.topic, msg.partition, msg.offset)
                     await processor.dead_letter(msg.topic, msg.partition, msg.offset, msg.key, msg.value, internal(exc))
+                unflushed += records - before
             # The batch's alerts and forwards, then its state, are acknowledged before it counts as processed.
             await kafka_sink.settle()
             await view.flush_all()
