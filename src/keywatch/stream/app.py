@@ -154,10 +154,10 @@ class TableView:
     Writes and deletions go to the table's store at once and are remembered; `flush(partition)` sends them to
     that partition of the table's changelog topic as aiokafka batches (on faust's own producer), waits for the
     broker's acknowledgement and records the last offset as the store's persisted offset (what faust does per
-    write). The detect agent flushes after every batch of keyed messages (`select` tells the partition each
-    message's writes belong to), before the batch counts as processed, so an offset faust commits never runs
-    ahead of the state it produced (at-least-once, as before), and a key written by several messages of a batch
-    is written to the changelog once.
+    write). The detect agent flushes after every batch of keyed messages, and within one every 2,000 records
+    (`select` tells the partition each message's writes belong to), before the batch counts as processed, so
+    an offset faust commits never runs ahead of the state it produced (at-least-once, as before), and a key
+    written by several messages of a batch is written to the changelog once.
 
     faust's own path (`table[key] = value`: one `send_soon` per write into its ProducerBuffer, drained one
     message per event-loop turn, at most 100 per "ebb") fell behind the detect agent: 200,000 unsent writes held
