@@ -97,9 +97,15 @@ async def collect(
 
 
 async def read_all(
-    bootstrap: str, topic: str, *, deadline_s: float = 60.0, security: Mapping[str, Any] | None = None
+    bootstrap: str,
+    topic: str,
+    *,
+    partition: int | None = None,
+    deadline_s: float = 60.0,
+    security: Mapping[str, Any] | None = None,
 ) -> list[tuple[bytes | None, bytes | None]]:
-    """Every message of `topic` up to its end offsets now (tombstones included, as value None)."""
+    """Every message of `topic` (of its `partition` only, if given) up to its end offsets now (tombstones
+    included, as value None)."""
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap,
         group_id=None,
@@ -110,7 +116,7 @@ async def read_all(
     await consumer.start()
     got: list[tuple[bytes | None, bytes | None]] = []
     try:
-        partitions = await _partitions(consumer, topic)
+        partitions = [tp for tp in await _partitions(consumer, topic) if partition in (None, tp.partition)]
         if not partitions:
             return got
         consumer.assign(partitions)

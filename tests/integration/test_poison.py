@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition, errors
+from aiokafka import AIOKafkaProducer, errors
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -450,25 +450,7 @@ async def test_a_batch_of_messages_writes_each_partition_once_with_the_last_stat
         assert await view.flush_all() == 0  # nothing left to send
     finally:
         await producer.stop()
-    assert await _read_partition(kafka_bootstrap, changelog, 0) == [(b"acme/a", b"second"), (b"acme/gone", None)]
-    assert await _read_partition(kafka_bootstrap, changelog, 1) == [(b"beta/b", b"b")]
+    assert await read_all(kafka_bootstrap, changelog, partition=0) == [(b"acme/a", b"second"), (b"acme/gone", None)]
+    assert await read_all(kafka_bootstrap, changelog, partition=1) == [(b"beta/b", b"b")]
     assert sorted((tp.partition, offset) for tp, offset in table.data.persisted.items()) == [(0, 1), (1, 0)]
     assert table.data == {b"acme/a": b"second", b"beta/b": b"b"}
-
-
-async def _read_partition(bootstrap: str, topic: str, partition: int) -> list[tuple[bytes | None, bytes | None]]:
-    """Every record of one partition of `topic` up to its end offset now."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        tp = TopicPartition(topic, partition)
-        consumer.assign([tp])
-        await consumer.seek_to_beginning(tp)
-        end = (await consumer.end_offsets([tp]))[tp]
-        got: list[tuple[bytes | None, bytes | None]] = []
-        while await consumer.position(tp) < end:
-            batch = await consumer.getmany(tp, timeout_ms=1000)
-            got.extend((m.key, m.value) for m in batch.get(tp, []))
-        return got
-    finally:
-        await consumer.stop()

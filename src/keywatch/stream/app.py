@@ -593,6 +593,11 @@ def create_app(settings: Settings, engine: Engine, metrics: Metrics | None = Non
 
     @app.agent(keyed, concurrency=1)
     async def detect(stream: Any) -> None:
+        async def acknowledged() -> None:
+            # The alerts and forwards, then the state, acknowledged before the messages count as processed.
+            await kafka_sink.settle()
+            await view.flush_all()
+
         # The keyed messages waiting, up to DETECT_BATCH_MESSAGES (faust acks them once the batch is done): one wait
         # for the broker's acknowledgements per batch, not per message, so small messages (low rates, hand-offs)
         # do not queue behind round trips.
@@ -601,25 +606,22 @@ def create_app(settings: Settings, engine: Engine, metrics: Metrics | None = Non
             records = unflushed = 0
             for event in events:
                 if unflushed >= DETECT_FLUSH_RECORDS:  # big messages (a backlog): acknowledged as they go
-                    await kafka_sink.settle()
-                    await view.flush_all()
+                    await acknowledged()
                     unflushed = 0
                 msg = event.message
                 view.select(msg.partition)
-                before = records
                 try:
                     with current_event_is(event):  # the rocksdb:// store reads and writes the event's partition
-                        records += await processor.detect_message(
+                        n = await processor.detect_message(
                             msg.key, msg.value, store, msg.partition, msg.offset, msg.topic
                         )
                 except Exception as exc:
-                    records += 1
+                    n = 1
                     log.exception("detect failed on %s[%d]@%d", msg.topic, msg.partition, msg.offset)
                     await processor.dead_letter(msg.topic, msg.partition, msg.offset, msg.key, msg.value, internal(exc))
-                unflushed += records - before
-            # The batch's alerts and forwards, then its state, are acknowledged before it counts as processed.
-            await kafka_sink.settle()
-            await view.flush_all()
+                records += n
+                unflushed += n
+            await acknowledged()
             detect_seconds.observe(time.perf_counter() - started)
             detect_records.inc(records)
 
